@@ -1,0 +1,414 @@
+//! Outcome classification: the one place that decides what a response or an
+//! error *is*.
+//!
+//! Every layer that reacts to failures (retry, circuit breaker, upstream
+//! health, throttling, the error-to-response mapping) asks the same question:
+//! did this call succeed, and if not, what went wrong and could the upstream
+//! have seen the request? This module answers it once, so that no layer
+//! re-invents it and they all agree.
+//!
+//! An [`Outcome`] is a success or a failure with a [`FailureKind`] and a
+//! [`RetrySafety`]:
+//!
+//! * [`RetrySafety::NotSent`]: the upstream never saw the request (connection
+//!   refused, DNS failure, connect timeout, a local rejection). Retrying it is
+//!   safe whatever the method.
+//! * [`RetrySafety::MaybeSent`]: the upstream may have acted on it (it
+//!   answered, the connection was reset after the request was written, the
+//!   attempt timed out). Retrying is safe only for [idempotent] requests.
+//!
+//! # Responses
+//!
+//! [`HttpClassifier`] treats these statuses as failures:
+//!
+//! | status | kind |
+//! |---|---|
+//! | 502 | [`FailureKind::BadGateway`] |
+//! | 503 | [`FailureKind::Unavailable`] |
+//! | 504 | [`FailureKind::GatewayTimeout`] |
+//! | 429 | [`FailureKind::TooManyRequests`] |
+//! | 408 | [`FailureKind::Timeout`] |
+//! | other 5xx | [`FailureKind::ServerError`] |
+//!
+//! Everything else, including every other 4xx, is a success *for resilience
+//! purposes*: a 404 or a 400 is the upstream working correctly, and retrying
+//! it or tripping a breaker on it would only add load.
+//!
+//! # Errors
+//!
+//! Errors are classified by walking the whole [`source()`] chain, outermost
+//! first, and stopping at the first error that says something definite:
+//!
+//! * this crate's own errors ([`Elapsed`], [`DeadlineExceeded`]);
+//! * `hyper_util::client::legacy::Error` (feature `hyper-util`): `is_connect()`
+//!   means the request was never sent;
+//! * `hyper::Error` (feature `hyper`): an incomplete message or a closed
+//!   connection is a reset after sending, a canceled request was never
+//!   written, a parse error is a malformed response;
+//! * [`std::io::Error`], by [`ErrorKind`](std::io::ErrorKind): refused, host
+//!   or network unreachable, address unavailable and not connected mean the
+//!   request was not sent; reset, aborted, broken pipe and unexpected end of
+//!   file are resets after sending; timed out is a timeout. An `io::Error`
+//!   wrapping another error is looked through, too.
+//!
+//! An error nothing recognises is [`FailureKind::Other`], `MaybeSent`: when
+//! in doubt, assume the upstream may have seen the request.
+//!
+//! # Your own classification
+//!
+//! [`Classify`] is a trait so that a service with its own conventions (a 503
+//! that means "maintenance, do not retry", a custom error type) can plug in
+//! its own, usually by delegating the rest to [`HttpClassifier`]:
+//!
+//! ```
+//! use std::error::Error;
+//! use http::{Response, StatusCode};
+//! use tower_steady::classify::{Classify, FailureKind, HttpClassifier, Outcome, RetrySafety};
+//!
+//! /// Our upstream answers 500 to every overloaded request it dropped
+//! /// before doing any work: that is a 503 in all but name.
+//! #[derive(Clone, Debug, Default)]
+//! struct LegacyUpstream(HttpClassifier);
+//!
+//! impl Classify for LegacyUpstream {
+//!     fn classify_response<B>(&self, response: &Response<B>) -> Outcome {
+//!         if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
+//!             return Outcome::failure(FailureKind::Unavailable, RetrySafety::MaybeSent);
+//!         }
+//!         self.0.classify_response(response)
+//!     }
+//!
+//!     fn classify_error(&self, error: &(dyn Error + 'static)) -> Outcome {
+//!         self.0.classify_error(error)
+//!     }
+//! }
+//!
+//! let response = Response::builder().status(500).body(()).unwrap();
+//! assert_eq!(LegacyUpstream::default().classify_response(&response).kind(), Some(FailureKind::Unavailable));
+//! ```
+//!
+//! [idempotent]: is_idempotent
+//! [`source()`]: std::error::Error::source
+//! [`Elapsed`]: crate::timeout::error::Elapsed
+//! [`DeadlineExceeded`]: crate::deadline::error::DeadlineExceeded
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use http::{Response, StatusCode};
+
+mod idempotency;
+
+pub use self::idempotency::{is_idempotent, IDEMPOTENCY_KEY};
+
+/// What a call to a service came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The call succeeded, for resilience purposes.
+    Success,
+    /// The call failed.
+    Failure {
+        /// What went wrong.
+        kind: FailureKind,
+        /// Whether the upstream may have seen the request.
+        safety: RetrySafety,
+    },
+}
+
+impl Outcome {
+    /// A failure of `kind` with the given retry safety.
+    pub const fn failure(kind: FailureKind, safety: RetrySafety) -> Self {
+        Outcome::Failure { kind, safety }
+    }
+
+    /// Whether this is a success.
+    pub const fn is_success(&self) -> bool {
+        matches!(self, Outcome::Success)
+    }
+
+    /// The failure's kind, or `None` for a success.
+    pub const fn kind(&self) -> Option<FailureKind> {
+        match self {
+            Outcome::Success => None,
+            Outcome::Failure { kind, .. } => Some(*kind),
+        }
+    }
+
+    /// The failure's retry safety, or `None` for a success.
+    pub const fn safety(&self) -> Option<RetrySafety> {
+        match self {
+            Outcome::Success => None,
+            Outcome::Failure { safety, .. } => Some(*safety),
+        }
+    }
+
+    /// Whether repeating the request could not make things worse than they
+    /// are: the call failed, and either the upstream never saw the request or
+    /// the request is idempotent.
+    ///
+    /// This says nothing of budgets or deadlines; the retry layer adds those.
+    pub const fn is_retry_safe(&self, idempotent: bool) -> bool {
+        match self {
+            Outcome::Success => false,
+            Outcome::Failure { safety, .. } => safety.allows_retry(idempotent),
+        }
+    }
+}
+
+/// What kind of failure an [`Outcome`] is.
+///
+/// The kinds are coarse on purpose: they are what retry, breaker, health and
+/// the error mapping need to decide, not a replacement for the error itself,
+/// which goes to the logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The upstream answered `502 Bad Gateway`.
+    BadGateway,
+    /// The upstream answered `503 Service Unavailable`.
+    Unavailable,
+    /// The upstream answered `504 Gateway Timeout`.
+    GatewayTimeout,
+    /// The upstream answered `429 Too Many Requests`.
+    TooManyRequests,
+    /// The upstream answered another 5xx status.
+    ServerError,
+    /// The attempt timed out (or the upstream answered `408`).
+    Timeout,
+    /// The request's total time budget ran out.
+    DeadlineExceeded,
+    /// No connection could be made: refused, unreachable, DNS failure,
+    /// connect timeout.
+    Connect,
+    /// The connection was reset, aborted or closed before a complete
+    /// response arrived.
+    Reset,
+    /// A layer of this stack rejected the request before sending it
+    /// (overload, open breaker, no healthy upstream).
+    Rejected,
+    /// The upstream's response was malformed.
+    Protocol,
+    /// Anything else.
+    Other,
+}
+
+impl FailureKind {
+    /// Whether this is one of the gateway statuses: 502, 503 or 504.
+    pub const fn is_gateway_status(&self) -> bool {
+        matches!(
+            self,
+            FailureKind::BadGateway | FailureKind::Unavailable | FailureKind::GatewayTimeout
+        )
+    }
+
+    /// A short, stable name for logs and metric labels.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            FailureKind::BadGateway => "bad_gateway",
+            FailureKind::Unavailable => "unavailable",
+            FailureKind::GatewayTimeout => "gateway_timeout",
+            FailureKind::TooManyRequests => "too_many_requests",
+            FailureKind::ServerError => "server_error",
+            FailureKind::Timeout => "timeout",
+            FailureKind::DeadlineExceeded => "deadline_exceeded",
+            FailureKind::Connect => "connect",
+            FailureKind::Reset => "reset",
+            FailureKind::Rejected => "rejected",
+            FailureKind::Protocol => "protocol",
+            FailureKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the upstream may have seen a failed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RetrySafety {
+    /// The upstream never saw the request: retrying is safe for any method.
+    NotSent,
+    /// The upstream may have seen, and acted on, the request: retrying is
+    /// safe only for idempotent requests.
+    MaybeSent,
+}
+
+impl RetrySafety {
+    /// Whether a request with this safety may be retried, given whether it is
+    /// [idempotent](is_idempotent).
+    pub const fn allows_retry(self, idempotent: bool) -> bool {
+        match self {
+            RetrySafety::NotSent => true,
+            RetrySafety::MaybeSent => idempotent,
+        }
+    }
+}
+
+/// Decides the [`Outcome`] of a call.
+///
+/// Implement it to change what counts as a failure for every layer at once;
+/// [`HttpClassifier`] is the default. Implementations should be cheap: they
+/// run on every response.
+pub trait Classify {
+    /// Classifies a response.
+    fn classify_response<B>(&self, response: &Response<B>) -> Outcome;
+
+    /// Classifies an error returned by a service.
+    fn classify_error(&self, error: &(dyn Error + 'static)) -> Outcome;
+
+    /// How long the caller should wait before trying again after `error`,
+    /// when the error says so (an open breaker knows when it will probe,
+    /// a shed request knows the limit's cool-down).
+    ///
+    /// The default knows of none. [`ErrorResponseLayer`] uses it for the
+    /// `Retry-After` of a `503`, falling back to its configured default.
+    ///
+    /// [`ErrorResponseLayer`]: crate::http::ErrorResponseLayer
+    fn retry_after(&self, error: &(dyn Error + 'static)) -> Option<Duration> {
+        let _ = error;
+        None
+    }
+}
+
+/// The default [`Classify`]: HTTP statuses and the errors of tokio, hyper,
+/// hyper-util and this crate, as described in the [module docs](self).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HttpClassifier {
+    _priv: (),
+}
+
+impl HttpClassifier {
+    /// The default classifier.
+    pub const fn new() -> Self {
+        Self { _priv: () }
+    }
+
+    /// Classifies a status code alone, as [`Classify::classify_response`]
+    /// does.
+    pub const fn classify_status(&self, status: StatusCode) -> Outcome {
+        let kind = match status.as_u16() {
+            502 => FailureKind::BadGateway,
+            503 => FailureKind::Unavailable,
+            504 => FailureKind::GatewayTimeout,
+            429 => FailureKind::TooManyRequests,
+            408 => FailureKind::Timeout,
+            500..=599 => FailureKind::ServerError,
+            _ => return Outcome::Success,
+        };
+        // The upstream answered, so it saw the request.
+        Outcome::failure(kind, RetrySafety::MaybeSent)
+    }
+}
+
+impl Classify for HttpClassifier {
+    fn classify_response<B>(&self, response: &Response<B>) -> Outcome {
+        self.classify_status(response.status())
+    }
+
+    fn classify_error(&self, error: &(dyn Error + 'static)) -> Outcome {
+        let mut current = Some(error);
+        while let Some(err) = current {
+            if let Some(outcome) = classify_one(err) {
+                return outcome;
+            }
+            current = next_in_chain(err);
+        }
+        Outcome::failure(FailureKind::Other, RetrySafety::MaybeSent)
+    }
+}
+
+/// The next error to look at after `err`.
+///
+/// `io::Error::source()` skips the error an `io::Error` wraps and returns
+/// *that* error's source, so an `io::Error::new(kind, inner)` whose kind says
+/// nothing definite would hide `inner`. Look at the wrapped error itself.
+fn next_in_chain<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a (dyn Error + 'static)> {
+    if let Some(io) = err.downcast_ref::<io::Error>() {
+        if let Some(inner) = io.get_ref() {
+            return Some(inner);
+        }
+    }
+    err.source()
+}
+
+/// Classifies one error of a chain, or `None` to look at its source.
+fn classify_one(err: &(dyn Error + 'static)) -> Option<Outcome> {
+    use FailureKind::*;
+    use RetrySafety::*;
+
+    #[cfg(feature = "timeout")]
+    if err.is::<crate::timeout::error::Elapsed>() {
+        return Some(Outcome::failure(Timeout, MaybeSent));
+    }
+    #[cfg(feature = "deadline")]
+    if let Some(exceeded) = err.downcast_ref::<crate::deadline::error::DeadlineExceeded>() {
+        let safety = if exceeded.was_sent() {
+            MaybeSent
+        } else {
+            NotSent
+        };
+        return Some(Outcome::failure(DeadlineExceeded, safety));
+    }
+    #[cfg(feature = "hyper-util")]
+    if let Some(e) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
+        if e.is_connect() {
+            return Some(Outcome::failure(Connect, NotSent));
+        }
+        // Otherwise the cause is in its source chain.
+        return None;
+    }
+    #[cfg(feature = "hyper")]
+    if let Some(e) = err.downcast_ref::<hyper::Error>() {
+        return classify_hyper(e);
+    }
+    if let Some(e) = err.downcast_ref::<io::Error>() {
+        return classify_io(e.kind());
+    }
+    None
+}
+
+#[cfg(feature = "hyper")]
+fn classify_hyper(e: &hyper::Error) -> Option<Outcome> {
+    use FailureKind::*;
+    use RetrySafety::*;
+
+    if e.is_canceled() {
+        // hyper cancels requests still queued on a connection that closed
+        // before it wrote them.
+        Some(Outcome::failure(Reset, NotSent))
+    } else if e.is_parse() || e.is_parse_status() {
+        Some(Outcome::failure(Protocol, MaybeSent))
+    } else if e.is_incomplete_message() || e.is_closed() || e.is_body_write_aborted() {
+        Some(Outcome::failure(Reset, MaybeSent))
+    } else if e.is_timeout() {
+        Some(Outcome::failure(Timeout, MaybeSent))
+    } else {
+        // An I/O error or a user error: its source says more.
+        None
+    }
+}
+
+fn classify_io(kind: io::ErrorKind) -> Option<Outcome> {
+    use io::ErrorKind as K;
+    use FailureKind::*;
+    use RetrySafety::*;
+
+    let outcome = match kind {
+        K::ConnectionRefused
+        | K::HostUnreachable
+        | K::NetworkUnreachable
+        | K::AddrNotAvailable
+        | K::NotConnected => Outcome::failure(Connect, NotSent),
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            Outcome::failure(Reset, MaybeSent)
+        }
+        K::TimedOut => Outcome::failure(Timeout, MaybeSent),
+        _ => return None,
+    };
+    Some(outcome)
+}

@@ -1,0 +1,77 @@
+//! Future types.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::error::DeadlineExceeded;
+use crate::time::LazyTimer;
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`EnforceDeadline`](super::EnforceDeadline).
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[derive(Debug)]
+    enum State<F> {
+        // The inner service is working on the request.
+        Running {
+            #[pin]
+            inner: F,
+            #[pin]
+            timer: LazyTimer,
+        },
+        // The request arrived expired; the inner service was not called.
+        Expired,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn running(inner: F, deadline: Instant) -> Self {
+        Self {
+            state: State::Running {
+                inner,
+                timer: LazyTimer::new(deadline),
+            },
+        }
+    }
+
+    pub(crate) fn expired() -> Self {
+        Self {
+            state: State::Expired,
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Running { inner, timer } => {
+                // The inner future first: on a tie the response wins.
+                if let Poll::Ready(result) = inner.poll(cx) {
+                    return Poll::Ready(result.map_err(Into::into));
+                }
+                ready!(timer.poll_elapsed(cx));
+                tracing::debug!(target: "tower_steady::deadline", "request deadline exceeded");
+                Poll::Ready(Err(DeadlineExceeded::while_running().into()))
+            }
+            StateProj::Expired => Poll::Ready(Err(DeadlineExceeded::before_sending().into())),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Reading and writing the deadline headers.
+//!
+//! Values come from the network, so every parser here is total: anything
+//! malformed is `None`, and nothing can overflow or panic.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The header that carries the caller's remaining time budget, in whole
+/// milliseconds (`x-request-timeout-ms: 2500`).
+///
+/// Read on the server side, written on the client side; the name can be
+/// changed with [`DeadlineLayerBuilder::header_name`](super::DeadlineLayerBuilder::header_name).
+pub const REQUEST_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-request-timeout-ms");
+
+/// gRPC's deadline header (`grpc-timeout: 100m`), read on the server side.
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// Longest value accepted in the milliseconds header: 10 digits is over
+/// 100 days, far beyond any request budget, and cannot overflow a `u64`.
+const MAX_MS_DIGITS: usize = 10;
+
+/// Parses the milliseconds header: ASCII digits only, at most 10 of them.
+pub(crate) fn parse_millis(value: &HeaderValue) -> Option<Duration> {
+    let bytes = value.as_bytes();
+    let millis = parse_digits(bytes, MAX_MS_DIGITS)?;
+    Some(Duration::from_millis(millis))
+}
+
+/// Parses `grpc-timeout`: at most 8 ASCII digits followed by one unit,
+/// `H`, `M`, `S`, `m`, `u` or `n` (gRPC over HTTP/2, "Timeout").
+pub(crate) fn parse_grpc_timeout(value: &HeaderValue) -> Option<Duration> {
+    let bytes = value.as_bytes();
+    let (unit, digits) = bytes.split_last()?;
+    let n = parse_digits(digits, 8)?;
+    // 8 digits of hours is below 2^49 seconds: no overflow anywhere below.
+    let duration = match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Some(duration)
+}
+
+fn parse_digits(bytes: &[u8], max_digits: usize) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > max_digits {
+        return None;
+    }
+    bytes.iter().try_fold(0u64, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// The smallest budget among the deadline headers present, ignoring (and
+/// logging) malformed ones.
+pub(crate) fn read(headers: &HeaderMap, name: &HeaderName) -> Option<Duration> {
+    let ours = headers.get(name).and_then(|v| {
+        let parsed = parse_millis(v);
+        if parsed.is_none() {
+            tracing::debug!(target: "tower_steady::deadline", header = %name, value = ?v, "ignoring malformed deadline header");
+        }
+        parsed
+    });
+    let grpc = headers.get(GRPC_TIMEOUT).and_then(|v| {
+        let parsed = parse_grpc_timeout(v);
+        if parsed.is_none() {
+            tracing::debug!(target: "tower_steady::deadline", header = "grpc-timeout", value = ?v, "ignoring malformed deadline header");
+        }
+        parsed
+    });
+    match (ours, grpc) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Writes `remaining` as whole milliseconds, rounded down so the next hop
+/// never believes it has more time than it does.
+pub(crate) fn write(headers: &mut HeaderMap, name: &HeaderName, remaining: Duration) {
+    let millis = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
+    headers.insert(name.clone(), HeaderValue::from(millis));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hv(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn millis_accepts_plain_digits() {
+        assert_eq!(parse_millis(&hv("0")), Some(Duration::ZERO));
+        assert_eq!(parse_millis(&hv("2500")), Some(Duration::from_millis(2500)));
+        assert_eq!(
+            parse_millis(&hv("9999999999")),
+            Some(Duration::from_millis(9_999_999_999))
+        );
+    }
+
+    #[test]
+    fn millis_rejects_anything_else() {
+        for bad in [
+            "",
+            " 10",
+            "10 ",
+            "-1",
+            "+1",
+            "1.5",
+            "1e3",
+            "0x10",
+            "99999999999",
+            "10ms",
+        ] {
+            assert_eq!(parse_millis(&hv(bad)), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(
+            parse_grpc_timeout(&hv("2H")),
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(
+            parse_grpc_timeout(&hv("3M")),
+            Some(Duration::from_secs(180))
+        );
+        assert_eq!(parse_grpc_timeout(&hv("4S")), Some(Duration::from_secs(4)));
+        assert_eq!(
+            parse_grpc_timeout(&hv("100m")),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            parse_grpc_timeout(&hv("7u")),
+            Some(Duration::from_micros(7))
+        );
+        assert_eq!(
+            parse_grpc_timeout(&hv("99999999n")),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        assert_eq!(
+            parse_grpc_timeout(&hv("99999999H")),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+    }
+
+    #[test]
+    fn grpc_timeout_rejects_malformed_values() {
+        for bad in ["", "m", "100", "100x", "123456789S", "-1S", "1.5S", "S1"] {
+            assert_eq!(parse_grpc_timeout(&hv(bad)), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn read_keeps_the_smaller_of_both_headers_and_skips_bad_ones() {
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_TIMEOUT_MS, hv("800"));
+        h.insert(GRPC_TIMEOUT, hv("1S"));
+        assert_eq!(
+            read(&h, &REQUEST_TIMEOUT_MS),
+            Some(Duration::from_millis(800))
+        );
+        h.insert(GRPC_TIMEOUT, hv("300m"));
+        assert_eq!(
+            read(&h, &REQUEST_TIMEOUT_MS),
+            Some(Duration::from_millis(300))
+        );
+        h.insert(GRPC_TIMEOUT, hv("soon"));
+        assert_eq!(
+            read(&h, &REQUEST_TIMEOUT_MS),
+            Some(Duration::from_millis(800))
+        );
+        h.insert(REQUEST_TIMEOUT_MS, hv("later"));
+        assert_eq!(read(&h, &REQUEST_TIMEOUT_MS), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..24)) {
+            if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+                let _ = parse_millis(&v);
+                let _ = parse_grpc_timeout(&v);
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+use std::time::Duration;
+
+use http::HeaderName;
+use tower_layer::Layer;
+
+use super::header::REQUEST_TIMEOUT_MS;
+use super::EnforceDeadline;
+use crate::ConfigError;
+
+/// Total budget when none is set: Envoy's default route timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time kept back, when writing the header, for the answer's trip back.
+const DEFAULT_MARGIN: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) timeout: Duration,
+    pub(crate) read_headers: bool,
+    pub(crate) write_header: bool,
+    pub(crate) margin: Duration,
+    pub(crate) header_name: HeaderName,
+}
+
+/// Gives each request a total time budget. See the [module docs](super).
+///
+/// `DeadlineLayer::default()` is a 15 s budget that reads and writes no
+/// headers; [`server`](Self::server) and [`client`](Self::client) start
+/// builders for the two sides of a hop.
+#[derive(Debug, Clone)]
+pub struct DeadlineLayer {
+    config: Config,
+}
+
+impl Default for DeadlineLayer {
+    fn default() -> Self {
+        Self {
+            config: DeadlineLayerBuilder::new().config,
+        }
+    }
+}
+
+impl DeadlineLayer {
+    /// A builder with the defaults: 15 s, no headers read or written.
+    pub fn builder() -> DeadlineLayerBuilder {
+        DeadlineLayerBuilder::new()
+    }
+
+    /// A builder for the server side of a hop: the caller's budget is read
+    /// from `x-request-timeout-ms` and `grpc-timeout`.
+    pub fn server() -> DeadlineLayerBuilder {
+        DeadlineLayerBuilder::new().read_headers(true)
+    }
+
+    /// A builder for the client side of a hop: the remaining budget is
+    /// written to `x-request-timeout-ms` on the outgoing request.
+    pub fn client() -> DeadlineLayerBuilder {
+        DeadlineLayerBuilder::new().write_header(true)
+    }
+
+    /// The total budget of each request.
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = EnforceDeadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        EnforceDeadline::new(inner, self.config.clone())
+    }
+}
+
+/// Builds a [`DeadlineLayer`], checking its configuration.
+#[derive(Debug, Clone)]
+#[must_use = "call `build()` to get the layer"]
+pub struct DeadlineLayerBuilder {
+    config: Config,
+}
+
+impl DeadlineLayerBuilder {
+    fn new() -> Self {
+        Self {
+            config: Config {
+                timeout: DEFAULT_TIMEOUT,
+                read_headers: false,
+                write_header: false,
+                margin: DEFAULT_MARGIN,
+                header_name: REQUEST_TIMEOUT_MS,
+            },
+        }
+    }
+
+    /// The total budget of each request. Default 15 s; must be above zero.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// Whether to read the caller's budget from the request's headers.
+    pub fn read_headers(mut self, read: bool) -> Self {
+        self.config.read_headers = read;
+        self
+    }
+
+    /// Whether to write the remaining budget to the outgoing request.
+    pub fn write_header(mut self, write: bool) -> Self {
+        self.config.write_header = write;
+        self
+    }
+
+    /// Time subtracted from the remaining budget when writing the header, for
+    /// the answer's trip back. Default 10 ms; must be below the timeout.
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.config.margin = margin;
+        self
+    }
+
+    /// The header that carries the budget in milliseconds. Default
+    /// `x-request-timeout-ms`. `grpc-timeout` is read as well, whatever this
+    /// is.
+    pub fn header_name(mut self, name: HeaderName) -> Self {
+        self.config.header_name = name;
+        self
+    }
+
+    /// Checks the configuration and builds the layer.
+    pub fn build(self) -> Result<DeadlineLayer, ConfigError> {
+        let c = &self.config;
+        if c.timeout.is_zero() {
+            return Err(ConfigError::new(
+                "deadline.timeout",
+                "must be greater than zero",
+            ));
+        }
+        if c.margin >= c.timeout {
+            return Err(ConfigError::new(
+                "deadline.margin",
+                "must be less than the timeout",
+            ));
+        }
+        Ok(DeadlineLayer {
+            config: self.config,
+        })
+    }
+}

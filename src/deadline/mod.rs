@@ -1,0 +1,232 @@
+//! Middleware that gives each request one total time budget.
+//!
+//! A request may be tried several times, wait for backoff between attempts,
+//! and cross several hops; its caller still waits only so long. [`DeadlineLayer`]
+//! sets that budget once, outside every other layer:
+//!
+//! * it stores the request's [`Deadline`] in the request's extensions, so the
+//!   layers inside it (retry, backoff, hedging) can read
+//!   [`Deadline::remaining`] and never wait past it;
+//! * it fails the response future with [`DeadlineExceeded`] when the budget
+//!   runs out, whatever the inner layers are doing;
+//! * a request that arrives with its budget already spent is failed at once,
+//!   **without calling the inner service**: nobody is waiting for its answer.
+//!
+//! [`ErrorResponseLayer`] turns [`DeadlineExceeded`] into `504 Gateway
+//! Timeout`.
+//!
+//! The default budget is 15 seconds, Envoy's default route timeout.
+//!
+//! # Propagation
+//!
+//! A deadline is worth most when it travels with the request, so that the
+//! next hop stops working for a caller that has given up (gRPC's deadline
+//! propagation, Envoy's `x-envoy-expected-rq-timeout-ms`).
+//!
+//! * **Server side** ([`DeadlineLayer::server`]): the caller's remaining
+//!   budget is read from [`x-request-timeout-ms`](header::REQUEST_TIMEOUT_MS)
+//!   (whole milliseconds) and from [`grpc-timeout`](header::GRPC_TIMEOUT),
+//!   and the smallest of those and our own budget wins. Malformed values are
+//!   ignored (and logged at debug); absurdly large ones lose to our own
+//!   budget, so a caller can shorten a request's budget but never lengthen
+//!   it.
+//! * **Client side** ([`DeadlineLayer::client`]): the remaining budget,
+//!   minus a margin for the answer's trip back (10 ms by default), is written
+//!   to `x-request-timeout-ms` on the outgoing request.
+//!
+//! A [`Deadline`] already in the request's extensions is kept if it is
+//! earlier. A proxy passes its incoming request's deadline on by copying the
+//! extension to the outgoing request:
+//!
+//! ```
+//! # use http::Request;
+//! use tower_steady::deadline::Deadline;
+//! # let incoming = Request::new(());
+//! # let mut outgoing = Request::new(());
+//! if let Some(deadline) = Deadline::of(&incoming) {
+//!     outgoing.extensions_mut().insert(deadline);
+//! }
+//! ```
+//!
+//! # Cost
+//!
+//! Inserting the extension allocates the request's extension map if it has
+//! none yet; that is the price of a budget every inner layer can read. The
+//! timer is created only if the response is not ready at its first poll, as
+//! in [`timeout`](crate::timeout).
+//!
+//! # Example
+//!
+//! ```
+//! use std::{convert::Infallible, time::Duration};
+//! use http::{Request, Response};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_steady::deadline::{error::DeadlineExceeded, Deadline, DeadlineLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), tower_steady::ConfigError> {
+//! let app = service_fn(|req: Request<()>| async move {
+//!     // Inner layers and handlers see how much time is left.
+//!     let left = Deadline::of(&req).unwrap().remaining();
+//!     assert!(left <= Duration::from_millis(250));
+//!     Ok::<_, Infallible>(Response::new(()))
+//! });
+//! let svc = ServiceBuilder::new()
+//!     .layer(DeadlineLayer::server().timeout(Duration::from_secs(2)).build()?)
+//!     .service(app);
+//!
+//! // The caller has 250 ms left: that, not our 2 s, is the budget.
+//! let req = Request::get("/").header("x-request-timeout-ms", "250").body(()).unwrap();
+//! svc.clone().oneshot(req).await.unwrap();
+//!
+//! // The caller has no time left: the app is not called at all.
+//! let req = Request::get("/").header("x-request-timeout-ms", "0").body(()).unwrap();
+//! let err = svc.oneshot(req).await.unwrap_err();
+//! assert!(err.is::<DeadlineExceeded>());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`ErrorResponseLayer`]: crate::http::ErrorResponseLayer
+//! [`DeadlineExceeded`]: error::DeadlineExceeded
+
+pub mod error;
+pub mod future;
+pub mod header;
+mod layer;
+
+pub use self::layer::{DeadlineLayer, DeadlineLayerBuilder};
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Request;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use self::future::ResponseFuture;
+use self::layer::Config;
+use crate::time::saturating_add;
+use crate::BoxError;
+
+/// The instant by which a request must be answered.
+///
+/// [`DeadlineLayer`] stores one in each request's extensions; read it with
+/// [`Deadline::of`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline {
+    at: Instant,
+}
+
+impl Deadline {
+    /// A deadline at `instant`.
+    pub const fn at(instant: Instant) -> Self {
+        Self { at: instant }
+    }
+
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Self {
+        Self::at(saturating_add(Instant::now(), budget))
+    }
+
+    /// The deadline stored in `request`'s extensions, if any.
+    pub fn of<B>(request: &Request<B>) -> Option<Self> {
+        request.extensions().get::<Deadline>().copied()
+    }
+
+    /// The instant of the deadline.
+    pub fn instant(&self) -> Instant {
+        self.at
+    }
+
+    /// The time left until the deadline; zero once it has passed.
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_expired(&self) -> bool {
+        self.at <= Instant::now()
+    }
+}
+
+/// Enforces a request's [`Deadline`]. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct EnforceDeadline<S> {
+    inner: S,
+    config: Config,
+}
+
+impl<S> EnforceDeadline<S> {
+    pub(crate) fn new(inner: S, config: Config) -> Self {
+        Self { inner, config }
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for EnforceDeadline<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let now = Instant::now();
+        let config = &self.config;
+
+        // Our own budget, shortened by the caller's if it sent one.
+        let mut budget = config.timeout;
+        if config.read_headers {
+            if let Some(theirs) = header::read(request.headers(), &config.header_name) {
+                budget = budget.min(theirs);
+            }
+        }
+        let mut deadline = Deadline::at(saturating_add(now, budget));
+        // An outer deadline (an outer layer, or a proxy's incoming request)
+        // is never extended.
+        if let Some(outer) = Deadline::of(&request) {
+            deadline = deadline.min(outer);
+        }
+
+        if deadline.at <= now {
+            tracing::debug!(
+                target: "tower_steady::deadline",
+                "request arrived with no time left; not calling the service"
+            );
+            return ResponseFuture::expired();
+        }
+
+        if config.write_header {
+            let remaining = deadline.at.saturating_duration_since(now);
+            header::write(
+                request.headers_mut(),
+                &config.header_name,
+                remaining.saturating_sub(config.margin),
+            );
+        }
+        request.extensions_mut().insert(deadline);
+
+        ResponseFuture::running(self.inner.call(request), deadline.at)
+    }
+}

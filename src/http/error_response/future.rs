@@ -1,0 +1,178 @@
+//! Future types.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{Response, StatusCode};
+use pin_project_lite::pin_project;
+
+use super::layer::Settings;
+use super::page;
+use crate::classify::{Classify, FailureKind};
+use crate::error::Chain;
+use crate::http::retry_after::whole_seconds_at_least_one;
+use crate::http::ResponseBody;
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`ErrorResponse`](super::ErrorResponse).
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        state: State<F>,
+        classifier: C,
+        settings: Settings,
+        json: bool,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[derive(Debug)]
+    enum State<F> {
+        Called { #[pin] inner: F },
+        // The inner service failed in `poll_ready`; it was never called.
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn new(inner: F, classifier: C, settings: Settings, json: bool) -> Self {
+        Self {
+            state: State::Called { inner },
+            classifier,
+            settings,
+            json,
+        }
+    }
+
+    pub(crate) fn failed(error: BoxError, classifier: C, settings: Settings, json: bool) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+            classifier,
+            settings,
+            json,
+        }
+    }
+}
+
+impl<F, C, B, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    C: Classify,
+{
+    type Output = Result<Response<ResponseBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let error = match this.state.project() {
+            StateProj::Called { inner } => match ready!(inner.poll(cx)) {
+                Ok(response) => {
+                    return Poll::Ready(Ok(pass_on(response, this.settings, *this.json)));
+                }
+                Err(error) => error.into(),
+            },
+            StateProj::Failed { error } => match error.take() {
+                Some(error) => error,
+                // Polled again after completion: answer the same way rather
+                // than panic.
+                None => crate::BoxError::from("error response already taken"),
+            },
+        };
+        Poll::Ready(Ok(answer(
+            &*error,
+            this.classifier,
+            this.settings,
+            *this.json,
+        )))
+    }
+}
+
+/// A response from the inner service: passed on, but for an upstream `502`.
+fn pass_on<B>(response: Response<B>, settings: &Settings, json: bool) -> Response<ResponseBody<B>> {
+    if settings.rewrite_bad_gateway && response.status() == StatusCode::BAD_GATEWAY {
+        tracing::debug!(
+            target: "tower_steady::http",
+            status = 503,
+            upstream_status = 502,
+            "rewriting the upstream's 502 to 503"
+        );
+        return page::response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.retry_after_secs,
+            json,
+        );
+    }
+    response.map(ResponseBody::inner)
+}
+
+/// The response that tells the truth about `error`.
+fn answer<B, C: Classify>(
+    error: &(dyn std::error::Error + Send + Sync + 'static),
+    classifier: &C,
+    settings: &Settings,
+    json: bool,
+) -> Response<ResponseBody<B>> {
+    let outcome = classifier.classify_error(error);
+    let kind = outcome.kind().unwrap_or(FailureKind::Other);
+    let status = status_for(kind);
+    let retry_after = classifier
+        .retry_after(error)
+        .map_or(settings.retry_after_secs, whole_seconds_at_least_one);
+
+    let cause = Chain(error);
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::GATEWAY_TIMEOUT {
+        tracing::debug!(target: "tower_steady::http", status = status.as_u16(), kind = kind.as_str(), %cause, "answering an error");
+    } else {
+        tracing::warn!(target: "tower_steady::http", status = status.as_u16(), kind = kind.as_str(), %cause, "answering an error");
+    }
+    page::response(status, retry_after, json)
+}
+
+/// The status that tells the truth about a failure of `kind`.
+fn status_for(kind: FailureKind) -> StatusCode {
+    match kind {
+        // Nothing answered, or something said "not now": come back later.
+        FailureKind::Rejected
+        | FailureKind::Connect
+        | FailureKind::Reset
+        | FailureKind::BadGateway
+        | FailureKind::Unavailable
+        | FailureKind::TooManyRequests => StatusCode::SERVICE_UNAVAILABLE,
+        FailureKind::Timeout | FailureKind::DeadlineExceeded | FailureKind::GatewayTimeout => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
+        // The one honest 502: the upstream answered, but not in HTTP.
+        FailureKind::Protocol => StatusCode::BAD_GATEWAY,
+        FailureKind::ServerError | FailureKind::Other => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_failure_kind_maps_to_a_502_except_a_malformed_response() {
+        use FailureKind::*;
+        for kind in [
+            BadGateway,
+            Unavailable,
+            GatewayTimeout,
+            TooManyRequests,
+            ServerError,
+            Timeout,
+            DeadlineExceeded,
+            Connect,
+            Reset,
+            Rejected,
+            Other,
+        ] {
+            assert_ne!(status_for(kind), StatusCode::BAD_GATEWAY, "{kind}");
+        }
+        assert_eq!(status_for(Protocol), StatusCode::BAD_GATEWAY);
+    }
+}

@@ -1,0 +1,116 @@
+//! The responses this crate writes: short, generic, and the same for every
+//! cause that maps to a status.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, Response, StatusCode};
+
+use crate::http::ResponseBody;
+
+/// Whether the request's `Accept` asks for JSON: a media range of
+/// `application/json`, `application/problem+json` or any `+json` type, not
+/// refused with `q=0`. `*/*` alone gets plain text.
+pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim();
+            let json = media.eq_ignore_ascii_case("application/json")
+                || (media.len() > 5
+                    && media
+                        .get(media.len() - 5..)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("+json")));
+            json && !parts.any(|param| is_q_zero(param.trim()))
+        })
+}
+
+fn is_q_zero(param: &str) -> bool {
+    param.get(..2).is_some_and(|k| k.eq_ignore_ascii_case("q="))
+        && param[2..].parse::<f32>().is_ok_and(|q| q == 0.0)
+}
+
+struct Page {
+    text: &'static str,
+    json: &'static str,
+}
+
+fn page(status: StatusCode) -> Page {
+    match status {
+        StatusCode::SERVICE_UNAVAILABLE => Page {
+            text: "Service unavailable. Please retry after the time given in Retry-After.\n",
+            json: r#"{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"The service cannot handle the request right now. Retry after the time given in Retry-After."}"#,
+        },
+        StatusCode::GATEWAY_TIMEOUT => Page {
+            text: "Gateway timeout. The request could not be completed in time.\n",
+            json: r#"{"type":"about:blank","title":"Gateway Timeout","status":504,"detail":"The request could not be completed in time."}"#,
+        },
+        StatusCode::BAD_GATEWAY => Page {
+            text: "Bad gateway. The upstream service sent an invalid response.\n",
+            json: r#"{"type":"about:blank","title":"Bad Gateway","status":502,"detail":"The upstream service sent an invalid response."}"#,
+        },
+        _ => Page {
+            text: "Internal server error.\n",
+            json: r#"{"type":"about:blank","title":"Internal Server Error","status":500}"#,
+        },
+    }
+}
+
+/// The response for `status`; `retry_after_secs` is sent with a `503` only.
+pub(crate) fn response<B>(
+    status: StatusCode,
+    retry_after_secs: u64,
+    json: bool,
+) -> Response<ResponseBody<B>> {
+    let page = page(status);
+    let (body, content_type) = if json {
+        (page.json, "application/problem+json")
+    } else {
+        (page.text, "text/plain; charset=utf-8")
+    };
+    let mut response = Response::new(ResponseBody::full(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> bool {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, HeaderValue::from_str(v).unwrap());
+        wants_json(&h)
+    }
+
+    #[test]
+    fn json_is_chosen_only_when_asked_for() {
+        assert!(accept("application/json"));
+        assert!(accept("application/problem+json"));
+        assert!(accept("text/html, application/JSON;q=0.9"));
+        assert!(accept("application/vnd.api+json"));
+        assert!(!accept("*/*"));
+        assert!(!accept("text/html"));
+        assert!(!accept("application/json;q=0"));
+        assert!(!accept("json"));
+        assert!(!wants_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn every_json_page_is_valid_problem_json() {
+        for status in [500, 502, 503, 504] {
+            let page = page(StatusCode::from_u16(status).unwrap());
+            assert!(page.json.starts_with('{') && page.json.ends_with('}'));
+            assert!(page.json.contains(&format!("\"status\":{status}")));
+        }
+    }
+}

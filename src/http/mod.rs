@@ -1,0 +1,19 @@
+//! HTTP answers: `Retry-After`, and every error turned into an honest
+//! response.
+//!
+//! * [`RetryAfter`] parses the header a `503` or `429` may carry, in both of
+//!   its forms, capped and never panicking.
+//! * [`ErrorResponseLayer`] sits at the top of a server (or proxy) stack and
+//!   turns every error below it into a well-formed response, so the stack's
+//!   error type is `Infallible` and an axum `Router` accepts it. The mapping
+//!   is in [its docs](ErrorResponseLayer#which-status).
+//! * [`ResponseBody`] is the body type of those responses: the inner
+//!   service's body, or a short error page.
+
+mod body;
+mod error_response;
+mod retry_after;
+
+pub use self::body::ResponseBody;
+pub use self::error_response::{future, ErrorResponse, ErrorResponseLayer};
+pub use self::retry_after::RetryAfter;

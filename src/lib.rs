@@ -1,0 +1,92 @@
+//! Tower layers that keep HTTP services from emitting or propagating
+//! `502 Bad Gateway`.
+//!
+//! A gateway answers `502` when it gets no valid answer from an upstream: the
+//! upstream is overloaded, crashed, slow, restarting or unreachable, or a
+//! retry storm made things worse. `tower-steady` answers each cause with a
+//! [tower](https://docs.rs/tower) layer for any `Service<http::Request<B>>`:
+//! an axum or hyper server, or a hyper-util client calling upstreams. What
+//! fails anyway is answered honestly, `503` with `Retry-After` or `504`,
+//! never with a generic `502`.
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`classify`] | decides what an outcome *is* (success, or a failure with a kind and a retry safety), once, for every layer |
+//! | [`timeout`] | a per-attempt timeout that costs no timer when the answer is immediate |
+//! | [`deadline`] | one total time budget per request, read from and written to the next hop |
+//! | [`http`] | `Retry-After` parsing, and every error turned into an honest response |
+//! | [`chaos`] | fault injection for tests, examples and benchmarks |
+//!
+//! Retry with a budget, circuit breaking, load shedding, upstream health and
+//! stale-if-error arrive in later releases (see the README).
+//!
+//! # Example
+//!
+//! An axum app that answers `504` instead of hanging, and never lets an
+//! error turn into a dropped connection:
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower::ServiceBuilder;
+//! use tower_steady::{deadline::DeadlineLayer, http::ErrorResponseLayer, timeout::TimeoutLayer};
+//!
+//! # fn main() -> Result<(), tower_steady::ConfigError> {
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(
+//!         ServiceBuilder::new()
+//!             // Every error below becomes a 503 or a 504 with a short body.
+//!             .layer(ErrorResponseLayer::new())
+//!             // The caller's remaining budget (x-request-timeout-ms,
+//!             // grpc-timeout) or ours, whichever is shorter.
+//!             .layer(DeadlineLayer::server().timeout(Duration::from_secs(10)).build()?)
+//!             .layer(TimeoutLayer::new(Duration::from_secs(5))),
+//!     );
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Cargo features
+//!
+//! One feature per layer, all on by default; turn off default features and
+//! pick the ones you need. [`classify`] and [`http`] are always there.
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `timeout` | [`timeout`] |
+//! | `deadline` | [`deadline`] |
+//! | `chaos` | [`chaos`] |
+//! | `hyper` | classifying `hyper::Error` |
+//! | `hyper-util` | classifying `hyper_util::client::legacy::Error` (`is_connect()`) |
+//!
+//! # Time
+//!
+//! Every layer uses `tokio::time`, never the wall clock, so tests can run
+//! under tokio's paused time and are deterministic.
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+
+pub mod classify;
+pub mod http;
+
+#[cfg(feature = "chaos")]
+pub mod chaos;
+#[cfg(feature = "deadline")]
+pub mod deadline;
+#[cfg(feature = "timeout")]
+pub mod timeout;
+
+mod error;
+#[cfg(feature = "chaos")]
+mod rng;
+#[cfg(any(feature = "timeout", feature = "deadline"))]
+mod time;
+
+pub use crate::error::{BoxError, ConfigError};

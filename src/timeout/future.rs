@@ -1,0 +1,50 @@
+//! Future types.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use super::error::Elapsed;
+use crate::time::LazyTimer;
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`Timeout`](super::Timeout).
+    ///
+    /// The timer is created the first time the inner future is pending, so a
+    /// response that is ready at once never touches the runtime's timer.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        timer: LazyTimer,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, timer: LazyTimer) -> Self {
+        Self { inner, timer }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+
+        // The inner future first: on a tie the response wins.
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        ready!(this.timer.poll_elapsed(cx));
+        Poll::Ready(Err(Elapsed::new().into()))
+    }
+}

@@ -1,0 +1,131 @@
+//! Middleware that applies a timeout to requests.
+//!
+//! [`TimeoutLayer`] bounds one *attempt*: the time from `call` until the
+//! inner service's response future completes. It is the innermost layer of
+//! the client stack, right around the HTTP client, so that a hanging upstream
+//! costs one attempt, not the whole request; the total budget of a request,
+//! across all its attempts, is the [`deadline`](crate::deadline) layer's job.
+//! When the time is up the response future fails with [`Elapsed`], which
+//! [`classify`](crate::classify) calls a [`Timeout`] that may have been sent,
+//! and [`ErrorResponseLayer`] answers with `504 Gateway Timeout`.
+//!
+//! There is no default: an attempt timeout is set when it is wanted
+//! (DESIGN: "attempt timeout none unless set"). A zero timeout is allowed, as
+//! in tower: only a response that is ready on the first poll gets through.
+//!
+//! # Cost
+//!
+//! Most of the cost of a timeout is its timer: creating a `tokio::time::Sleep`
+//! looks up the runtime's timer, and polling it inserts an entry into the
+//! timer wheel that has to be removed again. Here the timer is created only
+//! when the inner future returns `Pending` for the first time; a response
+//! that is ready on its first poll (a cache hit, a rejection by an inner
+//! layer, an in-process service) costs one clock read and nothing else. See
+//! `BENCHMARKS.md` for the comparison with tower's `Timeout`.
+//!
+//! # Ties
+//!
+//! The inner future is always polled before the timer. If the response is
+//! ready at the same poll in which the timer fires, the response wins: work
+//! that was done is not thrown away.
+//!
+//! # Example
+//!
+//! ```
+//! use std::{convert::Infallible, time::Duration};
+//! use http::{Request, Response};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_steady::timeout::{error::Elapsed, TimeoutLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let slow = service_fn(|_req: Request<()>| async {
+//!     tokio::time::sleep(Duration::from_secs(10)).await;
+//!     Ok::<_, Infallible>(Response::new(()))
+//! });
+//! let svc = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new(Duration::from_secs(1)))
+//!     .service(slow);
+//!
+//! let err = svc.oneshot(Request::new(())).await.unwrap_err();
+//! assert!(err.is::<Elapsed>());
+//! # }
+//! ```
+//!
+//! [`Elapsed`]: error::Elapsed
+//! [`Timeout`]: crate::classify::FailureKind::Timeout
+//! [`ErrorResponseLayer`]: crate::http::ErrorResponseLayer
+
+pub mod error;
+pub mod future;
+mod layer;
+
+pub use self::layer::TimeoutLayer;
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::time::{saturating_add, LazyTimer};
+use crate::BoxError;
+
+use self::future::ResponseFuture;
+
+/// Applies a timeout to each request. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Timeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> Timeout<S> {
+    /// Wraps `inner`, failing any call that takes longer than `timeout`.
+    pub const fn new(inner: S, timeout: Duration) -> Self {
+        Self { inner, timeout }
+    }
+
+    /// The timeout applied to each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Request> Service<Request> for Timeout<S>
+where
+    S: Service<Request>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is not timed: waiting for capacity is the job of the
+        // layers that manage it (load shedding, the balancer).
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The clock starts at `call`, as in tower; the timer itself is made
+        // only if the response is not ready at its first poll.
+        let deadline = saturating_add(Instant::now(), self.timeout);
+        ResponseFuture::new(self.inner.call(request), LazyTimer::new(deadline))
+    }
+}
