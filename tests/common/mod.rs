@@ -1,0 +1,100 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
+
+/// A server on `127.0.0.1:0`, run on its own thread by a current-thread
+/// runtime with **paused time**: its timers (timeouts, deadlines, injected
+/// latency) fire as soon as the server has nothing else to do, so a test
+/// that waits for a 10 s timeout takes no time and cannot flake on a slow
+/// machine. The server stops when the value is dropped.
+pub struct PausedServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PausedServer {
+    pub fn start(app: Router) -> Self {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                tokio::select! {
+                    res = axum::serve(listener, app) => res.unwrap(),
+                    _ = stopped => {}
+                }
+            });
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for PausedServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub type TestClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// A plain hyper-util client, no pooling surprises: one connection per
+/// request is not needed, but idle connections must not outlive the test.
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http()
+}
+
+pub fn get(url: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::get(url).body(Empty::new()).unwrap()
+}
+
+/// Status, headers and body of a response, read to the end.
+pub async fn read(
+    res: http::Response<hyper::body::Incoming>,
+) -> (http::StatusCode, http::HeaderMap, String) {
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8(bytes.to_vec()).unwrap(),
+    )
+}
+
+/// A bound that stops a test that would otherwise hang on a bug. It asserts
+/// nothing about speed: a healthy run finishes in milliseconds.
+pub async fn bounded<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(60), fut)
+        .await
+        .expect("test did not finish within its bound")
+}
