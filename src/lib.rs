@@ -90,3 +90,8 @@ mod rng;
 mod time;
 
 pub use crate::error::{BoxError, ConfigError};
+
+// The README's examples are compiled and run as doctests, so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -338,26 +338,26 @@ fn next_in_chain<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a (dyn Error + 
 
 /// Classifies one error of a chain, or `None` to look at its source.
 fn classify_one(err: &(dyn Error + 'static)) -> Option<Outcome> {
-    use FailureKind::*;
-    use RetrySafety::*;
-
     #[cfg(feature = "timeout")]
     if err.is::<crate::timeout::error::Elapsed>() {
-        return Some(Outcome::failure(Timeout, MaybeSent));
+        return Some(Outcome::failure(
+            FailureKind::Timeout,
+            RetrySafety::MaybeSent,
+        ));
     }
     #[cfg(feature = "deadline")]
     if let Some(exceeded) = err.downcast_ref::<crate::deadline::error::DeadlineExceeded>() {
         let safety = if exceeded.was_sent() {
-            MaybeSent
+            RetrySafety::MaybeSent
         } else {
-            NotSent
+            RetrySafety::NotSent
         };
-        return Some(Outcome::failure(DeadlineExceeded, safety));
+        return Some(Outcome::failure(FailureKind::DeadlineExceeded, safety));
     }
     #[cfg(feature = "hyper-util")]
     if let Some(e) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
         if e.is_connect() {
-            return Some(Outcome::failure(Connect, NotSent));
+            return Some(Outcome::failure(FailureKind::Connect, RetrySafety::NotSent));
         }
         // Otherwise the cause is in its source chain.
         return None;

@@ -25,7 +25,7 @@ use http::{HeaderMap, HeaderValue};
 /// let ra = RetryAfter::parse(&HeaderValue::from_static("120"), now).unwrap();
 /// assert_eq!(ra.delay(), Duration::from_secs(120));
 ///
-/// let date = HeaderValue::from_static("Tue, 14 Nov 2023 22:14:20 GMT"); // now + 7 s
+/// let date = HeaderValue::from_static("Tue, 14 Nov 2023 22:13:27 GMT"); // now + 7 s
 /// assert_eq!(RetryAfter::parse(&date, now).unwrap().delay(), Duration::from_secs(7));
 ///
 /// assert_eq!(RetryAfter::parse(&HeaderValue::from_static("soon"), now), None);
