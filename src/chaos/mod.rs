@@ -12,7 +12,7 @@
 //! * [`Fault::Status`]: answer with an error status (502, 503, 504, 429, ...)
 //!   and an empty body, without calling the inner service;
 //! * [`Fault::ConnectionRefused`] and [`Fault::ConnectionReset`]: fail with an
-//!   [`io::Error`](std::io::Error) of that kind, which
+//!   `std::io::Error` of that kind, which
 //!   [`classify`](crate::classify) treats exactly like a real one (not sent,
 //!   and maybe sent);
 //! * [`Fault::Hang`]: never answer, like an upstream that accepted the
