@@ -42,7 +42,7 @@ impl LazyTimer {
     }
 }
 
-/// `now + duration`, or a instant decades away when that overflows, as
+/// `now + duration`, or an instant decades away when that overflows, as
 /// tokio does for its own "far future".
 pub(crate) fn saturating_add(now: Instant, duration: std::time::Duration) -> Instant {
     now.checked_add(duration)

@@ -25,6 +25,8 @@ fn app(chaos: ChaosLayer) -> Router {
         .route(
             "/slow",
             get(|| async {
+                // Paused time on the server: this reaches the 2 s timeout at
+                // once, without waiting on the wall clock.
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 "too late"
             }),

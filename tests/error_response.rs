@@ -24,37 +24,27 @@ async fn read(res: Response<ResponseBody<Full<Bytes>>>) -> Answer {
     )
 }
 
-/// The answer of the default layer to a request (with `accept`) whose
-/// service fails with `err`.
-async fn answer_error<L>(layer: L, accept: Option<&str>, err: BoxError) -> Answer
+/// The answer of `layer` to a request (with `accept`) whose service fails
+/// with `err`.
+async fn answer_error<C>(
+    layer: ErrorResponseLayer<C>,
+    accept: Option<&str>,
+    err: BoxError,
+) -> Answer
 where
-    L: Layer<
-        tower::util::ServiceFn<
-            Box<
-                dyn FnMut(
-                        Request<()>,
-                    )
-                        -> std::future::Ready<Result<Response<Full<Bytes>>, BoxError>>
-                    + Send,
-            >,
-        >,
-    >,
-    L::Service: tower::Service<
-        Request<()>,
-        Response = Response<ResponseBody<Full<Bytes>>>,
-        Error = std::convert::Infallible,
-    >,
+    C: Classify + Clone,
 {
     let err = Mutex::new(Some(err));
-    let f: Box<dyn FnMut(Request<()>) -> _ + Send> =
-        Box::new(move |_req| std::future::ready(Err(err.lock().unwrap().take().unwrap())));
-    let svc = layer.layer(service_fn(f));
+    let failing = service_fn(move |_req: Request<()>| {
+        let err = err.lock().unwrap().take().expect("called once");
+        std::future::ready(Err::<Response<Full<Bytes>>, _>(err))
+    });
     let mut req = Request::new(());
     if let Some(accept) = accept {
         req.headers_mut()
             .insert(header::ACCEPT, accept.parse().unwrap());
     }
-    read(svc.oneshot(req).await.unwrap()).await
+    read(layer.layer(failing).oneshot(req).await.unwrap()).await
 }
 
 async fn answer(err: BoxError) -> Answer {

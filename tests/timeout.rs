@@ -116,6 +116,7 @@ async fn waiting_for_readiness_is_not_timed() {
     handle.allow(0);
     let mut ready = task::spawn(futures_ready(&mut svc));
     assert_pending!(ready.poll());
+    // Paused time: five seconds pass at once.
     tokio::time::advance(Duration::from_secs(5)).await;
     assert_pending!(ready.poll());
     handle.allow(1);
