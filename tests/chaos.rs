@@ -100,17 +100,19 @@ async fn each_fault_happens_at_its_own_rate_and_clones_share_the_draws() {
     near(Seen::Ok, 5000);
 }
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn injected_faults_are_classified_like_real_ones() {
-    let refuse = ChaosLayer::builder()
-        .fault(Fault::ConnectionRefused, 1.0)
-        .build()
-        .unwrap();
-    let err = refuse
+/// The error a service answers with when `fault` is injected into every call.
+async fn injected_error(fault: Fault) -> BoxError {
+    let chaos = ChaosLayer::builder().fault(fault, 1.0).build().unwrap();
+    chaos
         .layer(ok_service())
         .oneshot(Request::new(()))
         .await
-        .unwrap_err();
+        .unwrap_err()
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn injected_faults_are_classified_like_real_ones() {
+    let err = injected_error(Fault::ConnectionRefused).await;
     let outcome = HttpClassifier::new().classify_error(&*err);
     assert_eq!(outcome.kind(), Some(FailureKind::Connect));
     assert_eq!(outcome.safety(), Some(RetrySafety::NotSent));
@@ -118,15 +120,7 @@ async fn injected_faults_are_classified_like_real_ones() {
     assert!(io.get_ref().unwrap().is::<Injected>());
     assert_eq!(err.to_string(), "injected fault: connection refused");
 
-    let reset = ChaosLayer::builder()
-        .fault(Fault::ConnectionReset, 1.0)
-        .build()
-        .unwrap();
-    let err = reset
-        .layer(ok_service())
-        .oneshot(Request::new(()))
-        .await
-        .unwrap_err();
+    let err = injected_error(Fault::ConnectionReset).await;
     let outcome = HttpClassifier::new().classify_error(&*err);
     assert_eq!(outcome.kind(), Some(FailureKind::Reset));
     assert_eq!(outcome.safety(), Some(RetrySafety::MaybeSent));
