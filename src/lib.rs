@@ -14,10 +14,11 @@
 //! | [`classify`] | decides what an outcome *is* (success, or a failure with a kind and a retry safety), once, for every layer |
 //! | [`timeout`] | a per-attempt timeout that costs no timer when the answer is immediate |
 //! | [`deadline`] | one total time budget per request, read from and written to the next hop |
+//! | [`circuit_breaker`] | fails fast with `503` + `Retry-After` while an upstream is down, over a window that really slides |
 //! | [`http`] | `Retry-After` parsing, and every error turned into an honest response |
 //! | [`chaos`] | fault injection for tests, examples and benchmarks |
 //!
-//! Retry with a budget, circuit breaking, load shedding, upstream health and
+//! Retry with a budget, load shedding, upstream health and
 //! stale-if-error arrive in later releases (see the README).
 //!
 //! # Example
@@ -56,6 +57,7 @@
 //! |---|---|
 //! | `timeout` | [`timeout`] |
 //! | `deadline` | [`deadline`] |
+//! | `circuit-breaker` | [`circuit_breaker`] |
 //! | `chaos` | [`chaos`] |
 //! | `hyper` | classifying `hyper::Error` |
 //! | `hyper-util` | classifying `hyper_util::client::legacy::Error` (`is_connect()`) |
@@ -78,13 +80,15 @@ pub mod http;
 
 #[cfg(feature = "chaos")]
 pub mod chaos;
+#[cfg(feature = "circuit-breaker")]
+pub mod circuit_breaker;
 #[cfg(feature = "deadline")]
 pub mod deadline;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 
 mod error;
-#[cfg(feature = "chaos")]
+#[cfg(any(feature = "chaos", feature = "circuit-breaker"))]
 mod rng;
 #[cfg(any(feature = "timeout", feature = "deadline"))]
 mod time;

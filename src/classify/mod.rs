@@ -39,7 +39,8 @@
 //! Errors are classified by walking the whole [`source()`] chain, outermost
 //! first, and stopping at the first error that says something definite:
 //!
-//! * this crate's own errors ([`Elapsed`], [`DeadlineExceeded`]);
+//! * this crate's own errors ([`Elapsed`], [`DeadlineExceeded`], and
+//!   [`CircuitOpen`], a rejection that was never sent);
 //! * `hyper_util::client::legacy::Error` (feature `hyper-util`): `is_connect()`
 //!   means the request was never sent;
 //! * `hyper::Error` (feature `hyper`): an incomplete message or a closed
@@ -91,6 +92,7 @@
 //! [`source()`]: std::error::Error::source
 //! [`Elapsed`]: crate::timeout::error::Elapsed
 //! [`DeadlineExceeded`]: crate::deadline::error::DeadlineExceeded
+//! [`CircuitOpen`]: crate::circuit_breaker::CircuitOpen
 
 use std::error::Error;
 use std::fmt;
@@ -320,6 +322,20 @@ impl Classify for HttpClassifier {
         }
         Outcome::failure(FailureKind::Other, RetrySafety::MaybeSent)
     }
+
+    /// The hint of the first error in the chain that carries one: an open
+    /// breaker's time until its next probe.
+    fn retry_after(&self, error: &(dyn Error + 'static)) -> Option<Duration> {
+        let mut current = Some(error);
+        while let Some(err) = current {
+            #[cfg(feature = "circuit-breaker")]
+            if let Some(open) = err.downcast_ref::<crate::circuit_breaker::CircuitOpen>() {
+                return Some(open.retry_after());
+            }
+            current = next_in_chain(err);
+        }
+        None
+    }
 }
 
 /// The next error to look at after `err`.
@@ -353,6 +369,13 @@ fn classify_one(err: &(dyn Error + 'static)) -> Option<Outcome> {
             RetrySafety::NotSent
         };
         return Some(Outcome::failure(FailureKind::DeadlineExceeded, safety));
+    }
+    #[cfg(feature = "circuit-breaker")]
+    if err.is::<crate::circuit_breaker::CircuitOpen>() {
+        return Some(Outcome::failure(
+            FailureKind::Rejected,
+            RetrySafety::NotSent,
+        ));
     }
     #[cfg(feature = "hyper-util")]
     if let Some(e) = err.downcast_ref::<hyper_util::client::legacy::Error>() {

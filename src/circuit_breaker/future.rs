@@ -1,0 +1,150 @@
+//! Future types.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::Response;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::breaker::{Breaker, Permit, PermitKind};
+use super::error::CircuitOpen;
+use crate::classify::{Classify, FailureKind, Outcome, RetrySafety};
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`CircuitBreaker`](super::CircuitBreaker).
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F>,
+        classifier: C,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    pub(crate) enum Kind<F> {
+        // Admitted: the inner service's response, recorded when it is ready.
+        Called { #[pin] future: F, guard: Guard },
+        // Turned away by the breaker.
+        Rejected { retry_after: Duration },
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn called(future: F, guard: Guard, classifier: C) -> Self {
+        Self {
+            kind: Kind::Called { future, guard },
+            classifier,
+        }
+    }
+
+    pub(crate) fn rejected(retry_after: Duration, classifier: C) -> Self {
+        Self {
+            kind: Kind::Rejected { retry_after },
+            classifier,
+        }
+    }
+}
+
+impl<F, C, B, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    C: Classify,
+{
+    type Output = Result<Response<B>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Called { future, guard } => {
+                let result = ready!(future.poll(cx)).map_err(Into::into);
+                if guard.records() {
+                    let outcome = match &result {
+                        Ok(response) => this.classifier.classify_response(response),
+                        Err(error) => this.classifier.classify_error(&**error),
+                    };
+                    guard.finish(&outcome);
+                } else {
+                    guard.done = true;
+                }
+                Poll::Ready(result)
+            }
+            KindProj::Rejected { retry_after } => {
+                Poll::Ready(Err(CircuitOpen::new(*retry_after).into()))
+            }
+        }
+    }
+}
+
+/// An admitted call's permit, given back to the breaker when the call
+/// completes, or released if the call's future is dropped first.
+#[derive(Debug)]
+pub(crate) struct Guard {
+    breaker: Arc<Breaker>,
+    permit: Permit,
+    done: bool,
+}
+
+impl Guard {
+    pub(crate) fn new(breaker: Arc<Breaker>, permit: Permit) -> Self {
+        Self {
+            breaker,
+            permit,
+            done: false,
+        }
+    }
+
+    /// Whether the call's outcome is recorded (not when forced closed).
+    fn records(&self) -> bool {
+        !self.done && self.permit.kind() != PermitKind::Bypass
+    }
+
+    fn finish(&mut self, outcome: &Outcome) {
+        self.done = true;
+        let failure = counts_as_failure(
+            outcome,
+            self.breaker.settings().too_many_requests_is_failure,
+        );
+        self.breaker.complete(&self.permit, failure, Instant::now());
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.done {
+            // Cancelled: neither a success nor a failure, and a probe's slot
+            // is free again.
+            self.breaker.release(&self.permit);
+        }
+    }
+}
+
+/// Whether `outcome` counts against the upstream.
+///
+/// Every failure does, except:
+/// - `429 Too Many Requests`, unless configured: the upstream is up and is
+///   pacing this caller; opening the breaker would turn a rate limit into
+///   an outage. Throttling and `Retry-After` deal with it.
+/// - a deadline that ran out before the request was sent: the caller's
+///   budget was spent elsewhere, not by the upstream.
+pub(crate) fn counts_as_failure(outcome: &Outcome, too_many_requests_is_failure: bool) -> bool {
+    match *outcome {
+        Outcome::Success => false,
+        Outcome::Failure {
+            kind: FailureKind::TooManyRequests,
+            ..
+        } => too_many_requests_is_failure,
+        Outcome::Failure {
+            kind: FailureKind::DeadlineExceeded,
+            safety: RetrySafety::NotSent,
+        } => false,
+        Outcome::Failure { .. } => true,
+    }
+}

@@ -1,0 +1,306 @@
+//! A sliding window of call outcomes, made of time buckets of atomics.
+//!
+//! Time is cut into ticks of one bucket width, counted from the breaker's
+//! creation. The window is the last `n` ticks, the current one included: an
+//! outcome recorded at tick `t` counts while the current tick is below
+//! `t + n`, and is forgotten after that, whatever the breaker did in between.
+//!
+//! Bucket `t % n` holds tick `t`. Each bucket has two words that change
+//! with one compare-and-swap each:
+//!
+//! ```text
+//! tick:   tick it holds (56 bits) | use (8 bits)
+//! counts: use (8 bits) | calls (28 bits) | failures (28 bits)
+//! slow:   use (8 bits) | slow calls (56 bits)
+//! ```
+//!
+//! *use* counts, modulo 256, the times the bucket was moved on to a new
+//! tick. Recording first moves the bucket's tick forward to the current
+//! tick (bumping its use), then adds to the counts if they carry the
+//! bucket's current use, or replaces them if they carry an older one. Counts
+//! of an older use therefore never mix with the new tick's, however long the
+//! bucket sat idle, and no thread ever waits for another: reusing a bucket
+//! needs no lock and no "being reset" state. A reader takes a bucket's
+//! counts only when they carry the use of the tick it holds.
+//!
+//! The one approximation: a thread stalled between reading a bucket and
+//! writing it while the bucket is reused 128 times could add its one
+//! outcome to the wrong tick. With the default window that is a stall of
+//! twenty minutes.
+//!
+//! Counts saturate at 2^28 − 1 (268 million calls per bucket).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+const USE_BITS: u32 = 8;
+const USE_MASK: u64 = (1 << USE_BITS) - 1;
+const TICK_MAX: u64 = (1 << (64 - USE_BITS)) - 1;
+const TAG_SHIFT: u32 = 64 - USE_BITS;
+const FIELD_BITS: u32 = 28;
+const FIELD_MAX: u64 = (1 << FIELD_BITS) - 1;
+const SLOW_MAX: u64 = (1 << TAG_SHIFT) - 1;
+
+/// The counts of the window at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) calls: u64,
+    pub(crate) failures: u64,
+    pub(crate) slow: u64,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tick: AtomicU64,
+    counts: AtomicU64,
+    slow: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Window {
+    buckets: Box<[Bucket]>,
+    bucket_nanos: u64,
+}
+
+impl Window {
+    /// A window of `n` buckets of `bucket` each. The builder checks that
+    /// `n >= 1`.
+    pub(crate) fn new(n: u32, bucket: Duration) -> Self {
+        let buckets = (0..u64::from(n.max(1)))
+            .map(|i| Bucket {
+                // Bucket i holds tick i, use 0, with nothing in it.
+                tick: AtomicU64::new(i << USE_BITS),
+                counts: AtomicU64::new(0),
+                slow: AtomicU64::new(0),
+            })
+            .collect();
+        Self {
+            buckets,
+            bucket_nanos: duration_nanos(bucket).max(1),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.buckets.len() as u64
+    }
+
+    /// The tick of a moment, given as the time since the breaker's creation.
+    pub(crate) fn tick(&self, since_start: Duration) -> u64 {
+        (duration_nanos(since_start) / self.bucket_nanos).min(TICK_MAX)
+    }
+
+    fn bucket(&self, tick: u64) -> &Bucket {
+        &self.buckets[(tick % self.len()) as usize]
+    }
+
+    /// Records one outcome at `tick`. `slow` is `None` when slow calls are
+    /// not tracked.
+    pub(crate) fn record(&self, tick: u64, failure: bool, slow: Option<bool>) {
+        let bucket = self.bucket(tick);
+        let mut word = bucket.tick.load(Relaxed);
+        while word >> USE_BITS < tick {
+            let next = (tick << USE_BITS) | ((word + 1) & USE_MASK);
+            match bucket
+                .tick
+                .compare_exchange_weak(word, next, Relaxed, Relaxed)
+            {
+                Ok(_) => word = next,
+                Err(current) => word = current,
+            }
+        }
+        if word >> USE_BITS > tick {
+            // This thread was so slow that the bucket has moved on to a later
+            // tick: the outcome has already left the window.
+            return;
+        }
+        let tag = word & USE_MASK;
+        add(&bucket.counts, tag, |w| {
+            let calls = ((w >> FIELD_BITS) & FIELD_MAX) + 1;
+            let failures = (w & FIELD_MAX) + u64::from(failure);
+            (calls.min(FIELD_MAX) << FIELD_BITS) | failures.min(FIELD_MAX)
+        });
+        if slow == Some(true) {
+            add(&bucket.slow, tag, |w| ((w & SLOW_MAX) + 1).min(SLOW_MAX));
+        }
+    }
+
+    /// The counts of the window whose current tick is `now`.
+    pub(crate) fn sum(&self, now: u64) -> Counts {
+        let mut sum = Counts::default();
+        for bucket in self.buckets.iter() {
+            let word = bucket.tick.load(Relaxed);
+            // A tick a little ahead of `now` was recorded by a thread whose
+            // clock read came later than ours: it is in the window too.
+            if now.saturating_sub(word >> USE_BITS) >= self.len() {
+                continue;
+            }
+            let tag = word & USE_MASK;
+            let counts = bucket.counts.load(Relaxed);
+            if counts >> TAG_SHIFT == tag {
+                sum.calls += (counts >> FIELD_BITS) & FIELD_MAX;
+                sum.failures += counts & FIELD_MAX;
+            }
+            let slow = bucket.slow.load(Relaxed);
+            if slow >> TAG_SHIFT == tag {
+                sum.slow += slow & SLOW_MAX;
+            }
+        }
+        sum
+    }
+
+    /// Forgets every outcome recorded so far.
+    pub(crate) fn clear(&self) {
+        for bucket in self.buckets.iter() {
+            let tag = (bucket.tick.load(Relaxed) & USE_MASK) << TAG_SHIFT;
+            bucket.counts.store(tag, Relaxed);
+            bucket.slow.store(tag, Relaxed);
+        }
+    }
+}
+
+/// Applies `f` to the counts in `word` if they carry use `tag`, or starts
+/// them from zero if they carry an older use. Counts of a newer use (this
+/// thread fell behind while the bucket moved on) are left alone.
+fn add(word: &AtomicU64, tag: u64, f: impl Fn(u64) -> u64) {
+    let mut current = word.load(Relaxed);
+    loop {
+        let held = current >> TAG_SHIFT;
+        let counts = if held == tag {
+            current & SLOW_MAX
+        } else if tag.wrapping_sub(held) & USE_MASK < 0x80 {
+            // An older use: those counts belong to a tick that has left the
+            // window.
+            0
+        } else {
+            return;
+        };
+        let new = (tag << TAG_SHIFT) | f(counts);
+        match word.compare_exchange_weak(current, new, Relaxed, Relaxed) {
+            Ok(_) => return,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+pub(crate) fn duration_nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn counts_what_was_recorded_in_the_last_n_ticks() {
+        let w = Window::new(10, SECOND);
+        w.record(0, true, None);
+        w.record(3, false, None);
+        w.record(9, true, None);
+        assert_eq!(
+            w.sum(9),
+            Counts {
+                calls: 3,
+                failures: 2,
+                slow: 0
+            }
+        );
+        // Tick 0 leaves the window at tick 10, tick 3 at tick 13.
+        assert_eq!(w.sum(10).calls, 2);
+        assert_eq!(w.sum(12).calls, 2);
+        assert_eq!(w.sum(13).calls, 1);
+        assert_eq!(w.sum(19), Counts::default());
+    }
+
+    #[test]
+    fn a_reused_bucket_starts_from_zero() {
+        let w = Window::new(4, SECOND);
+        for _ in 0..5 {
+            w.record(1, true, Some(true));
+        }
+        // Tick 5 reuses the bucket of tick 1.
+        w.record(5, false, Some(false));
+        assert_eq!(
+            w.sum(5),
+            Counts {
+                calls: 1,
+                failures: 0,
+                slow: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_late_outcome_does_not_overwrite_a_newer_round() {
+        let w = Window::new(4, SECOND);
+        w.record(5, true, None);
+        // A thread that read the clock at tick 1 and records only now.
+        w.record(1, false, None);
+        assert_eq!(
+            w.sum(5),
+            Counts {
+                calls: 1,
+                failures: 1,
+                slow: 0
+            }
+        );
+    }
+
+    #[test]
+    fn long_idle_periods_do_not_bring_old_counts_back() {
+        let w = Window::new(10, SECOND);
+        w.record(7, true, None);
+        // 256 rounds later, the tick's round has the same low byte again.
+        let later = 7 + 256 * 10;
+        assert_eq!(w.sum(later), Counts::default());
+        w.record(later, false, None);
+        assert_eq!(w.sum(later).failures, 0);
+        assert_eq!(w.sum(later).calls, 1);
+    }
+
+    #[test]
+    fn clear_forgets_everything() {
+        let w = Window::new(10, SECOND);
+        w.record(2, true, Some(true));
+        w.record(3, true, None);
+        w.clear();
+        assert_eq!(w.sum(3), Counts::default());
+        w.record(3, false, None);
+        assert_eq!(w.sum(3).calls, 1);
+    }
+
+    #[test]
+    fn ticks_are_bucket_widths_since_the_start() {
+        let w = Window::new(10, Duration::from_millis(250));
+        assert_eq!(w.tick(Duration::ZERO), 0);
+        assert_eq!(w.tick(Duration::from_millis(249)), 0);
+        assert_eq!(w.tick(Duration::from_millis(250)), 1);
+        assert_eq!(w.tick(Duration::from_secs(10)), 40);
+    }
+
+    #[test]
+    fn concurrent_recording_loses_nothing() {
+        let w = std::sync::Arc::new(Window::new(10, SECOND));
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for n in 0..10_000u64 {
+                        // Every thread crosses ticks 0..=4 in step with the
+                        // others, reusing no bucket.
+                        w.record(n / 2_000, (n + i) % 2 == 0, None);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let sum = w.sum(4);
+        assert_eq!(sum.calls, 40_000);
+        assert_eq!(sum.failures, 20_000);
+    }
+}
