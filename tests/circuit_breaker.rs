@@ -221,7 +221,11 @@ async fn after_the_open_period_probes_go_through_and_close_it() {
 async fn half_open_admits_only_the_configured_number_of_probes() {
     let upstream = Upstream::new();
     upstream.answer(StatusCode::BAD_GATEWAY);
-    let layer = builder().minimum_calls(2).half_open_probes(2).build().unwrap();
+    let layer = builder()
+        .minimum_calls(2)
+        .half_open_probes(2)
+        .build()
+        .unwrap();
     let svc = layer.layer(upstream.service());
     calls(&svc, 2).await;
 
@@ -354,7 +358,11 @@ async fn client_errors_and_429_are_not_failures_unless_configured() {
         upstream.answer(status);
         let layer = builder().minimum_calls(3).build().unwrap();
         calls(&layer.layer(upstream.service()), 3).await;
-        assert_eq!(snapshot(&layer).failures, if counts { 3 } else { 0 }, "{status}");
+        assert_eq!(
+            snapshot(&layer).failures,
+            if counts { 3 } else { 0 },
+            "{status}"
+        );
         let expected = if counts { State::Open } else { State::Closed };
         assert_eq!(layer.handle().state(), expected, "{status}");
     }
@@ -419,7 +427,11 @@ async fn a_cancelled_call_counts_neither_way() {
 async fn a_cancelled_probe_gives_its_slot_to_the_next_call() {
     let upstream = Upstream::new();
     upstream.answer(StatusCode::BAD_GATEWAY);
-    let layer = builder().minimum_calls(1).half_open_probes(1).build().unwrap();
+    let layer = builder()
+        .minimum_calls(1)
+        .half_open_probes(1)
+        .build()
+        .unwrap();
     let svc = layer.layer(upstream.service());
     call(&svc).await.unwrap();
 
@@ -455,7 +467,11 @@ async fn every_clone_and_every_service_of_a_layer_share_one_breaker() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn the_handle_forces_open_forces_closed_and_resets() {
     let upstream = Upstream::new();
-    let layer = builder().minimum_calls(1).name("inventory").build().unwrap();
+    let layer = builder()
+        .minimum_calls(1)
+        .name("inventory")
+        .build()
+        .unwrap();
     let handle = layer.handle();
     assert_eq!(handle.name(), "inventory");
     let svc = layer.layer(upstream.service());
@@ -483,9 +499,18 @@ async fn the_handle_forces_open_forces_closed_and_resets() {
 #[test]
 fn bad_configuration_is_an_error_naming_the_field() {
     let cases: Vec<(CircuitBreakerBuilder, &str)> = vec![
-        (builder().failure_ratio(0.0), "circuit_breaker.failure_ratio"),
-        (builder().failure_ratio(1.5), "circuit_breaker.failure_ratio"),
-        (builder().failure_ratio(f64::NAN), "circuit_breaker.failure_ratio"),
+        (
+            builder().failure_ratio(0.0),
+            "circuit_breaker.failure_ratio",
+        ),
+        (
+            builder().failure_ratio(1.5),
+            "circuit_breaker.failure_ratio",
+        ),
+        (
+            builder().failure_ratio(f64::NAN),
+            "circuit_breaker.failure_ratio",
+        ),
         (builder().minimum_calls(0), "circuit_breaker.minimum_calls"),
         (builder().bucket(Duration::ZERO), "circuit_breaker.bucket"),
         (

@@ -158,7 +158,10 @@ struct Cold {
     trips: u32,
 }
 
+// Aligned so that the `Arc` counts, which every call changes, sit on other
+// cache lines than the state every call reads.
 #[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct Breaker {
     name: Box<str>,
     settings: Settings,
@@ -175,7 +178,10 @@ pub(crate) struct Breaker {
 
 impl Breaker {
     pub(crate) fn new(name: Box<str>, settings: Settings, rng: Rng, start: Instant) -> Self {
-        let window = Window::new(settings.buckets, settings.bucket);
+        // One stripe of counts per core, so that calls completing on
+        // different cores do not write the same cache line.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let window = Window::new(settings.buckets, settings.bucket, cores);
         Self {
             name,
             settings,
@@ -208,7 +214,9 @@ impl Breaker {
     fn lock(&self) -> MutexGuard<'_, Cold> {
         // A panic while holding this lock leaves `Cold` consistent (it is
         // one counter), so a poisoned lock is used as it is.
-        self.cold.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.cold
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Admits a call, or says how long until the breaker will admit one.
@@ -426,7 +434,9 @@ impl Breaker {
             .since_start(now)
             .saturating_add(duration_nanos(duration));
         let next = pack(OPEN, generation_of(from).wrapping_add(1));
-        if !self.transition(from, next, || self.open_until.store(until, Ordering::Release)) {
+        if !self.transition(from, next, || {
+            self.open_until.store(until, Ordering::Release)
+        }) {
             return;
         }
         cold.trips = trips;

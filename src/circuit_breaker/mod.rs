@@ -97,7 +97,7 @@
 //! use tower_steady::circuit_breaker::{CircuitBreakerLayer, CircuitOpen, State};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), tower_steady::BoxError> {
 //! let breaker = CircuitBreakerLayer::builder()
 //!     .name("inventory")
 //!     .minimum_calls(5)

@@ -225,20 +225,18 @@ fn settings() -> impl Strategy<Value = Settings> {
         1u32..=3,
     )
         .prop_map(
-            |(ratio, minimum_calls, (buckets, bucket), consecutive, slow, open, probes)| {
-                Settings {
-                    failure_ratio: ratio,
-                    minimum_calls,
-                    buckets,
-                    bucket,
-                    consecutive_failures: consecutive,
-                    slow_calls: slow.map(|threshold| (threshold, 0.5)),
-                    open_duration: Duration::from_secs(open),
-                    max_open_duration: Duration::from_secs(open * 4),
-                    jitter: 0.0,
-                    probes,
-                    too_many_requests_is_failure: false,
-                }
+            |(ratio, minimum_calls, (buckets, bucket), consecutive, slow, open, probes)| Settings {
+                failure_ratio: ratio,
+                minimum_calls,
+                buckets,
+                bucket,
+                consecutive_failures: consecutive,
+                slow_calls: slow.map(|threshold| (threshold, 0.5)),
+                open_duration: Duration::from_secs(open),
+                max_open_duration: Duration::from_secs(open * 4),
+                jitter: 0.0,
+                probes,
+                too_many_requests_is_failure: false,
             },
         )
 }
@@ -362,7 +360,15 @@ fn open_duration_doubles_up_to_the_cap_and_jitter_only_shortens_it() {
         ..Settings::default()
     };
     let breaker = Breaker::new("t".into(), settings, Rng::from_seed(3), Instant::now());
-    for (trips, full) in [(1, 5), (2, 10), (3, 20), (4, 40), (5, 60), (6, 60), (40, 60)] {
+    for (trips, full) in [
+        (1, 5),
+        (2, 10),
+        (3, 20),
+        (4, 40),
+        (5, 60),
+        (6, 60),
+        (40, 60),
+    ] {
         let full = Duration::from_secs(full);
         for _ in 0..100 {
             let d = breaker.open_duration(trips);

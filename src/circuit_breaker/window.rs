@@ -28,9 +28,16 @@
 //! outcome to the wrong tick. With the default window that is a stall of
 //! twenty minutes.
 //!
-//! Counts saturate at 2^28 − 1 (268 million calls per bucket).
+//! Each bucket's counts are split in *stripes*, one per core up to eight,
+//! each on a cache line of its own; a thread always records in the same
+//! stripe, and a reader adds the stripes up. Without them, every call
+//! completing on two cores at once would move the bucket's cache line from
+//! one core to the other. The tick word is shared by the stripes: it is
+//! written once per bucket width.
+//!
+//! Counts saturate at 2^28 − 1 (268 million calls per bucket and stripe).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 const USE_BITS: u32 = 8;
@@ -49,39 +56,70 @@ pub(crate) struct Counts {
     pub(crate) slow: u64,
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tick: AtomicU64,
+/// One thread's share of a bucket's counts, on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Stripe {
     counts: AtomicU64,
     slow: AtomicU64,
 }
 
 #[derive(Debug)]
 pub(crate) struct Window {
-    buckets: Box<[Bucket]>,
+    // The tick word of each bucket: read by every call, written once per
+    // bucket width.
+    ticks: Box<[AtomicU64]>,
+    // `stripes` stripes per bucket, bucket after bucket.
+    counts: Box<[Stripe]>,
+    stripes: usize,
     bucket_nanos: u64,
 }
 
+/// At most this many stripes per bucket, and at most this many stripes in
+/// all (64 bytes each).
+const MAX_STRIPES: usize = 8;
+const MAX_TOTAL_STRIPES: usize = 1024;
+
+/// This thread's stripe number (to be taken modulo the number of stripes):
+/// threads are numbered in the order they first record.
+fn thread_stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Relaxed);
+    }
+    STRIPE.with(|stripe| *stripe)
+}
+
 impl Window {
-    /// A window of `n` buckets of `bucket` each. The builder checks that
-    /// `n >= 1`.
-    pub(crate) fn new(n: u32, bucket: Duration) -> Self {
-        let buckets = (0..u64::from(n.max(1)))
-            .map(|i| Bucket {
-                // Bucket i holds tick i, use 0, with nothing in it.
-                tick: AtomicU64::new(i << USE_BITS),
-                counts: AtomicU64::new(0),
-                slow: AtomicU64::new(0),
-            })
+    /// A window of `n` buckets of `bucket` each, each bucket's counts
+    /// split in up to `stripes` stripes. The builder checks that `n >= 1`.
+    pub(crate) fn new(n: u32, bucket: Duration, stripes: usize) -> Self {
+        let n = n.max(1) as usize;
+        // A power of two, so that picking one is a mask, not a division.
+        let stripes = prev_power_of_two(
+            stripes
+                .clamp(1, MAX_STRIPES)
+                .min((MAX_TOTAL_STRIPES / n).max(1)),
+        );
+        // Bucket i holds tick i, use 0, with nothing in it.
+        let ticks = (0..n as u64)
+            .map(|i| AtomicU64::new(i << USE_BITS))
             .collect();
+        let counts = (0..n * stripes).map(|_| Stripe::default()).collect();
         Self {
-            buckets,
+            ticks,
+            counts,
+            stripes,
             bucket_nanos: duration_nanos(bucket).max(1),
         }
     }
 
     fn len(&self) -> u64 {
-        self.buckets.len() as u64
+        self.ticks.len() as u64
+    }
+
+    fn stripes_of(&self, index: usize) -> &[Stripe] {
+        &self.counts[index * self.stripes..(index + 1) * self.stripes]
     }
 
     /// The tick of a moment, given as the time since the breaker's creation.
@@ -89,21 +127,15 @@ impl Window {
         (duration_nanos(since_start) / self.bucket_nanos).min(TICK_MAX)
     }
 
-    fn bucket(&self, tick: u64) -> &Bucket {
-        &self.buckets[(tick % self.len()) as usize]
-    }
-
     /// Records one outcome at `tick`. `slow` is `None` when slow calls are
     /// not tracked.
     pub(crate) fn record(&self, tick: u64, failure: bool, slow: Option<bool>) {
-        let bucket = self.bucket(tick);
-        let mut word = bucket.tick.load(Relaxed);
+        let index = (tick % self.len()) as usize;
+        let held = &self.ticks[index];
+        let mut word = held.load(Relaxed);
         while word >> USE_BITS < tick {
             let next = (tick << USE_BITS) | ((word + 1) & USE_MASK);
-            match bucket
-                .tick
-                .compare_exchange_weak(word, next, Relaxed, Relaxed)
-            {
+            match held.compare_exchange_weak(word, next, Relaxed, Relaxed) {
                 Ok(_) => word = next,
                 Err(current) => word = current,
             }
@@ -114,35 +146,38 @@ impl Window {
             return;
         }
         let tag = word & USE_MASK;
-        add(&bucket.counts, tag, |w| {
+        let stripe = &self.stripes_of(index)[thread_stripe() & (self.stripes - 1)];
+        add(&stripe.counts, tag, |w| {
             let calls = ((w >> FIELD_BITS) & FIELD_MAX) + 1;
             let failures = (w & FIELD_MAX) + u64::from(failure);
             (calls.min(FIELD_MAX) << FIELD_BITS) | failures.min(FIELD_MAX)
         });
         if slow == Some(true) {
-            add(&bucket.slow, tag, |w| ((w & SLOW_MAX) + 1).min(SLOW_MAX));
+            add(&stripe.slow, tag, |w| ((w & SLOW_MAX) + 1).min(SLOW_MAX));
         }
     }
 
     /// The counts of the window whose current tick is `now`.
     pub(crate) fn sum(&self, now: u64) -> Counts {
         let mut sum = Counts::default();
-        for bucket in self.buckets.iter() {
-            let word = bucket.tick.load(Relaxed);
+        for (index, held) in self.ticks.iter().enumerate() {
+            let word = held.load(Relaxed);
             // A tick a little ahead of `now` was recorded by a thread whose
             // clock read came later than ours: it is in the window too.
             if now.saturating_sub(word >> USE_BITS) >= self.len() {
                 continue;
             }
             let tag = word & USE_MASK;
-            let counts = bucket.counts.load(Relaxed);
-            if counts >> TAG_SHIFT == tag {
-                sum.calls += (counts >> FIELD_BITS) & FIELD_MAX;
-                sum.failures += counts & FIELD_MAX;
-            }
-            let slow = bucket.slow.load(Relaxed);
-            if slow >> TAG_SHIFT == tag {
-                sum.slow += slow & SLOW_MAX;
+            for stripe in self.stripes_of(index) {
+                let counts = stripe.counts.load(Relaxed);
+                if counts >> TAG_SHIFT == tag {
+                    sum.calls += (counts >> FIELD_BITS) & FIELD_MAX;
+                    sum.failures += counts & FIELD_MAX;
+                }
+                let slow = stripe.slow.load(Relaxed);
+                if slow >> TAG_SHIFT == tag {
+                    sum.slow += slow & SLOW_MAX;
+                }
             }
         }
         sum
@@ -150,10 +185,12 @@ impl Window {
 
     /// Forgets every outcome recorded so far.
     pub(crate) fn clear(&self) {
-        for bucket in self.buckets.iter() {
-            let tag = (bucket.tick.load(Relaxed) & USE_MASK) << TAG_SHIFT;
-            bucket.counts.store(tag, Relaxed);
-            bucket.slow.store(tag, Relaxed);
+        for (index, held) in self.ticks.iter().enumerate() {
+            let tag = (held.load(Relaxed) & USE_MASK) << TAG_SHIFT;
+            for stripe in self.stripes_of(index) {
+                stripe.counts.store(tag, Relaxed);
+                stripe.slow.store(tag, Relaxed);
+            }
         }
     }
 }
@@ -182,6 +219,10 @@ fn add(word: &AtomicU64, tag: u64, f: impl Fn(u64) -> u64) {
     }
 }
 
+fn prev_power_of_two(n: usize) -> usize {
+    1 << (usize::BITS - 1 - n.max(1).leading_zeros())
+}
+
 pub(crate) fn duration_nanos(d: Duration) -> u64 {
     d.as_secs()
         .saturating_mul(1_000_000_000)
@@ -196,7 +237,7 @@ mod tests {
 
     #[test]
     fn counts_what_was_recorded_in_the_last_n_ticks() {
-        let w = Window::new(10, SECOND);
+        let w = Window::new(10, SECOND, 4);
         w.record(0, true, None);
         w.record(3, false, None);
         w.record(9, true, None);
@@ -217,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_reused_bucket_starts_from_zero() {
-        let w = Window::new(4, SECOND);
+        let w = Window::new(4, SECOND, 4);
         for _ in 0..5 {
             w.record(1, true, Some(true));
         }
@@ -235,7 +276,7 @@ mod tests {
 
     #[test]
     fn a_late_outcome_does_not_overwrite_a_newer_round() {
-        let w = Window::new(4, SECOND);
+        let w = Window::new(4, SECOND, 4);
         w.record(5, true, None);
         // A thread that read the clock at tick 1 and records only now.
         w.record(1, false, None);
@@ -251,7 +292,7 @@ mod tests {
 
     #[test]
     fn long_idle_periods_do_not_bring_old_counts_back() {
-        let w = Window::new(10, SECOND);
+        let w = Window::new(10, SECOND, 4);
         w.record(7, true, None);
         // 256 rounds later, the tick's round has the same low byte again.
         let later = 7 + 256 * 10;
@@ -263,7 +304,7 @@ mod tests {
 
     #[test]
     fn clear_forgets_everything() {
-        let w = Window::new(10, SECOND);
+        let w = Window::new(10, SECOND, 4);
         w.record(2, true, Some(true));
         w.record(3, true, None);
         w.clear();
@@ -274,7 +315,7 @@ mod tests {
 
     #[test]
     fn ticks_are_bucket_widths_since_the_start() {
-        let w = Window::new(10, Duration::from_millis(250));
+        let w = Window::new(10, Duration::from_millis(250), 1);
         assert_eq!(w.tick(Duration::ZERO), 0);
         assert_eq!(w.tick(Duration::from_millis(249)), 0);
         assert_eq!(w.tick(Duration::from_millis(250)), 1);
@@ -282,8 +323,17 @@ mod tests {
     }
 
     #[test]
+    fn stripes_are_a_power_of_two_and_bounded() {
+        assert_eq!(Window::new(10, SECOND, 1).stripes, 1);
+        assert_eq!(Window::new(10, SECOND, 3).stripes, 2);
+        assert_eq!(Window::new(10, SECOND, 64).stripes, 8);
+        assert_eq!(Window::new(1000, SECOND, 64).stripes, 1);
+        assert_eq!(Window::new(300, SECOND, 64).stripes, 2);
+    }
+
+    #[test]
     fn concurrent_recording_loses_nothing() {
-        let w = std::sync::Arc::new(Window::new(10, SECOND));
+        let w = std::sync::Arc::new(Window::new(10, SECOND, 4));
         let threads: Vec<_> = (0..4)
             .map(|i| {
                 let w = w.clone();

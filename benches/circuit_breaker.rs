@@ -1,0 +1,115 @@
+//! Closed-path cost of `tower_steady::circuit_breaker::CircuitBreakerLayer`
+//! beside tower-resilience's circuit breaker, in the same run: a breaker
+//! that stays closed around an inner service that answers `200 OK` at once.
+//!
+//! * `single`: one task calls one service in a loop, on a current-thread
+//!   runtime.
+//! * `contended`: 64 tasks, each with its own clone of one service (so one
+//!   shared breaker), on a multi-thread runtime with 2 workers. The time per
+//!   call is wall time divided by calls, with both workers busy.
+//!
+//! Both breakers are configured alike: a time-based window of 10 s, at
+//! least 20 calls, 50% failures (`tower_resilience`). tower-resilience is
+//! also measured with its default window, the last 100 calls
+//! (`tower_resilience_count`), which is cheaper for it.
+//!
+//! Run: `cargo bench -p tower-steady-benches --bench circuit_breaker`
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use tower::Layer;
+use tower_resilience_circuitbreaker::SlidingWindowType;
+use tower_steady_benches::{contended, single_task, Inner};
+
+const TASKS: u64 = 64;
+
+fn steady() -> tower_steady::circuit_breaker::CircuitBreakerLayer {
+    tower_steady::circuit_breaker::CircuitBreakerLayer::builder()
+        .window(Duration::from_secs(10))
+        .minimum_calls(20)
+        .failure_ratio(0.5)
+        .build()
+        .unwrap()
+}
+
+/// tower-resilience's default window: the last 100 calls.
+fn resilience_count() -> tower_resilience_circuitbreaker::CircuitBreakerLayer {
+    tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
+        .minimum_number_of_calls(20)
+        .failure_rate_threshold(0.5)
+        .build()
+        .unwrap()
+}
+
+fn resilience() -> tower_resilience_circuitbreaker::CircuitBreakerLayer {
+    tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
+        .sliding_window_type(SlidingWindowType::TimeBased)
+        .sliding_window_duration(Duration::from_secs(10))
+        .minimum_number_of_calls(20)
+        .failure_rate_threshold(0.5)
+        .build()
+        .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let inner = Inner {
+        pending_once: false,
+    };
+
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("circuit_breaker/single");
+    group.bench_function(BenchmarkId::from_parameter("no_breaker"), |b| {
+        b.to_async(&single)
+            .iter_custom(|iters| single_task(inner, iters));
+    });
+    let svc = resilience_count().layer(inner);
+    group.bench_function(BenchmarkId::from_parameter("tower_resilience_count"), |b| {
+        b.to_async(&single)
+            .iter_custom(|iters| single_task(svc.clone(), iters));
+    });
+    let svc = resilience().layer(inner);
+    group.bench_function(BenchmarkId::from_parameter("tower_resilience"), |b| {
+        b.to_async(&single)
+            .iter_custom(|iters| single_task(svc.clone(), iters));
+    });
+    let svc = steady().layer(inner);
+    group.bench_function(BenchmarkId::from_parameter("tower_steady"), |b| {
+        b.to_async(&single)
+            .iter_custom(|iters| single_task(svc.clone(), iters));
+    });
+    group.finish();
+
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("circuit_breaker/contended");
+    group.bench_function(BenchmarkId::from_parameter("no_breaker"), |b| {
+        b.to_async(&multi)
+            .iter_custom(|iters| contended(inner, TASKS, iters));
+    });
+    let svc = resilience_count().layer(inner);
+    group.bench_function(BenchmarkId::from_parameter("tower_resilience_count"), |b| {
+        b.to_async(&multi)
+            .iter_custom(|iters| contended(svc.clone(), TASKS, iters));
+    });
+    let svc = resilience().layer(inner);
+    group.bench_function(BenchmarkId::from_parameter("tower_resilience"), |b| {
+        b.to_async(&multi)
+            .iter_custom(|iters| contended(svc.clone(), TASKS, iters));
+    });
+    let svc = steady().layer(inner);
+    group.bench_function(BenchmarkId::from_parameter("tower_steady"), |b| {
+        b.to_async(&multi)
+            .iter_custom(|iters| contended(svc.clone(), TASKS, iters));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

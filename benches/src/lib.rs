@@ -1,0 +1,107 @@
+//! Helpers shared by the benchmarks: an inner service that costs as little
+//! as possible, and the loops that call a service through its layers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tokio::time::Instant;
+use tower::Service;
+
+/// An inner service answering `200 OK` at once, or after returning
+/// `Pending` once and waking itself (the shape of a response that needs one
+/// trip through the runtime).
+#[derive(Clone, Copy, Debug)]
+pub struct Inner {
+    pub pending_once: bool,
+}
+
+/// The response future of [`Inner`].
+#[derive(Debug)]
+pub struct Answer {
+    pending: bool,
+}
+
+impl Future for Answer {
+    type Output = Result<Response<()>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.pending {
+            self.pending = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(Response::new(())))
+    }
+}
+
+impl Service<Request<()>> for Inner {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<()>) -> Answer {
+        Answer {
+            pending: self.pending_once,
+        }
+    }
+}
+
+/// One request through `poll_ready`, `call` and the response future.
+pub async fn one_call<S>(svc: &mut S)
+where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    let res = svc.call(Request::new(())).await;
+    std::hint::black_box(res.unwrap());
+}
+
+/// `iters` calls in a row on one service, by one task: the time they took.
+pub async fn single_task<S>(mut svc: S, iters: u64) -> Duration
+where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    let start = Instant::now();
+    for _ in 0..iters {
+        one_call(&mut svc).await;
+    }
+    start.elapsed()
+}
+
+/// About `iters` calls shared out between `tasks` tasks, each calling its
+/// own clone of `svc`, on a multi-thread runtime: the wall time they took,
+/// scaled to exactly `iters` calls.
+pub async fn contended<S>(svc: S, tasks: u64, iters: u64) -> Duration
+where
+    S: Service<Request<()>> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+    S::Future: Send,
+{
+    let per_task = iters.div_ceil(tasks).max(1);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let mut svc = svc.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    one_call(&mut svc).await;
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    elapsed.mul_f64(iters as f64 / (per_task * tasks) as f64)
+}
