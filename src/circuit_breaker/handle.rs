@@ -22,7 +22,9 @@ pub struct BreakerHandle {
 pub struct Snapshot {
     /// The state.
     pub state: State,
-    /// Calls recorded in the window (closed state only).
+    /// Calls in the window. Outcomes are recorded only while closed; after
+    /// the breaker opens, the calls that opened it stay here until they
+    /// leave the window, and closing after probes empties it.
     pub calls: u64,
     /// Of those, the failures.
     pub failures: u64,
