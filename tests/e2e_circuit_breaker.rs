@@ -97,6 +97,14 @@ async fn fetch(server: &PausedServer, path: &str) -> (StatusCode, http::HeaderMa
     read(client().request(req).await.unwrap()).await
 }
 
+fn retry_after_secs(headers: &http::HeaderMap) -> u64 {
+    headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 struct Setup {
     upstream: Upstream,
     _upstream_server: PausedServer,
@@ -147,11 +155,7 @@ async fn a_failing_upstream_is_cut_off_and_comes_back_within_one_open_period() {
         for _ in 0..10 {
             let (status, headers, _) = fetch(&s.gateway, "/").await;
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-            let retry_after: u64 = headers[header::RETRY_AFTER]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let retry_after = retry_after_secs(&headers);
             assert!((1..=5).contains(&retry_after), "{retry_after}");
         }
         assert_eq!(s.upstream.hits(), 20);
@@ -190,11 +194,7 @@ async fn an_upstream_that_is_still_down_keeps_the_breaker_open() {
         assert_eq!(s.upstream.hits(), 21);
         let (status, headers, _) = fetch(&s.gateway, "/").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        let retry_after: u64 = headers[header::RETRY_AFTER]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let retry_after = retry_after_secs(&headers);
         assert!((9..=10).contains(&retry_after), "{retry_after}");
         assert_eq!(s.upstream.hits(), 21);
     })

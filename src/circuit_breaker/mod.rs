@@ -71,9 +71,10 @@
 //! # Cost
 //!
 //! A closed breaker admits a call with one atomic load, and records its
-//! outcome with one clock read and one compare-and-swap on the window's
-//! current bucket; the window is summed only when a call fails. No lock is
-//! taken and nothing is allocated on that path. Transitions take a short
+//! outcome with one clock read and one compare-and-swap on this core's
+//! stripe of the window's current bucket (so calls completing on different
+//! cores do not fight over one cache line); the window is summed only when
+//! a call fails. No lock is taken and nothing is allocated on that path. Transitions take a short
 //! lock. See `BENCHMARKS.md` for the comparison with tower-resilience's
 //! circuit breaker.
 //!
