@@ -95,6 +95,32 @@ where
     }
 }
 
+/// A breaker from `builder` with `minimum_calls(failures)`, around an
+/// upstream answering 502, opened by that many calls.
+async fn opened(
+    builder: CircuitBreakerBuilder,
+    failures: u32,
+) -> (
+    Upstream,
+    CircuitBreakerLayer,
+    impl Service<
+            Request<()>,
+            Response = Response<()>,
+            Error = BoxError,
+            Future = impl Future<Output = Result<Response<()>, BoxError>> + Send,
+        > + Clone
+        + Send
+        + 'static,
+) {
+    let upstream = Upstream::new();
+    upstream.answer(StatusCode::BAD_GATEWAY);
+    let layer = builder.minimum_calls(failures).build().unwrap();
+    let svc = layer.layer(upstream.service());
+    calls(&svc, failures as usize).await;
+    assert_eq!(layer.handle().state(), State::Open);
+    (upstream, layer, svc)
+}
+
 fn open_error(result: Result<StatusCode, BoxError>) -> CircuitOpen {
     let err = result.expect_err("turned away");
     *err.downcast_ref::<CircuitOpen>()
@@ -154,12 +180,7 @@ async fn stays_closed_while_fewer_than_half_fail() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn an_open_breaker_answers_at_once_without_calling_the_upstream() {
-    let upstream = Upstream::new();
-    upstream.answer(StatusCode::BAD_GATEWAY);
-    let layer = builder().minimum_calls(5).build().unwrap();
-    let svc = layer.layer(upstream.service());
-    calls(&svc, 5).await;
-    assert_eq!(layer.handle().state(), State::Open);
+    let (upstream, layer, svc) = opened(builder(), 5).await;
 
     advance(Duration::from_secs(2)).await;
     let started = Instant::now();
@@ -196,11 +217,7 @@ async fn error_response_layer_answers_503_with_the_time_until_the_next_probe() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn after_the_open_period_probes_go_through_and_close_it() {
-    let upstream = Upstream::new();
-    upstream.answer(StatusCode::BAD_GATEWAY);
-    let layer = builder().minimum_calls(5).build().unwrap();
-    let svc = layer.layer(upstream.service());
-    calls(&svc, 5).await;
+    let (upstream, layer, svc) = opened(builder(), 5).await;
 
     upstream.answer(StatusCode::OK);
     advance(Duration::from_secs(5)).await;
@@ -219,15 +236,7 @@ async fn after_the_open_period_probes_go_through_and_close_it() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn half_open_admits_only_the_configured_number_of_probes() {
-    let upstream = Upstream::new();
-    upstream.answer(StatusCode::BAD_GATEWAY);
-    let layer = builder()
-        .minimum_calls(2)
-        .half_open_probes(2)
-        .build()
-        .unwrap();
-    let svc = layer.layer(upstream.service());
-    calls(&svc, 2).await;
+    let (upstream, layer, svc) = opened(builder().half_open_probes(2), 2).await;
 
     upstream.answer(StatusCode::OK);
     upstream.delay(Duration::from_secs(1));
@@ -255,11 +264,7 @@ where
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_failed_probe_reopens_for_twice_as_long_up_to_the_cap() {
-    let upstream = Upstream::new();
-    upstream.answer(StatusCode::BAD_GATEWAY);
-    let layer = builder().minimum_calls(1).build().unwrap();
-    let svc = layer.layer(upstream.service());
-    call(&svc).await.unwrap();
+    let (upstream, layer, svc) = opened(builder(), 1).await;
 
     for expected in [10, 20, 40, 60, 60] {
         // The open period ends; the probe fails.
@@ -286,16 +291,8 @@ async fn a_failed_probe_reopens_for_twice_as_long_up_to_the_cap() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn jittered_open_periods_are_never_longer_than_the_doubled_duration() {
-    let upstream = Upstream::new();
-    upstream.answer(StatusCode::BAD_GATEWAY);
-    let layer = CircuitBreakerLayer::builder()
-        .minimum_calls(1)
-        .jitter(0.5)
-        .seed(7)
-        .build()
-        .unwrap();
-    let svc = layer.layer(upstream.service());
-    call(&svc).await.unwrap();
+    let jittered = CircuitBreakerLayer::builder().jitter(0.5).seed(7);
+    let (_upstream, layer, svc) = opened(jittered, 1).await;
     let mut seen = Vec::new();
     for full in [5, 10, 20, 40, 60, 60, 60] {
         let remaining = snapshot(&layer).open_remaining.unwrap();
@@ -425,15 +422,7 @@ async fn a_cancelled_call_counts_neither_way() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_cancelled_probe_gives_its_slot_to_the_next_call() {
-    let upstream = Upstream::new();
-    upstream.answer(StatusCode::BAD_GATEWAY);
-    let layer = builder()
-        .minimum_calls(1)
-        .half_open_probes(1)
-        .build()
-        .unwrap();
-    let svc = layer.layer(upstream.service());
-    call(&svc).await.unwrap();
+    let (upstream, layer, svc) = opened(builder().half_open_probes(1), 1).await;
 
     advance(Duration::from_secs(5)).await;
     upstream.answer(StatusCode::OK);
