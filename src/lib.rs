@@ -84,11 +84,13 @@ pub mod chaos;
 pub mod circuit_breaker;
 #[cfg(feature = "deadline")]
 pub mod deadline;
+#[cfg(feature = "retry")]
+pub mod retry;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 
 mod error;
-#[cfg(any(feature = "chaos", feature = "circuit-breaker"))]
+#[cfg(any(feature = "chaos", feature = "circuit-breaker", feature = "retry"))]
 mod rng;
 #[cfg(any(feature = "timeout", feature = "deadline"))]
 mod time;

@@ -1,0 +1,173 @@
+//! What each attempt knows about the attempts before it.
+
+use std::error::Error;
+use std::fmt;
+use std::net::SocketAddr;
+
+use http::{Request, Response};
+
+use crate::BoxError;
+
+/// The request extension [`Retry`](super::Retry) puts on every attempt:
+/// which attempt this is, and the endpoints the earlier ones went to.
+///
+/// A balancer below the retry layer reads it to send a retry somewhere
+/// else: a request that failed on one replica should not go back to it
+/// while another is available.
+///
+/// ```
+/// use http::Request;
+/// use tower_steady::retry::Attempt;
+///
+/// # let request = Request::new(());
+/// match Attempt::of(&request) {
+///     Some(attempt) if attempt.is_retry() => {
+///         // Avoid attempt.tried() when choosing an endpoint.
+///     }
+///     _ => {}
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    number: u32,
+    hedge: bool,
+    tried: Vec<Endpoint>,
+}
+
+impl Attempt {
+    pub(crate) fn new(number: u32, hedge: bool, tried: Vec<Endpoint>) -> Self {
+        Self {
+            number,
+            hedge,
+            tried,
+        }
+    }
+
+    /// The attempt extension of `request`, if a retry layer put one there.
+    pub fn of<B>(request: &Request<B>) -> Option<&Attempt> {
+        request.extensions().get::<Attempt>()
+    }
+
+    /// The attempt's number: 1 for the first, 2 for the first retry or the
+    /// hedge, and so on.
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// Whether this is a retry or a hedge (any attempt but the first).
+    pub fn is_retry(&self) -> bool {
+        self.number > 1
+    }
+
+    /// Whether this is a hedge: sent while an earlier attempt is still in
+    /// flight.
+    pub fn is_hedge(&self) -> bool {
+        self.hedge
+    }
+
+    /// The endpoints the earlier attempts of this request went to, oldest
+    /// first, as far as they reported them (see [`Endpoint`]). A hedge is
+    /// sent before the attempt it races has reported anything.
+    pub fn tried(&self) -> &[Endpoint] {
+        &self.tried
+    }
+}
+
+/// The endpoint an attempt went to.
+///
+/// The retry layer learns it from what the attempt returned: an
+/// `Endpoint` in the response's extensions, or an [`EndpointError`] around
+/// the error. A balancer reports both; the retry layer lists them in the
+/// next attempt's [`Attempt::tried`], and takes the [`EndpointError`]
+/// wrapper off before returning an error, so callers see the error itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    addr: SocketAddr,
+}
+
+impl Endpoint {
+    /// The endpoint at `addr`.
+    pub const fn new(addr: SocketAddr) -> Self {
+        Self { addr }
+    }
+
+    /// The endpoint's address.
+    pub const fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The endpoint a response came from, if the service that sent it said.
+    pub fn of<B>(response: &Response<B>) -> Option<Endpoint> {
+        response.extensions().get::<Endpoint>().copied()
+    }
+
+    /// The endpoint named by the first [`EndpointError`] in `error`'s
+    /// source chain.
+    pub fn of_error(error: &(dyn Error + 'static)) -> Option<Endpoint> {
+        let mut current = Some(error);
+        while let Some(err) = current {
+            if let Some(e) = err.downcast_ref::<EndpointError>() {
+                return Some(e.endpoint);
+            }
+            current = err.source();
+        }
+        None
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+/// An error of an attempt, with the endpoint it went to.
+///
+/// Classification looks through it (it is the error's
+/// [`source`](Error::source)); the retry layer records the endpoint and
+/// returns [`into_inner`](Self::into_inner) if it gives up.
+#[derive(Debug)]
+pub struct EndpointError {
+    endpoint: Endpoint,
+    source: BoxError,
+}
+
+impl EndpointError {
+    /// `error`, which happened on `endpoint`.
+    pub fn new(endpoint: Endpoint, error: impl Into<BoxError>) -> Self {
+        Self {
+            endpoint,
+            source: error.into(),
+        }
+    }
+
+    /// The endpoint the attempt went to.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// The error itself.
+    pub fn into_inner(self) -> BoxError {
+        self.source
+    }
+}
+
+impl fmt::Display for EndpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attempt on {} failed", self.endpoint)
+    }
+}
+
+impl Error for EndpointError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Takes an [`EndpointError`] wrapper off `error`.
+pub(crate) fn unwrap_endpoint(error: BoxError) -> BoxError {
+    match error.downcast::<EndpointError>() {
+        Ok(wrapped) => wrapped.into_inner(),
+        Err(error) => error,
+    }
+}

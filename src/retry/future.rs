@@ -1,0 +1,462 @@
+//! Future types.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::{sleep_until, Instant, Sleep};
+use tower_service::Service;
+
+use super::attempt::{unwrap_endpoint, Attempt, Endpoint};
+use super::body::{Replay, ReplayBody};
+use super::hedge::HedgeDelay;
+use super::layer::Shared;
+use super::Budget;
+use crate::classify::{is_idempotent, Classify, FailureKind, Outcome};
+use crate::deadline::header::{self, REQUEST_TIMEOUT_MS};
+use crate::deadline::Deadline;
+use crate::http::RetryAfter;
+use crate::time::saturating_add;
+use crate::BoxError;
+
+const TARGET: &str = "tower_steady::retry";
+
+pin_project! {
+    /// Response future of [`Retry`](super::Retry).
+    ///
+    /// It runs one attempt at a time, or two while a hedge races the first.
+    /// When an attempt ends, the first success wins and the other attempt
+    /// is dropped; a failure while the other attempt is still running is
+    /// set aside. When both an attempt and the hedge timer are ready in the
+    /// same poll, the attempt wins: no hedge is sent for a request that has
+    /// its answer.
+    pub struct ResponseFuture<S, B, C>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        #[pin]
+        primary: Option<S::Future>,
+        #[pin]
+        hedge: Option<S::Future>,
+        // The backoff before a retry, or the delay before the hedge.
+        #[pin]
+        timer: Option<Sleep>,
+        ctx: Ctx<S, B, C>,
+    }
+}
+
+struct Ctx<S, B, C> {
+    service: S,
+    shared: Arc<Shared<C>>,
+    /// The request's head, to make every later attempt from.
+    head: Parts,
+    replay: Replay<B>,
+    phase: Phase,
+    /// Attempts sent so far.
+    attempts: u32,
+    tried: Vec<Endpoint>,
+    started: Instant,
+    deadline: Option<Instant>,
+    idempotent: bool,
+    /// When to hedge, while a hedge may still be sent.
+    hedge_at: Option<Instant>,
+    /// A retry taken from the budget and not sent yet.
+    token: Option<Token>,
+    /// Whether a retry was scheduled (latencies are then not recorded).
+    retried: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Backoff,
+    Ready,
+}
+
+/// A retry taken from the budget; given back if dropped before it is sent.
+struct Token {
+    budget: Budget,
+    tick: u64,
+}
+
+impl Token {
+    fn spend(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.budget.give_back(self.tick);
+    }
+}
+
+enum Settle<T> {
+    /// The request is answered.
+    Done(Result<T, BoxError>),
+    /// The other attempt is still running.
+    Wait,
+    /// A retry is scheduled.
+    Retry,
+}
+
+impl<S, B, C, RB> ResponseFuture<S, B, C>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+    C: Classify,
+{
+    pub(crate) fn start(
+        mut service: S,
+        shared: Arc<Shared<C>>,
+        request: Request<B>,
+        now: Instant,
+    ) -> Self {
+        let idempotent = is_idempotent(&request);
+        let deadline = Deadline::of(&request).map(|d| d.instant());
+        let (mut parts, body) = request.into_parts();
+        let head = clone_head(&parts);
+        let (first, replay) = ReplayBody::first(body, shared.replay_limit);
+        parts.extensions.insert(Attempt::new(1, false, Vec::new()));
+
+        let hedge_at = match shared.hedge {
+            Some(_) if !idempotent || shared.max_attempts < 2 => None,
+            Some(HedgeDelay::Fixed(delay)) => Some(saturating_add(now, delay)),
+            Some(HedgeDelay::Percentile(_)) => shared
+                .latencies
+                .as_ref()
+                .and_then(|l| l.delay(now))
+                .map(|delay| saturating_add(now, delay)),
+            None => None,
+        };
+
+        let primary = service.call(Request::from_parts(parts, first));
+        Self {
+            primary: Some(primary),
+            hedge: None,
+            timer: None,
+            ctx: Ctx {
+                service,
+                shared,
+                head,
+                replay,
+                phase: Phase::Running,
+                attempts: 1,
+                tried: Vec::new(),
+                started: now,
+                deadline,
+                idempotent,
+                hedge_at,
+                token: None,
+                retried: false,
+            },
+        }
+    }
+}
+
+impl<S, B, C, RB> Future for ResponseFuture<S, B, C>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+    C: Classify,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.ctx.phase {
+                Phase::Backoff => {
+                    if let Some(timer) = this.timer.as_mut().as_pin_mut() {
+                        ready!(timer.poll(cx));
+                    }
+                    this.timer.set(None);
+                    this.ctx.phase = Phase::Ready;
+                }
+                Phase::Ready => {
+                    if let Err(e) = ready!(this.ctx.service.poll_ready(cx)) {
+                        // The retry was not sent: its token goes back.
+                        this.ctx.token = None;
+                        return Poll::Ready(Err(e.into()));
+                    }
+                    if let Some(token) = this.ctx.token.take() {
+                        token.spend();
+                    }
+                    let request = this.ctx.next_request(false);
+                    this.primary.set(Some(this.ctx.service.call(request)));
+                    this.ctx.phase = Phase::Running;
+                }
+                Phase::Running => {
+                    if let Some(fut) = this.primary.as_mut().as_pin_mut() {
+                        if let Poll::Ready(result) = fut.poll(cx) {
+                            this.primary.set(None);
+                            let racing = this.hedge.is_some();
+                            match this.ctx.settle(result, racing, this.timer.as_mut()) {
+                                Settle::Done(out) => {
+                                    this.hedge.set(None);
+                                    return Poll::Ready(out);
+                                }
+                                Settle::Retry => continue,
+                                Settle::Wait => {}
+                            }
+                        }
+                    }
+                    if let Some(fut) = this.hedge.as_mut().as_pin_mut() {
+                        if let Poll::Ready(result) = fut.poll(cx) {
+                            this.hedge.set(None);
+                            let racing = this.primary.is_some();
+                            match this.ctx.settle(result, racing, this.timer.as_mut()) {
+                                Settle::Done(out) => {
+                                    this.primary.set(None);
+                                    return Poll::Ready(out);
+                                }
+                                Settle::Retry => continue,
+                                Settle::Wait => {}
+                            }
+                        }
+                    }
+                    if this.hedge.is_none() && this.primary.is_some() {
+                        if let Poll::Ready(Some(request)) =
+                            this.ctx.poll_hedge(cx, this.timer.as_mut())
+                        {
+                            this.hedge.set(Some(this.ctx.service.call(request)));
+                            continue;
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl<S, B, C, RB> Ctx<S, B, C>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+    C: Classify,
+{
+    /// Decides what an attempt's result means for the request.
+    fn settle(
+        &mut self,
+        result: Result<Response<RB>, S::Error>,
+        racing: bool,
+        mut timer: Pin<&mut Option<Sleep>>,
+    ) -> Settle<Response<RB>> {
+        let result = result.map_err(Into::into);
+        let outcome = match &result {
+            Ok(response) => self.shared.classifier.classify_response(response),
+            Err(error) => self.shared.classifier.classify_error(&**error),
+        };
+        let Outcome::Failure { kind, safety } = outcome else {
+            if let Some(latencies) = &self.shared.latencies {
+                if !self.retried {
+                    let now = Instant::now();
+                    latencies.record(now, now.saturating_duration_since(self.started));
+                }
+            }
+            return Settle::Done(result.map_err(unwrap_endpoint));
+        };
+
+        let endpoint = match &result {
+            Ok(response) => Endpoint::of(response),
+            Err(error) => Endpoint::of_error(&**error),
+        };
+        if racing {
+            tracing::debug!(
+                target: TARGET,
+                kind = kind.as_str(),
+                "attempt failed while another is running; waiting for it"
+            );
+            self.tried.extend(endpoint);
+            return Settle::Wait;
+        }
+        // Whatever happens now, the hedge is off.
+        self.hedge_at = None;
+        timer.set(None);
+
+        let Some(wait) = self.decide(kind, safety.allows_retry(self.idempotent), &result) else {
+            return Settle::Done(result.map_err(unwrap_endpoint));
+        };
+        self.tried.extend(endpoint);
+        timer.set(Some(sleep_until(saturating_add(Instant::now(), wait))));
+        self.phase = Phase::Backoff;
+        self.retried = true;
+        Settle::Retry
+    }
+
+    /// The wait before a retry, or `None` to return the failure.
+    fn decide(
+        &mut self,
+        kind: FailureKind,
+        safe: bool,
+        result: &Result<Response<RB>, BoxError>,
+    ) -> Option<Duration> {
+        let attempt = self.attempts;
+        let refuse = |reason: &'static str| {
+            tracing::debug!(target: TARGET, attempt, kind = kind.as_str(), reason, "not retrying");
+            None
+        };
+        if matches!(kind, FailureKind::DeadlineExceeded | FailureKind::Rejected) {
+            return refuse("a retry would fail the same way");
+        }
+        if !safe {
+            return refuse("the upstream may have seen it and it is not idempotent");
+        }
+        if self.attempts >= self.shared.max_attempts {
+            return refuse("no attempts left");
+        }
+        if !self.replay.can_replay() {
+            return refuse("its body was longer than the replay limit");
+        }
+
+        let shared = &*self.shared;
+        let now = Instant::now();
+        let mut wait = shared.backoff.delay(attempt, shared.rng.next_f64());
+        if let Ok(response) = result {
+            let status = response.status();
+            if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS
+            {
+                if let Some(asked) = RetryAfter::from_headers(response.headers()) {
+                    if asked.delay() > shared.max_retry_after {
+                        return refuse("Retry-After asks for longer than allowed");
+                    }
+                    wait = wait.max(asked.delay());
+                }
+            }
+        }
+        if let Some(deadline) = self.deadline {
+            if saturating_add(now, wait) >= deadline {
+                return refuse("the wait would pass the deadline");
+            }
+        }
+        let Some(tick) = shared.budget.take(now) else {
+            tracing::info!(
+                target: TARGET,
+                attempt,
+                kind = kind.as_str(),
+                "retry budget exhausted; returning the failure"
+            );
+            return None;
+        };
+        self.token = Some(Token {
+            budget: shared.budget.clone(),
+            tick,
+        });
+        tracing::debug!(
+            target: TARGET,
+            attempt,
+            kind = kind.as_str(),
+            wait_ms = wait.as_millis() as u64,
+            "retrying"
+        );
+        Some(wait)
+    }
+
+    /// Polls the hedge delay; `Some(request)` when a hedge is to be sent.
+    fn poll_hedge(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut timer: Pin<&mut Option<Sleep>>,
+    ) -> Poll<Option<Request<ReplayBody<B>>>> {
+        let Some(at) = self.hedge_at else {
+            return Poll::Ready(None);
+        };
+        if timer.is_none() {
+            timer.set(Some(sleep_until(at)));
+        }
+        if let Some(sleep) = timer.as_mut().as_pin_mut() {
+            ready!(sleep.poll(cx));
+        }
+        let refuse = |this: &mut Self, mut timer: Pin<&mut Option<Sleep>>, reason: &'static str| {
+            this.hedge_at = None;
+            timer.set(None);
+            tracing::debug!(target: TARGET, reason, "not hedging");
+            Poll::Ready(None)
+        };
+        if self.attempts >= self.shared.max_attempts {
+            return refuse(self, timer, "no attempts left");
+        }
+        if !self.replay.can_hedge() {
+            return refuse(self, timer, "its body is still being sent");
+        }
+        if let Some(deadline) = self.deadline {
+            if deadline <= Instant::now() {
+                return refuse(self, timer, "no time left");
+            }
+        }
+        match self.service.poll_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return refuse(self, timer, "the service failed"),
+            Poll::Ready(Ok(())) => {}
+        }
+        if !self.shared.budget.withdraw() {
+            self.hedge_at = None;
+            timer.set(None);
+            tracing::info!(target: TARGET, "retry budget exhausted; not hedging");
+            return Poll::Ready(None);
+        }
+        self.hedge_at = None;
+        timer.set(None);
+        tracing::debug!(target: TARGET, attempt = self.attempts + 1, "hedging");
+        Poll::Ready(Some(self.next_request(true)))
+    }
+
+    /// The request of the next attempt.
+    fn next_request(&mut self, hedge: bool) -> Request<ReplayBody<B>> {
+        self.attempts += 1;
+        let mut parts = clone_head(&self.head);
+        parts
+            .extensions
+            .insert(Attempt::new(self.attempts, hedge, self.tried.clone()));
+        // The deadline header written for the first attempt is older than
+        // this one: send what is left of it.
+        if let Some(budget) = parts
+            .headers
+            .get(REQUEST_TIMEOUT_MS)
+            .and_then(header::parse_millis)
+        {
+            let spent = Instant::now().saturating_duration_since(self.started);
+            header::write(
+                &mut parts.headers,
+                &REQUEST_TIMEOUT_MS,
+                budget.saturating_sub(spent),
+            );
+        }
+        Request::from_parts(parts, self.replay.replay())
+    }
+}
+
+/// A copy of a request's head. `Parts` is not `Clone`, its fields are.
+fn clone_head(parts: &Parts) -> Parts {
+    let mut request = Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    *request.extensions_mut() = parts.extensions.clone();
+    request.into_parts().0
+}
+
+impl<S, B, C> fmt::Debug for ResponseFuture<S, B, C>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("phase", &self.ctx.phase)
+            .field("attempts", &self.ctx.attempts)
+            .field("hedging", &self.hedge.is_some())
+            .finish()
+    }
+}
