@@ -160,7 +160,7 @@ impl<B> Replay<B> {
         match self {
             Replay::Empty(hint) => ReplayBody {
                 inner: Inner::Empty,
-                hint: hint.clone(),
+                hint: *hint,
                 sent: 0,
             },
             Replay::Shared { shared, hint } => ReplayBody {
@@ -171,7 +171,7 @@ impl<B> Replay<B> {
                     trailers_sent: false,
                     done: false,
                 }),
-                hint: hint.clone(),
+                hint: *hint,
                 sent: 0,
             },
         }

@@ -164,7 +164,7 @@ fn an_empty_body_needs_no_buffer() {
     assert!(matches!(replay, Replay::Empty(_)));
     assert!(first.is_end_stream());
     assert_eq!(read_all(&mut first), Sent::default());
-    let mut again = replay.replay();
+    let again = replay.replay();
     assert!(again.is_end_stream());
     assert_eq!(again.size_hint().exact(), Some(0));
     assert!(replay.can_replay() && replay.can_hedge());
