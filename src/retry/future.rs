@@ -27,6 +27,7 @@ use crate::time::saturating_add;
 use crate::BoxError;
 
 const TARGET: &str = "tower_steady::retry";
+const TIMER_GRANULARITY: Duration = Duration::from_millis(1);
 
 pin_project! {
     /// Response future of [`Retry`](super::Retry).
@@ -336,7 +337,9 @@ where
             }
         }
         if let Some(deadline) = self.deadline {
-            if saturating_add(now, wait) >= deadline {
+            // tokio's timer rounds a sleep up to its next millisecond: a
+            // wait ending within one of the deadline could wake past it.
+            if saturating_add(now, wait + TIMER_GRANULARITY) > deadline {
                 return refuse("the wait would pass the deadline");
             }
         }
