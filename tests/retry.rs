@@ -148,7 +148,9 @@ fn deadline_exceeded() -> BoxError {
         Ok::<_, std::convert::Infallible>(Response::new(()))
     }));
     let mut request = Request::new(());
-    request.extensions_mut().insert(Deadline::at(Instant::now()));
+    request
+        .extensions_mut()
+        .insert(Deadline::at(Instant::now()));
     let mut call = tokio_test::task::spawn(svc.call(request));
     match call.poll() {
         std::task::Poll::Ready(Err(err)) => {
@@ -160,7 +162,9 @@ fn deadline_exceeded() -> BoxError {
 }
 
 fn get() -> Request<Body> {
-    Request::get("http://upstream/").body(Body::default()).unwrap()
+    Request::get("http://upstream/")
+        .body(Body::default())
+        .unwrap()
 }
 
 fn post(body: &'static str) -> Request<Body> {
@@ -175,7 +179,11 @@ fn layer() -> RetryLayer {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_get_that_fails_with_502_is_retried_until_it_succeeds() {
-    let up = Script::new(vec![Answer::Status(502), Answer::Status(502), Answer::Status(200)]);
+    let up = Script::new(vec![
+        Answer::Status(502),
+        Answer::Status(502),
+        Answer::Status(200),
+    ]);
     let svc = layer().layer(up.service());
     let response = svc.oneshot(get()).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -187,7 +195,11 @@ async fn a_get_that_fails_with_502_is_retried_until_it_succeeds() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn at_most_three_attempts_then_the_last_failure_as_it_came() {
-    let up = Script::new(vec![Answer::Status(502), Answer::Status(503), Answer::Status(504)]);
+    let up = Script::new(vec![
+        Answer::Status(502),
+        Answer::Status(503),
+        Answer::Status(504),
+    ]);
     let svc = layer().layer(up.service());
     let response = svc.oneshot(get()).await.unwrap();
     assert_eq!(response.status(), 504);
@@ -195,7 +207,14 @@ async fn at_most_three_attempts_then_the_last_failure_as_it_came() {
 
     let up = Script::new(vec![Answer::Status(502)]);
     let one = RetryLayer::builder().max_attempts(1).build().unwrap();
-    assert_eq!(one.layer(up.service()).oneshot(get()).await.unwrap().status(), 502);
+    assert_eq!(
+        one.layer(up.service())
+            .oneshot(get())
+            .await
+            .unwrap()
+            .status(),
+        502
+    );
     assert_eq!(up.calls(), 1);
 }
 
@@ -239,8 +258,15 @@ async fn an_idempotency_key_makes_a_post_retryable() {
 async fn the_stacks_own_rejections_and_spent_deadlines_are_not_retried() {
     for answer in [Answer::DeadlineExceeded, Answer::CircuitOpen] {
         let up = Script::new(vec![answer, Answer::Status(200)]);
-        let err = layer().layer(up.service()).oneshot(get()).await.unwrap_err();
-        assert!(err.is::<DeadlineExceeded>() || err.is::<CircuitOpen>(), "{err}");
+        let err = layer()
+            .layer(up.service())
+            .oneshot(get())
+            .await
+            .unwrap_err();
+        assert!(
+            err.is::<DeadlineExceeded>() || err.is::<CircuitOpen>(),
+            "{err}"
+        );
         assert_eq!(up.calls(), 1);
     }
 }
@@ -249,7 +275,11 @@ async fn the_stacks_own_rejections_and_spent_deadlines_are_not_retried() {
 async fn backoff_waits_stay_within_full_jitter_bounds() {
     let mut first_waits = Vec::new();
     for seed in 0..50 {
-        let up = Script::new(vec![Answer::Status(503), Answer::Status(503), Answer::Status(503)]);
+        let up = Script::new(vec![
+            Answer::Status(503),
+            Answer::Status(503),
+            Answer::Status(503),
+        ]);
         let layer = RetryLayer::builder().seed(seed).build().unwrap();
         let response = layer.layer(up.service()).oneshot(get()).await.unwrap();
         assert_eq!(response.status(), 503);
@@ -265,14 +295,21 @@ async fn backoff_waits_stay_within_full_jitter_bounds() {
     // Full jitter: the waits are spread over the whole range.
     let min = first_waits.iter().min().unwrap();
     let max = first_waits.iter().max().unwrap();
-    assert!(*min < Duration::from_millis(5) && *max > Duration::from_millis(20), "{min:?}..{max:?}");
+    assert!(
+        *min < Duration::from_millis(5) && *max > Duration::from_millis(20),
+        "{min:?}..{max:?}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn the_same_seed_waits_the_same() {
     let mut runs = Vec::new();
     for _ in 0..2 {
-        let up = Script::new(vec![Answer::Status(502), Answer::Status(502), Answer::Status(200)]);
+        let up = Script::new(vec![
+            Answer::Status(502),
+            Answer::Status(502),
+            Answer::Status(200),
+        ]);
         let layer = RetryLayer::builder().seed(42).build().unwrap();
         layer.layer(up.service()).oneshot(get()).await.unwrap();
         let seen = up.seen();
@@ -283,7 +320,10 @@ async fn the_same_seed_waits_the_same() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn retry_after_is_honoured_when_it_fits_the_deadline() {
-    let up = Script::new(vec![Answer::StatusRetryAfter(503, "2"), Answer::Status(200)]);
+    let up = Script::new(vec![
+        Answer::StatusRetryAfter(503, "2"),
+        Answer::Status(200),
+    ]);
     let mut request = get();
     request
         .extensions_mut()
@@ -292,12 +332,18 @@ async fn retry_after_is_honoured_when_it_fits_the_deadline() {
     assert_eq!(response.status(), 200);
     let seen = up.seen();
     let waited = seen[1].at - seen[0].at;
-    assert!(waited >= Duration::from_secs(2) && waited <= Duration::from_millis(2_025), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(2) && waited <= Duration::from_millis(2_025),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn retry_after_past_the_deadline_returns_the_response_at_once() {
-    let up = Script::new(vec![Answer::StatusRetryAfter(503, "5"), Answer::Status(200)]);
+    let up = Script::new(vec![
+        Answer::StatusRetryAfter(503, "5"),
+        Answer::Status(200),
+    ]);
     let mut request = get();
     request
         .extensions_mut()
@@ -312,13 +358,19 @@ async fn retry_after_past_the_deadline_returns_the_response_at_once() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn retry_after_longer_than_allowed_returns_the_response() {
-    let up = Script::new(vec![Answer::StatusRetryAfter(429, "30"), Answer::Status(200)]);
+    let up = Script::new(vec![
+        Answer::StatusRetryAfter(429, "30"),
+        Answer::Status(200),
+    ]);
     let start = Instant::now();
     let response = layer().layer(up.service()).oneshot(get()).await.unwrap();
     assert_eq!(response.status(), 429);
     assert_eq!(start.elapsed(), Duration::ZERO);
 
-    let up = Script::new(vec![Answer::StatusRetryAfter(429, "30"), Answer::Status(200)]);
+    let up = Script::new(vec![
+        Answer::StatusRetryAfter(429, "30"),
+        Answer::Status(200),
+    ]);
     let patient = RetryLayer::builder()
         .max_retry_after(Duration::from_secs(60))
         .build()
@@ -330,7 +382,10 @@ async fn retry_after_longer_than_allowed_returns_the_response() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_malformed_retry_after_falls_back_to_the_backoff() {
-    let up = Script::new(vec![Answer::StatusRetryAfter(503, "soon"), Answer::Status(200)]);
+    let up = Script::new(vec![
+        Answer::StatusRetryAfter(503, "soon"),
+        Answer::Status(200),
+    ]);
     let response = layer().layer(up.service()).oneshot(get()).await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(up.seen()[1].at - up.seen()[0].at <= Duration::from_millis(25));
@@ -359,14 +414,21 @@ async fn no_attempt_starts_and_no_wait_ends_past_the_deadline() {
         assert_eq!(response.status(), 503);
         assert!(Instant::now() <= deadline.instant() + Duration::from_millis(30));
         for seen in up.seen() {
-            assert!(seen.at < deadline.instant(), "seed {seed}: an attempt started after the deadline");
+            assert!(
+                seen.at < deadline.instant(),
+                "seed {seed}: an attempt started after the deadline"
+            );
         }
     }
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn an_empty_budget_returns_the_original_failure() {
-    let budget = Budget::builder().ratio(0.0).min_per_second(0).build().unwrap();
+    let budget = Budget::builder()
+        .ratio(0.0)
+        .min_per_second(0)
+        .build()
+        .unwrap();
     let layer = RetryLayer::builder().budget(budget).build().unwrap();
     let up = Script::new(vec![Answer::Status(502), Answer::Status(200)]);
     let response = layer.layer(up.service()).oneshot(get()).await.unwrap();
@@ -382,7 +444,11 @@ async fn an_empty_budget_returns_the_original_failure() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn every_clone_and_every_service_of_a_layer_share_one_budget() {
     // Half a retry per request, no floor.
-    let budget = Budget::builder().ratio(0.5).min_per_second(0).build().unwrap();
+    let budget = Budget::builder()
+        .ratio(0.5)
+        .min_per_second(0)
+        .build()
+        .unwrap();
     let layer = RetryLayer::builder().budget(budget).build().unwrap();
     let handle = layer.handle();
     let up = Script::new(vec![Answer::Status(200)]);
@@ -416,7 +482,11 @@ async fn each_attempt_lists_the_endpoints_already_tried() {
     ]);
     let response = layer().layer(up.service()).oneshot(get()).await.unwrap();
     assert_eq!(response.status(), 200);
-    let tried: Vec<Vec<Endpoint>> = up.seen().iter().map(|s| s.attempt.tried().to_vec()).collect();
+    let tried: Vec<Vec<Endpoint>> = up
+        .seen()
+        .iter()
+        .map(|s| s.attempt.tried().to_vec())
+        .collect();
     assert_eq!(
         tried,
         [
@@ -430,7 +500,11 @@ async fn each_attempt_lists_the_endpoints_already_tried() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn the_endpoint_wrapper_is_taken_off_a_returned_error() {
     let up = Script::new(vec![Answer::RefusedOn(1)]);
-    let err = layer().layer(up.service()).oneshot(get()).await.unwrap_err();
+    let err = layer()
+        .layer(up.service())
+        .oneshot(get())
+        .await
+        .unwrap_err();
     assert!(!err.is::<EndpointError>());
     assert_eq!(
         err.downcast_ref::<io::Error>().unwrap().kind(),
@@ -441,7 +515,10 @@ async fn the_endpoint_wrapper_is_taken_off_a_returned_error() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_retry_sends_what_is_left_of_the_deadline_header() {
-    let up = Script::new(vec![Answer::After(Duration::from_millis(300), 502), Answer::Status(200)]);
+    let up = Script::new(vec![
+        Answer::After(Duration::from_millis(300), 502),
+        Answer::Status(200),
+    ]);
     let mut request = get();
     request
         .headers_mut()
@@ -457,7 +534,10 @@ async fn a_retry_sends_what_is_left_of_the_deadline_header() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_slow_get_is_hedged_and_the_first_success_wins() {
-    let up = Script::new(vec![Answer::Hang, Answer::After(Duration::from_millis(10), 200)]);
+    let up = Script::new(vec![
+        Answer::Hang,
+        Answer::After(Duration::from_millis(10), 200),
+    ]);
     let layer = RetryLayer::builder()
         .hedge(Hedge::after(Duration::from_millis(50)))
         .build()
@@ -521,7 +601,10 @@ async fn a_post_is_never_hedged() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_hedge_failure_waits_for_the_first_attempt() {
-    let up = Script::new(vec![Answer::After(Duration::from_millis(100), 200), Answer::Status(502)]);
+    let up = Script::new(vec![
+        Answer::After(Duration::from_millis(100), 200),
+        Answer::Status(502),
+    ]);
     let layer = RetryLayer::builder()
         .hedge(Hedge::after(Duration::from_millis(20)))
         .build()
@@ -545,30 +628,50 @@ async fn percentile_hedging_starts_once_latencies_are_known() {
     for _ in 0..30 {
         svc.clone().oneshot(get()).await.unwrap();
     }
-    assert_eq!(handle.snapshot().hedge_delay, None, "not before the period ends");
+    assert_eq!(
+        handle.snapshot().hedge_delay,
+        None,
+        "not before the period ends"
+    );
     advance(Duration::from_secs(5)).await;
     let delay = handle.snapshot().hedge_delay.expect("known after a period");
-    assert!(delay >= Duration::from_millis(10) && delay <= Duration::from_micros(12_500), "{delay:?}");
+    assert!(
+        delay >= Duration::from_millis(10) && delay <= Duration::from_micros(12_500),
+        "{delay:?}"
+    );
 
-    let slow = Script::new(vec![Answer::Hang, Answer::After(Duration::from_millis(10), 200)]);
+    let slow = Script::new(vec![
+        Answer::Hang,
+        Answer::After(Duration::from_millis(10), 200),
+    ]);
     let start = Instant::now();
     layer.layer(slow.service()).oneshot(get()).await.unwrap();
     assert_eq!(slow.calls(), 2);
     // The hedge timer wakes on the next whole millisecond.
     let elapsed = start.elapsed();
     let expected = delay + Duration::from_millis(10);
-    assert!(elapsed >= expected && elapsed <= expected + Duration::from_millis(1), "{elapsed:?}");
+    assert!(
+        elapsed >= expected && elapsed <= expected + Duration::from_millis(1),
+        "{elapsed:?}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_request_dropped_during_the_backoff_leaks_nothing() {
-    let budget = Budget::builder().ratio(0.0).min_per_second(1).build().unwrap();
+    let budget = Budget::builder()
+        .ratio(0.0)
+        .min_per_second(1)
+        .build()
+        .unwrap();
     let before = budget.available();
     let freed = Arc::new(AtomicBool::new(false));
     let up = Script::new(vec![Answer::Status(503)]);
     let mut svc = RetryLayer::builder()
         .budget(budget.clone())
-        .backoff(Backoff::exponential(Duration::from_secs(1), Duration::from_secs(1)))
+        .backoff(Backoff::exponential(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        ))
         .build()
         .unwrap()
         .layer(tracked_upstream(up.clone()));
@@ -584,7 +687,10 @@ async fn a_request_dropped_during_the_backoff_leaks_nothing() {
     }
     assert!(future.poll().is_pending());
     assert_eq!(budget.available(), before - 1);
-    assert!(!freed.load(Ordering::SeqCst), "the body is kept for the retry");
+    assert!(
+        !freed.load(Ordering::SeqCst),
+        "the body is kept for the retry"
+    );
     drop(future);
     // The retry that was never sent goes back to the budget, and the body
     // kept for it is freed.
@@ -642,9 +748,9 @@ fn tracked_upstream(
             let attempt = Attempt::of(&req).cloned().unwrap();
             // Read the body, keep none of it.
             let body = match req.into_body().collect().await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(e) => return Err(e),
-                };
+                Ok(collected) => collected.to_bytes(),
+                Err(e) => return Err(e),
+            };
             assert_eq!(body, "payload");
             drop(body);
             up.seen.lock().unwrap().push(Seen {
@@ -690,7 +796,10 @@ where
     type Error = BoxError;
     type Future = S::Future;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
         self.ready += 1;
         if self.ready > 1 {
             return std::task::Poll::Ready(Err("service broke".into()));
@@ -706,18 +815,37 @@ where
 #[test]
 fn bad_settings_name_their_field() {
     let field = |r: Result<RetryLayer, tower_steady::ConfigError>| r.unwrap_err().field();
-    assert_eq!(field(RetryLayer::builder().max_attempts(0).build()), "retry.max_attempts");
-    assert_eq!(field(RetryLayer::builder().max_attempts(11).build()), "retry.max_attempts");
+    assert_eq!(
+        field(RetryLayer::builder().max_attempts(0).build()),
+        "retry.max_attempts"
+    );
+    assert_eq!(
+        field(RetryLayer::builder().max_attempts(11).build()),
+        "retry.max_attempts"
+    );
     assert_eq!(
         field(
             RetryLayer::builder()
-                .backoff(Backoff::exponential(Duration::from_secs(2), Duration::from_secs(1)))
+                .backoff(Backoff::exponential(
+                    Duration::from_secs(2),
+                    Duration::from_secs(1)
+                ))
                 .build()
         ),
         "retry.backoff"
     );
-    assert_eq!(field(RetryLayer::builder().hedge(Hedge::percentile(1.0)).build()), "retry.hedge");
-    assert_eq!(field(RetryLayer::builder().hedge(Hedge::percentile(f64::NAN)).build()), "retry.hedge");
+    assert_eq!(
+        field(RetryLayer::builder().hedge(Hedge::percentile(1.0)).build()),
+        "retry.hedge"
+    );
+    assert_eq!(
+        field(
+            RetryLayer::builder()
+                .hedge(Hedge::percentile(f64::NAN))
+                .build()
+        ),
+        "retry.hedge"
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -736,7 +864,12 @@ async fn requests_without_a_body_use_an_empty_replay() {
                     body: Bytes::new(),
                     timeout_header: None,
                 });
-                respond(if n == 0 { Answer::Status(502) } else { Answer::Status(200) }).await
+                respond(if n == 0 {
+                    Answer::Status(502)
+                } else {
+                    Answer::Status(200)
+                })
+                .await
             }
         }
     });
