@@ -64,22 +64,22 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("circuit_breaker/single");
     group.bench_function(BenchmarkId::from_parameter("no_breaker"), |b| {
         b.to_async(&single)
-            .iter_custom(|iters| single_task(inner, iters));
+            .iter_custom(|iters| single_task::<_, ()>(inner, iters));
     });
     let svc = resilience_count().layer(inner);
     group.bench_function(BenchmarkId::from_parameter("tower_resilience_count"), |b| {
         b.to_async(&single)
-            .iter_custom(|iters| single_task(svc.clone(), iters));
+            .iter_custom(|iters| single_task::<_, ()>(svc.clone(), iters));
     });
     let svc = resilience().layer(inner);
     group.bench_function(BenchmarkId::from_parameter("tower_resilience"), |b| {
         b.to_async(&single)
-            .iter_custom(|iters| single_task(svc.clone(), iters));
+            .iter_custom(|iters| single_task::<_, ()>(svc.clone(), iters));
     });
     let svc = steady().layer(inner);
     group.bench_function(BenchmarkId::from_parameter("tower_steady"), |b| {
         b.to_async(&single)
-            .iter_custom(|iters| single_task(svc.clone(), iters));
+            .iter_custom(|iters| single_task::<_, ()>(svc.clone(), iters));
     });
     group.finish();
 
@@ -91,22 +91,22 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("circuit_breaker/contended");
     group.bench_function(BenchmarkId::from_parameter("no_breaker"), |b| {
         b.to_async(&multi)
-            .iter_custom(|iters| contended(inner, TASKS, iters));
+            .iter_custom(|iters| contended::<_, ()>(inner, TASKS, iters));
     });
     let svc = resilience_count().layer(inner);
     group.bench_function(BenchmarkId::from_parameter("tower_resilience_count"), |b| {
         b.to_async(&multi)
-            .iter_custom(|iters| contended(svc.clone(), TASKS, iters));
+            .iter_custom(|iters| contended::<_, ()>(svc.clone(), TASKS, iters));
     });
     let svc = resilience().layer(inner);
     group.bench_function(BenchmarkId::from_parameter("tower_resilience"), |b| {
         b.to_async(&multi)
-            .iter_custom(|iters| contended(svc.clone(), TASKS, iters));
+            .iter_custom(|iters| contended::<_, ()>(svc.clone(), TASKS, iters));
     });
     let svc = steady().layer(inner);
     group.bench_function(BenchmarkId::from_parameter("tower_steady"), |b| {
         b.to_async(&multi)
-            .iter_custom(|iters| contended(svc.clone(), TASKS, iters));
+            .iter_custom(|iters| contended::<_, ()>(svc.clone(), TASKS, iters));
     });
     group.finish();
 }

@@ -38,7 +38,7 @@ impl Future for Answer {
     }
 }
 
-impl Service<Request<()>> for Inner {
+impl<B> Service<Request<B>> for Inner {
     type Response = Response<()>;
     type Error = Infallible;
     type Future = Answer;
@@ -47,33 +47,36 @@ impl Service<Request<()>> for Inner {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _: Request<()>) -> Answer {
+    fn call(&mut self, _: Request<B>) -> Answer {
         Answer {
             pending: self.pending_once,
         }
     }
 }
 
-/// One request through `poll_ready`, `call` and the response future.
-pub async fn one_call<S>(svc: &mut S)
+/// One request (`Request::default()`: `GET /`, no headers, an empty body
+/// of type `B`) through `poll_ready`, `call` and the response future.
+pub async fn one_call<S, B>(svc: &mut S)
 where
-    S: Service<Request<()>>,
+    S: Service<Request<B>>,
     S::Error: std::fmt::Debug,
+    B: Default,
 {
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
-    let res = svc.call(Request::new(())).await;
+    let res = svc.call(Request::default()).await;
     std::hint::black_box(res.unwrap());
 }
 
 /// `iters` calls in a row on one service, by one task: the time they took.
-pub async fn single_task<S>(mut svc: S, iters: u64) -> Duration
+pub async fn single_task<S, B>(mut svc: S, iters: u64) -> Duration
 where
-    S: Service<Request<()>>,
+    S: Service<Request<B>>,
     S::Error: std::fmt::Debug,
+    B: Default,
 {
     let start = Instant::now();
     for _ in 0..iters {
-        one_call(&mut svc).await;
+        one_call::<S, B>(&mut svc).await;
     }
     start.elapsed()
 }
@@ -81,11 +84,12 @@ where
 /// About `iters` calls shared out between `tasks` tasks, each calling its
 /// own clone of `svc`, on a multi-thread runtime: the wall time they took,
 /// scaled to exactly `iters` calls.
-pub async fn contended<S>(svc: S, tasks: u64, iters: u64) -> Duration
+pub async fn contended<S, B>(svc: S, tasks: u64, iters: u64) -> Duration
 where
-    S: Service<Request<()>> + Clone + Send + 'static,
+    S: Service<Request<B>> + Clone + Send + 'static,
     S::Error: std::fmt::Debug,
     S::Future: Send,
+    B: Default + Send + 'static,
 {
     let per_task = iters.div_ceil(tasks).max(1);
     let start = Instant::now();
@@ -94,7 +98,7 @@ where
             let mut svc = svc.clone();
             tokio::spawn(async move {
                 for _ in 0..per_task {
-                    one_call(&mut svc).await;
+                    one_call::<S, B>(&mut svc).await;
                 }
             })
         })
@@ -104,4 +108,24 @@ where
     }
     let elapsed = start.elapsed();
     elapsed.mul_f64(iters as f64 / (per_task * tasks) as f64)
+}
+
+/// A request body with nothing in it, the body of a plain `GET`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoBody;
+
+impl http_body::Body for NoBody {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Infallible>>> {
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        true
+    }
 }
