@@ -14,12 +14,13 @@
 //! | [`classify`] | decides what an outcome *is* (success, or a failure with a kind and a retry safety), once, for every layer |
 //! | [`timeout`] | a per-attempt timeout that costs no timer when the answer is immediate |
 //! | [`deadline`] | one total time budget per request, read from and written to the next hop |
+//! | [`retry`] | retries what is safe to retry, within a budget, never past the deadline, bodies replayed; optional hedging |
 //! | [`circuit_breaker`] | fails fast with `503` + `Retry-After` while an upstream is down, over a window that really slides |
 //! | [`http`] | `Retry-After` parsing, and every error turned into an honest response |
 //! | [`chaos`] | fault injection for tests, examples and benchmarks |
 //!
-//! Retry with a budget, load shedding, upstream health and
-//! stale-if-error arrive in later releases (see the README).
+//! Load shedding, upstream health and stale-if-error arrive in later
+//! releases (see the README).
 //!
 //! # Example
 //!
@@ -57,6 +58,7 @@
 //! |---|---|
 //! | `timeout` | [`timeout`] |
 //! | `deadline` | [`deadline`] |
+//! | `retry` | [`retry`] (turns on `deadline`) |
 //! | `circuit-breaker` | [`circuit_breaker`] |
 //! | `chaos` | [`chaos`] |
 //! | `hyper` | classifying `hyper::Error` |

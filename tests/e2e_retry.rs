@@ -215,7 +215,7 @@ fn two_endpoints(
 > + Clone {
     let client = hyper_client();
     service_fn(move |mut req: Request<ReplayBody<Streamed>>| {
-        let attempt = Attempt::of(&req).cloned().unwrap();
+        let attempt = Attempt::of_or_first(&req);
         log.lock()
             .unwrap()
             .push((attempt.number(), attempt.tried().to_vec()));

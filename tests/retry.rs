@@ -85,7 +85,7 @@ impl Script {
             let this = this.clone();
             async move {
                 let at = Instant::now();
-                let attempt = Attempt::of(&req).cloned().expect("every attempt is marked");
+                let attempt = Attempt::of_or_first(&req);
                 let timeout_header = req
                     .headers()
                     .get("x-request-timeout-ms")
@@ -745,7 +745,7 @@ fn tracked_upstream(
     service_fn(move |req: Request<ReplayBody<Tracked>>| {
         let up = up.clone();
         async move {
-            let attempt = Attempt::of(&req).cloned().unwrap();
+            let attempt = Attempt::of_or_first(&req);
             // Read the body, keep none of it.
             let body = match req.into_body().collect().await {
                 Ok(collected) => collected.to_bytes(),
@@ -860,7 +860,7 @@ async fn requests_without_a_body_use_an_empty_replay() {
                 let n = up.seen.lock().unwrap().len();
                 up.seen.lock().unwrap().push(Seen {
                     at: Instant::now(),
-                    attempt: Attempt::of(&req).cloned().unwrap(),
+                    attempt: Attempt::of_or_first(&req),
                     body: Bytes::new(),
                     timeout_header: None,
                 });

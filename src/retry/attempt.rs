@@ -8,24 +8,30 @@ use http::{Request, Response};
 
 use crate::BoxError;
 
-/// The request extension [`Retry`](super::Retry) puts on every attempt:
-/// which attempt this is, and the endpoints the earlier ones went to.
+/// The request extension [`Retry`](super::Retry) puts on every retry and
+/// hedge: which attempt this is, and the endpoints the earlier ones went to.
 ///
 /// A balancer below the retry layer reads it to send a retry somewhere
 /// else: a request that failed on one replica should not go back to it
 /// while another is available.
+///
+/// The first attempt carries none: inserting an extension allocates (the
+/// extension map and a box for the value), the first attempt is every
+/// request, and "no `Attempt`" already says "attempt 1, nothing tried".
+/// [`Attempt::of_or_first`] reads it that way. This is a deliberate
+/// reading of "each attempt carries an extension": the information is
+/// there for every attempt, and the success path stays allocation-free.
 ///
 /// ```
 /// use http::Request;
 /// use tower_steady::retry::Attempt;
 ///
 /// # let request = Request::new(());
-/// match Attempt::of(&request) {
-///     Some(attempt) if attempt.is_retry() => {
-///         // Avoid attempt.tried() when choosing an endpoint.
-///     }
-///     _ => {}
+/// let attempt = Attempt::of_or_first(&request);
+/// if attempt.is_retry() {
+///     // Avoid attempt.tried() when choosing an endpoint.
 /// }
+/// assert_eq!(attempt.number(), 1);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attempt {
@@ -33,6 +39,12 @@ pub struct Attempt {
     hedge: bool,
     tried: Vec<Endpoint>,
 }
+
+const FIRST: Attempt = Attempt {
+    number: 1,
+    hedge: false,
+    tried: Vec::new(),
+};
 
 impl Attempt {
     pub(crate) fn new(number: u32, hedge: bool, tried: Vec<Endpoint>) -> Self {
@@ -43,9 +55,16 @@ impl Attempt {
         }
     }
 
-    /// The attempt extension of `request`, if a retry layer put one there.
+    /// The attempt extension of `request`, if a retry layer put one there
+    /// (on a retry or a hedge).
     pub fn of<B>(request: &Request<B>) -> Option<&Attempt> {
         request.extensions().get::<Attempt>()
+    }
+
+    /// The attempt extension of `request`, or the first attempt's (number
+    /// 1, nothing tried) when there is none.
+    pub fn of_or_first<B>(request: &Request<B>) -> Attempt {
+        Self::of(request).cloned().unwrap_or(FIRST)
     }
 
     /// The attempt's number: 1 for the first, 2 for the first retry or the

@@ -105,6 +105,9 @@ struct Inner {
     /// The tick of the bucket now filling (a copy of `ring.tick`, read
     /// without the lock).
     head: AtomicU64,
+    /// Nanoseconds from `start` to the end of the bucket now filling, so
+    /// that a deposit compares instead of dividing.
+    head_end: AtomicU64,
     ring: Mutex<Ring>,
     ratio: f64,
     window: Duration,
@@ -175,8 +178,8 @@ impl Budget {
 
     pub(crate) fn deposit_at(&self, now: Instant) {
         let inner = &*self.inner;
-        let tick = inner.tick(now);
-        if tick > inner.head.load(Ordering::Acquire) {
+        if inner.elapsed(now) >= inner.head_end.load(Ordering::Acquire) {
+            let tick = inner.tick(now);
             // Someone else closing the bucket is fine: this deposit lands in
             // the bucket being closed, which makes the budget stricter.
             match inner.ring.try_lock() {
@@ -258,9 +261,13 @@ impl fmt::Debug for Budget {
 }
 
 impl Inner {
+    /// Nanoseconds since the budget was made (enough for 584 years).
+    fn elapsed(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_nanos() as u64
+    }
+
     fn tick(&self, now: Instant) -> u64 {
-        let nanos = now.saturating_duration_since(self.start).as_nanos();
-        (nanos / u128::from(self.bucket_nanos)) as u64
+        self.elapsed(now) / self.bucket_nanos
     }
 
     /// Closes every bucket older than `now`'s, waiting for the lock: a
@@ -309,6 +316,10 @@ impl Inner {
         }
         ring.tick = tick;
         self.head.store(tick, Ordering::Release);
+        self.head_end.store(
+            (tick + 1).saturating_mul(self.bucket_nanos),
+            Ordering::Release,
+        );
     }
 }
 
@@ -382,6 +393,7 @@ impl BudgetBuilder {
                 start: Instant::now(),
                 balance: AtomicI64::new(reserve),
                 head: AtomicU64::new(0),
+                head_end: AtomicU64::new(bucket_nanos),
                 ring: Mutex::new(Ring {
                     tick: 0,
                     base: reserve,
@@ -556,6 +568,38 @@ mod tests {
         a.deposit_at(now);
         assert!(b.withdraw_at(now));
         assert!(!a.withdraw_at(now));
+    }
+
+    #[test]
+    fn concurrent_retries_never_overdraw_the_balance() {
+        // 30%: 4 threads × 1 000 requests allow exactly 1 200 retries, plus
+        // the floor's 10 × 10 s = 100, however the threads interleave.
+        let b = budget(0.3, 10);
+        let now = Instant::now();
+        let granted: u64 = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    let b = &b;
+                    scope.spawn(move || {
+                        let mut granted = 0u64;
+                        for _ in 0..1_000 {
+                            b.deposit_at(now);
+                            // Ask for more than the ratio allows.
+                            for _ in 0..2 {
+                                granted += u64::from(b.withdraw_at(now));
+                            }
+                        }
+                        granted
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        let mut rest = 0;
+        while b.withdraw_at(now) {
+            rest += 1;
+        }
+        assert_eq!(granted + rest, 1_300);
     }
 
     /// One step of an arrival pattern: time moves on by `gap_ms`, then

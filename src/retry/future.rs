@@ -126,7 +126,8 @@ where
         let (mut parts, body) = request.into_parts();
         let head = clone_head(&parts);
         let (first, replay) = ReplayBody::first(body, shared.replay_limit);
-        parts.extensions.insert(Attempt::new(1, false, Vec::new()));
+        // The first attempt carries no `Attempt`: inserting an extension
+        // allocates, and "none" already says "first, nothing tried".
 
         let hedge_at = match shared.hedge {
             Some(_) if !idempotent || shared.max_attempts < 2 => None,

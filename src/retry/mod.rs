@@ -51,9 +51,12 @@
 //!
 //! # Attempts and endpoints
 //!
-//! Every attempt carries an [`Attempt`] extension: its number and the
-//! [`Endpoint`]s the earlier attempts went to, so that a balancer below can
-//! send a retry somewhere else.
+//! Every retry and hedge carries an [`Attempt`] extension: its number and
+//! the [`Endpoint`]s the earlier attempts went to, so that a balancer below
+//! can send a retry somewhere else. The first attempt carries none (no
+//! extension means attempt 1, nothing tried; see
+//! [`Attempt::of_or_first`]), so that the success path does not allocate
+//! for it.
 //!
 //! # Hedging
 //!
@@ -66,8 +69,7 @@
 //! budget's deposit, a single atomic add). It does allocate: to send a
 //! request again it must keep its head (method, URI, headers, extensions),
 //! so it clones it, as every retry layer must (tower's `Retry` does it
-//! through `Policy::clone_request`); the first attempt's [`Attempt`]
-//! extension is one more small allocation. A request with a body also
+//! through `Policy::clone_request`). A request with a body also
 //! allocates the buffer its replay needs. This is a deliberate departure
 //! from DESIGN's "no allocation on the success path", which cannot hold
 //! for a layer that resends requests. A request with an empty body (most
