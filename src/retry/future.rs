@@ -123,7 +123,7 @@ where
     ) -> Self {
         let idempotent = is_idempotent(&request);
         let deadline = Deadline::of(&request).map(|d| d.instant());
-        let (mut parts, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
         let head = clone_head(&parts);
         let (first, replay) = ReplayBody::first(body, shared.replay_limit);
         // The first attempt carries no `Attempt`: inserting an extension
