@@ -17,10 +17,10 @@
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
 use tower::Layer;
 use tower_resilience_circuitbreaker::SlidingWindowType;
-use tower_steady_benches::{contended, single_task, Inner};
+use tower_steady_benches::{bench_contended, bench_single, Inner};
 
 const TASKS: u64 = 64;
 
@@ -62,25 +62,12 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("circuit_breaker/single");
-    group.bench_function(BenchmarkId::from_parameter("no_breaker"), |b| {
-        b.to_async(&single)
-            .iter_custom(|iters| single_task::<_, ()>(inner, iters));
-    });
+    bench_single::<_, ()>(&mut group, &single, "no_breaker", inner);
     let svc = resilience_count().layer(inner);
-    group.bench_function(BenchmarkId::from_parameter("tower_resilience_count"), |b| {
-        b.to_async(&single)
-            .iter_custom(|iters| single_task::<_, ()>(svc.clone(), iters));
-    });
+    bench_single::<_, ()>(&mut group, &single, "tower_resilience_count", svc);
     let svc = resilience().layer(inner);
-    group.bench_function(BenchmarkId::from_parameter("tower_resilience"), |b| {
-        b.to_async(&single)
-            .iter_custom(|iters| single_task::<_, ()>(svc.clone(), iters));
-    });
-    let svc = steady().layer(inner);
-    group.bench_function(BenchmarkId::from_parameter("tower_steady"), |b| {
-        b.to_async(&single)
-            .iter_custom(|iters| single_task::<_, ()>(svc.clone(), iters));
-    });
+    bench_single::<_, ()>(&mut group, &single, "tower_resilience", svc);
+    bench_single::<_, ()>(&mut group, &single, "tower_steady", steady().layer(inner));
     group.finish();
 
     let multi = tokio::runtime::Builder::new_multi_thread()
@@ -89,25 +76,13 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("circuit_breaker/contended");
-    group.bench_function(BenchmarkId::from_parameter("no_breaker"), |b| {
-        b.to_async(&multi)
-            .iter_custom(|iters| contended::<_, ()>(inner, TASKS, iters));
-    });
+    bench_contended::<_, ()>(&mut group, &multi, "no_breaker", inner, TASKS);
     let svc = resilience_count().layer(inner);
-    group.bench_function(BenchmarkId::from_parameter("tower_resilience_count"), |b| {
-        b.to_async(&multi)
-            .iter_custom(|iters| contended::<_, ()>(svc.clone(), TASKS, iters));
-    });
+    bench_contended::<_, ()>(&mut group, &multi, "tower_resilience_count", svc, TASKS);
     let svc = resilience().layer(inner);
-    group.bench_function(BenchmarkId::from_parameter("tower_resilience"), |b| {
-        b.to_async(&multi)
-            .iter_custom(|iters| contended::<_, ()>(svc.clone(), TASKS, iters));
-    });
+    bench_contended::<_, ()>(&mut group, &multi, "tower_resilience", svc, TASKS);
     let svc = steady().layer(inner);
-    group.bench_function(BenchmarkId::from_parameter("tower_steady"), |b| {
-        b.to_async(&multi)
-            .iter_custom(|iters| contended::<_, ()>(svc.clone(), TASKS, iters));
-    });
+    bench_contended::<_, ()>(&mut group, &multi, "tower_steady", svc, TASKS);
     group.finish();
 }
 

@@ -21,12 +21,12 @@ use std::future::{ready, Ready};
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::{Policy, RetryLayer as TowerRetryLayer};
 use tower::Layer;
-use tower_steady_benches::{contended, single_task, Inner, NoBody};
+use tower_steady_benches::{bench_contended, bench_single, Inner, NoBody};
 
 const TASKS: u64 = 64;
 
@@ -94,20 +94,9 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("retry/single");
-    group.bench_function(BenchmarkId::from_parameter("no_retry"), |b| {
-        b.to_async(&single)
-            .iter_custom(|iters| single_task::<_, NoBody>(inner, iters));
-    });
-    let svc = tower_retry().layer(inner);
-    group.bench_function(BenchmarkId::from_parameter("tower"), |b| {
-        b.to_async(&single)
-            .iter_custom(|iters| single_task::<_, NoBody>(svc.clone(), iters));
-    });
-    let svc = steady().layer(inner);
-    group.bench_function(BenchmarkId::from_parameter("tower_steady"), |b| {
-        b.to_async(&single)
-            .iter_custom(|iters| single_task::<_, NoBody>(svc.clone(), iters));
-    });
+    bench_single::<_, NoBody>(&mut group, &single, "no_retry", inner);
+    bench_single::<_, NoBody>(&mut group, &single, "tower", tower_retry().layer(inner));
+    bench_single::<_, NoBody>(&mut group, &single, "tower_steady", steady().layer(inner));
     group.finish();
 
     let multi = tokio::runtime::Builder::new_multi_thread()
@@ -116,20 +105,11 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("retry/contended");
-    group.bench_function(BenchmarkId::from_parameter("no_retry"), |b| {
-        b.to_async(&multi)
-            .iter_custom(|iters| contended::<_, NoBody>(inner, TASKS, iters));
-    });
+    bench_contended::<_, NoBody>(&mut group, &multi, "no_retry", inner, TASKS);
     let svc = tower_retry().layer(inner);
-    group.bench_function(BenchmarkId::from_parameter("tower"), |b| {
-        b.to_async(&multi)
-            .iter_custom(|iters| contended::<_, NoBody>(svc.clone(), TASKS, iters));
-    });
+    bench_contended::<_, NoBody>(&mut group, &multi, "tower", svc, TASKS);
     let svc = steady().layer(inner);
-    group.bench_function(BenchmarkId::from_parameter("tower_steady"), |b| {
-        b.to_async(&multi)
-            .iter_custom(|iters| contended::<_, NoBody>(svc.clone(), TASKS, iters));
-    });
+    bench_contended::<_, NoBody>(&mut group, &multi, "tower_steady", svc, TASKS);
     group.finish();
 }
 

@@ -129,3 +129,41 @@ impl http_body::Body for NoBody {
         true
     }
 }
+
+/// Benchmarks `svc` as `name` in `group`, one task calling it in a loop on
+/// `rt` (a current-thread runtime).
+pub fn bench_single<S, B>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    svc: S,
+) where
+    S: Service<Request<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: Default,
+{
+    group.bench_function(criterion::BenchmarkId::from_parameter(name), |b| {
+        b.to_async(rt)
+            .iter_custom(|iters| single_task::<S, B>(svc.clone(), iters));
+    });
+}
+
+/// Benchmarks `svc` as `name` in `group`, `tasks` tasks sharing it on `rt`
+/// (a multi-thread runtime); see [`contended`].
+pub fn bench_contended<S, B>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    svc: S,
+    tasks: u64,
+) where
+    S: Service<Request<B>> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+    S::Future: Send,
+    B: Default + Send + 'static,
+{
+    group.bench_function(criterion::BenchmarkId::from_parameter(name), |b| {
+        b.to_async(rt)
+            .iter_custom(|iters| contended::<S, B>(svc.clone(), tasks, iters));
+    });
+}

@@ -31,8 +31,8 @@ use crate::BoxError;
 ///   starts while an earlier attempt still holds it (its connection is
 ///   still writing it) waits for it to finish or to be dropped.
 /// * The original body must be [`Unpin`] (hyper's `Incoming`, axum's
-///   `Body`, `Full` and every boxed body are); pin a body that is not with
-///   `Box::pin` or `http_body_util::BodyExt::boxed`.
+///   `Body`, `Full` and every boxed body are); turn a body that is not
+///   into one with `http_body_util::BodyExt::boxed`.
 ///
 /// The data type is [`Bytes`] and the error type [`BoxError`].
 pub struct ReplayBody<B> {

@@ -99,6 +99,13 @@ impl Drop for Token {
     }
 }
 
+/// What polling one attempt came to.
+enum Step<T> {
+    Answered(T),
+    Retry,
+    Running,
+}
+
 enum Settle<T> {
     /// The request is answered.
     Done(Result<T, BoxError>),
@@ -198,33 +205,27 @@ where
                     this.ctx.phase = Phase::Running;
                 }
                 Phase::Running => {
-                    if let Some(fut) = this.primary.as_mut().as_pin_mut() {
-                        if let Poll::Ready(result) = fut.poll(cx) {
-                            this.primary.set(None);
-                            let racing = this.hedge.is_some();
-                            match this.ctx.settle(result, racing, this.timer.as_mut()) {
-                                Settle::Done(out) => {
-                                    this.hedge.set(None);
-                                    return Poll::Ready(out);
-                                }
-                                Settle::Retry => continue,
-                                Settle::Wait => {}
-                            }
-                        }
+                    // The first attempt, then the hedge, each with the
+                    // other as its rival.
+                    match this.ctx.poll_attempt(
+                        cx,
+                        this.primary.as_mut(),
+                        this.hedge.as_mut(),
+                        this.timer.as_mut(),
+                    ) {
+                        Step::Answered(out) => return Poll::Ready(out),
+                        Step::Retry => continue,
+                        Step::Running => {}
                     }
-                    if let Some(fut) = this.hedge.as_mut().as_pin_mut() {
-                        if let Poll::Ready(result) = fut.poll(cx) {
-                            this.hedge.set(None);
-                            let racing = this.primary.is_some();
-                            match this.ctx.settle(result, racing, this.timer.as_mut()) {
-                                Settle::Done(out) => {
-                                    this.primary.set(None);
-                                    return Poll::Ready(out);
-                                }
-                                Settle::Retry => continue,
-                                Settle::Wait => {}
-                            }
-                        }
+                    match this.ctx.poll_attempt(
+                        cx,
+                        this.hedge.as_mut(),
+                        this.primary.as_mut(),
+                        this.timer.as_mut(),
+                    ) {
+                        Step::Answered(out) => return Poll::Ready(out),
+                        Step::Retry => continue,
+                        Step::Running => {}
                     }
                     if this.hedge.is_none() && this.primary.is_some() {
                         if let Poll::Ready(Some(request)) =
@@ -248,6 +249,32 @@ where
     B: Body,
     C: Classify,
 {
+    /// Polls one running attempt (`mine`) while `rival` may be running too:
+    /// the first success wins and drops the rival.
+    fn poll_attempt(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut mine: Pin<&mut Option<S::Future>>,
+        mut rival: Pin<&mut Option<S::Future>>,
+        timer: Pin<&mut Option<Sleep>>,
+    ) -> Step<Result<Response<RB>, BoxError>> {
+        let Some(fut) = mine.as_mut().as_pin_mut() else {
+            return Step::Running;
+        };
+        let Poll::Ready(result) = fut.poll(cx) else {
+            return Step::Running;
+        };
+        mine.set(None);
+        match self.settle(result, rival.is_some(), timer) {
+            Settle::Done(out) => {
+                rival.set(None);
+                Step::Answered(out)
+            }
+            Settle::Retry => Step::Retry,
+            Settle::Wait => Step::Running,
+        }
+    }
+
     /// Decides what an attempt's result means for the request.
     fn settle(
         &mut self,
