@@ -16,10 +16,11 @@
 //! | [`deadline`] | one total time budget per request, read from and written to the next hop |
 //! | [`retry`] | retries what is safe to retry, within a budget, never past the deadline, bodies replayed; optional hedging |
 //! | [`circuit_breaker`] | fails fast with `503` + `Retry-After` while an upstream is down, over a window that really slides |
+//! | [`load_shed`] | sheds load early with `503` + `Retry-After`: an adaptive concurrency limit for servers, adaptive throttling for clients |
 //! | [`http`] | `Retry-After` parsing, and every error turned into an honest response |
 //! | [`chaos`] | fault injection for tests, examples and benchmarks |
 //!
-//! Load shedding, upstream health and stale-if-error arrive in later
+//! Upstream health and stale-if-error arrive in later
 //! releases (see the README).
 //!
 //! # Example
@@ -60,6 +61,7 @@
 //! | `deadline` | [`deadline`] |
 //! | `retry` | [`retry`] (turns on `deadline`) |
 //! | `circuit-breaker` | [`circuit_breaker`] |
+//! | `load-shed` | [`load_shed`] |
 //! | `chaos` | [`chaos`] |
 //! | `hyper` | classifying `hyper::Error` |
 //! | `hyper-util` | classifying `hyper_util::client::legacy::Error` (`is_connect()`) |
@@ -86,13 +88,20 @@ pub mod chaos;
 pub mod circuit_breaker;
 #[cfg(feature = "deadline")]
 pub mod deadline;
+#[cfg(feature = "load-shed")]
+pub mod load_shed;
 #[cfg(feature = "retry")]
 pub mod retry;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 
 mod error;
-#[cfg(any(feature = "chaos", feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(
+    feature = "chaos",
+    feature = "circuit-breaker",
+    feature = "load-shed",
+    feature = "retry"
+))]
 mod rng;
 #[cfg(any(feature = "timeout", feature = "deadline"))]
 mod time;

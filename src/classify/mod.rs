@@ -40,7 +40,7 @@
 //! first, and stopping at the first error that says something definite:
 //!
 //! * this crate's own errors ([`Elapsed`], [`DeadlineExceeded`], and
-//!   [`CircuitOpen`], a rejection that was never sent);
+//!   [`CircuitOpen`] and [`Overloaded`], rejections that were never sent);
 //! * `hyper_util::client::legacy::Error` (feature `hyper-util`): `is_connect()`
 //!   means the request was never sent;
 //! * `hyper::Error` (feature `hyper`): an incomplete message or a closed
@@ -93,6 +93,7 @@
 //! [`Elapsed`]: crate::timeout::error::Elapsed
 //! [`DeadlineExceeded`]: crate::deadline::error::DeadlineExceeded
 //! [`CircuitOpen`]: crate::circuit_breaker::CircuitOpen
+//! [`Overloaded`]: crate::load_shed::Overloaded
 
 use std::error::Error;
 use std::fmt;
@@ -324,13 +325,17 @@ impl Classify for HttpClassifier {
     }
 
     /// The hint of the first error in the chain that carries one: an open
-    /// breaker's time until its next probe.
+    /// breaker's time until its next probe, a shed request's cool-down.
     fn retry_after(&self, error: &(dyn Error + 'static)) -> Option<Duration> {
         let mut current = Some(error);
         while let Some(err) = current {
             #[cfg(feature = "circuit-breaker")]
             if let Some(open) = err.downcast_ref::<crate::circuit_breaker::CircuitOpen>() {
                 return Some(open.retry_after());
+            }
+            #[cfg(feature = "load-shed")]
+            if let Some(overloaded) = err.downcast_ref::<crate::load_shed::Overloaded>() {
+                return Some(overloaded.retry_after());
             }
             current = next_in_chain(err);
         }
@@ -372,6 +377,13 @@ fn classify_one(err: &(dyn Error + 'static)) -> Option<Outcome> {
     }
     #[cfg(feature = "circuit-breaker")]
     if err.is::<crate::circuit_breaker::CircuitOpen>() {
+        return Some(Outcome::failure(
+            FailureKind::Rejected,
+            RetrySafety::NotSent,
+        ));
+    }
+    #[cfg(feature = "load-shed")]
+    if err.is::<crate::load_shed::Overloaded>() {
         return Some(Outcome::failure(
             FailureKind::Rejected,
             RetrySafety::NotSent,

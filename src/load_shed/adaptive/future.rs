@@ -1,0 +1,142 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::Response;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::limiter::{Limiter, Observation};
+use crate::classify::{Classify, FailureKind, Outcome, RetrySafety};
+use crate::load_shed::Overloaded;
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`AdaptiveLimit`](crate::load_shed::AdaptiveLimit).
+    ///
+    /// An admitted request's place in the limit is held here and given back
+    /// when the response (or error) arrives, or when the future is dropped.
+    #[derive(Debug)]
+    pub struct LimitFuture<F, C> {
+        #[pin]
+        kind: Kind<F>,
+        classifier: C,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F> {
+        Admitted { #[pin] future: F, permit: Permit },
+        Shed { retry_after: Duration },
+    }
+}
+
+impl<F, C> LimitFuture<F, C> {
+    pub(crate) fn admitted(future: F, permit: Permit, classifier: C) -> Self {
+        Self {
+            kind: Kind::Admitted { future, permit },
+            classifier,
+        }
+    }
+
+    pub(crate) fn shed(retry_after: Duration, classifier: C) -> Self {
+        Self {
+            kind: Kind::Shed { retry_after },
+            classifier,
+        }
+    }
+}
+
+impl<F, C, B, E> Future for LimitFuture<F, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    C: Classify,
+{
+    type Output = Result<Response<B>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Admitted { future, permit } => {
+                let result = ready!(future.poll(cx)).map_err(Into::into);
+                if let Some(started) = permit.started {
+                    let outcome = match &result {
+                        Ok(response) => this.classifier.classify_response(response),
+                        Err(error) => this.classifier.classify_error(&**error),
+                    };
+                    permit.finish(observation(&outcome), started);
+                } else {
+                    permit.release();
+                }
+                Poll::Ready(result)
+            }
+            KindProj::Shed { retry_after } => {
+                Poll::Ready(Err(Overloaded::new(*retry_after).into()))
+            }
+        }
+    }
+}
+
+/// What an outcome tells the limit: a latency for a success (a 4xx is the
+/// service working), a drop for a timeout, nothing for a fast failure.
+fn observation(outcome: &Outcome) -> Observation {
+    match *outcome {
+        Outcome::Success => Observation::Latency,
+        Outcome::Failure {
+            kind: FailureKind::Timeout,
+            ..
+        }
+        | Outcome::Failure {
+            kind: FailureKind::DeadlineExceeded,
+            safety: RetrySafety::MaybeSent,
+        } => Observation::Dropped,
+        Outcome::Failure { .. } => Observation::Ignored,
+    }
+}
+
+/// An admitted request's place in the limit, given back exactly once: on
+/// completion, or on drop.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    limiter: Arc<Limiter>,
+    /// When the request was admitted; `None` in fixed mode, which measures
+    /// nothing.
+    started: Option<Instant>,
+    released: bool,
+}
+
+impl Permit {
+    pub(crate) fn new(limiter: Arc<Limiter>, started: Option<Instant>) -> Self {
+        Self {
+            limiter,
+            started,
+            released: false,
+        }
+    }
+
+    fn release(&mut self) {
+        if !self.released {
+            self.released = true;
+            self.limiter.release();
+        }
+    }
+
+    fn finish(&mut self, observation: Observation, started: Instant) {
+        if !self.released {
+            self.release();
+            self.limiter.observe(observation, started, Instant::now());
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        // Cancelled (or already released): the place is free either way.
+        self.release();
+    }
+}

@@ -1,0 +1,285 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_layer::Layer;
+
+use super::limiter::{Limiter, WindowSettings};
+use super::vegas::{Settings, Vegas};
+use super::{AdaptiveLimit, LimitHandle};
+use crate::classify::HttpClassifier;
+use crate::rng::Rng;
+use crate::ConfigError;
+
+/// Wraps services in one shared concurrency limit that sheds what is over
+/// it. See the [module docs](crate::load_shed).
+///
+/// The limit is created with the layer: every service the layer makes, and
+/// every clone of those, counts against the same limit. Build it once for
+/// the server (or for each group of routes with alike latencies).
+#[derive(Debug, Clone)]
+pub struct AdaptiveLimitLayer<C = HttpClassifier> {
+    limiter: Arc<Limiter>,
+    classifier: C,
+}
+
+impl AdaptiveLimitLayer {
+    /// An adaptive limit with the default settings (see
+    /// [`AdaptiveLimitBuilder`]).
+    pub fn new() -> Self {
+        Self::builder()
+            .build()
+            .expect("the default settings are valid")
+    }
+
+    /// A builder to configure the limit.
+    pub fn builder() -> AdaptiveLimitBuilder {
+        AdaptiveLimitBuilder::new()
+    }
+}
+
+impl Default for AdaptiveLimitLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C> AdaptiveLimitLayer<C> {
+    /// A handle on the limit: its value, the requests in flight, the
+    /// rejections.
+    pub fn handle(&self) -> LimitHandle {
+        LimitHandle::new(self.limiter.clone())
+    }
+}
+
+impl<S, C: Clone> Layer<S> for AdaptiveLimitLayer<C> {
+    type Service = AdaptiveLimit<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AdaptiveLimit::new(inner, self.limiter.clone(), self.classifier.clone())
+    }
+}
+
+/// Builds an [`AdaptiveLimitLayer`], checking its configuration.
+///
+/// The defaults are Netflix's `VegasLimit` ones; each is given with its
+/// setting, and the [module docs](crate::load_shed#the-adaptive-limit) say
+/// where they come from.
+#[derive(Debug, Clone)]
+#[must_use = "call `build()` to get the layer"]
+pub struct AdaptiveLimitBuilder<C = HttpClassifier> {
+    settings: Settings,
+    window: WindowSettings,
+    fixed: Option<u32>,
+    sheddable_ratio: f64,
+    retry_after: Duration,
+    seed: Option<u64>,
+    classifier: C,
+}
+
+impl AdaptiveLimitBuilder {
+    fn new() -> Self {
+        Self {
+            settings: Settings::default(),
+            window: WindowSettings::default(),
+            fixed: None,
+            sheddable_ratio: 0.8,
+            retry_after: Duration::from_secs(1),
+            seed: None,
+            classifier: HttpClassifier::new(),
+        }
+    }
+}
+
+impl Default for AdaptiveLimitBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C> AdaptiveLimitBuilder<C> {
+    /// A fixed limit instead of an adaptive one: at most `limit` requests in
+    /// flight, the rest shed at once. Tower's `ConcurrencyLimit` makes the
+    /// rest wait instead. Must be at least 1. The adaptive settings are
+    /// ignored.
+    pub fn fixed(mut self, limit: u32) -> Self {
+        self.fixed = Some(limit);
+        self
+    }
+
+    /// The limit to start from, before any window has been measured.
+    /// Default `20`; must be between [`min_limit`](Self::min_limit) and
+    /// [`max_limit`](Self::max_limit). Set it near the server's known
+    /// capacity if there is one.
+    pub fn initial_limit(mut self, limit: u32) -> Self {
+        self.settings.initial = limit;
+        self
+    }
+
+    /// The limit never goes below this. Default `1`; must be at least 1.
+    pub fn min_limit(mut self, limit: u32) -> Self {
+        self.settings.min = limit;
+        self
+    }
+
+    /// The limit never goes above this. Default `1000`; must be at least
+    /// [`min_limit`](Self::min_limit).
+    pub fn max_limit(mut self, limit: u32) -> Self {
+        self.settings.max = limit;
+        self
+    }
+
+    /// How much of each step the limit takes: `1.0` takes it whole, `0.2`
+    /// moves a fifth of the way. Default `1.0`; must be in `(0, 1]`.
+    pub fn smoothing(mut self, smoothing: f64) -> Self {
+        self.settings.smoothing = smoothing;
+        self
+    }
+
+    /// How often the limit halves for two windows to re-measure the
+    /// unloaded latency; each interval is shortened by up to half at
+    /// random. Default 30 s; must be greater than zero.
+    pub fn probe_interval(mut self, interval: Duration) -> Self {
+        self.settings.probe_interval = interval;
+        self
+    }
+
+    /// The shortest window. Default 100 ms; must be greater than zero.
+    pub fn min_window(mut self, window: Duration) -> Self {
+        self.window.min = window;
+        self
+    }
+
+    /// The longest window (unless it still lacks
+    /// [`window_samples`](Self::window_samples)). Default 1 s; must be at
+    /// least [`min_window`](Self::min_window).
+    pub fn max_window(mut self, window: Duration) -> Self {
+        self.window.max = window;
+        self
+    }
+
+    /// A window closes only once this many requests completed in it (or
+    /// one timed out). Default `10`; must be at least 1.
+    pub fn window_samples(mut self, samples: u32) -> Self {
+        self.window.samples = samples;
+        self
+    }
+
+    /// The share of the limit [sheddable](crate::load_shed::Criticality)
+    /// requests may fill (always at least one request). Default `0.8`;
+    /// must be in `(0, 1]`.
+    pub fn sheddable_ratio(mut self, ratio: f64) -> Self {
+        self.sheddable_ratio = ratio;
+        self
+    }
+
+    /// The retry-after hint of a shed request, and so the `Retry-After` of
+    /// its `503`. Default 1 s.
+    pub fn retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Seeds the random numbers (the probe jitter), for reproducible tests.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The classifier deciding which outcomes are latencies, timeouts or
+    /// neither. Default [`HttpClassifier`].
+    pub fn classifier<D>(self, classifier: D) -> AdaptiveLimitBuilder<D> {
+        AdaptiveLimitBuilder {
+            settings: self.settings,
+            window: self.window,
+            fixed: self.fixed,
+            sheddable_ratio: self.sheddable_ratio,
+            retry_after: self.retry_after,
+            seed: self.seed,
+            classifier,
+        }
+    }
+
+    /// Checks the configuration and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field, e.g.
+    /// `load_shed.min_limit`.
+    pub fn build(self) -> Result<AdaptiveLimitLayer<C>, ConfigError> {
+        let ratio = self.sheddable_ratio;
+        if !(ratio > 0.0 && ratio <= 1.0) {
+            return Err(ConfigError::new(
+                "load_shed.sheddable_ratio",
+                "must be in (0, 1]",
+            ));
+        }
+        let limiter = match self.fixed {
+            Some(0) => return Err(ConfigError::new("load_shed.fixed", "must be at least 1")),
+            Some(limit) => Limiter::fixed(limit, ratio, self.retry_after),
+            None => {
+                validate(&self.settings, &self.window)?;
+                let rng = match self.seed {
+                    Some(seed) => Rng::from_seed(seed),
+                    None => Rng::from_entropy(),
+                };
+                let now = Instant::now();
+                let vegas = Vegas::new(self.settings, now, rng.next_f64());
+                Limiter::adaptive(vegas, self.window, ratio, self.retry_after, rng, now)
+            }
+        };
+        Ok(AdaptiveLimitLayer {
+            limiter: Arc::new(limiter),
+            classifier: self.classifier,
+        })
+    }
+}
+
+fn validate(settings: &Settings, window: &WindowSettings) -> Result<(), ConfigError> {
+    if settings.min == 0 {
+        return Err(ConfigError::new(
+            "load_shed.min_limit",
+            "must be at least 1",
+        ));
+    }
+    if settings.max < settings.min {
+        return Err(ConfigError::new(
+            "load_shed.max_limit",
+            "must be at least min_limit",
+        ));
+    }
+    if settings.initial < settings.min || settings.initial > settings.max {
+        return Err(ConfigError::new(
+            "load_shed.initial_limit",
+            "must be between min_limit and max_limit",
+        ));
+    }
+    if !(settings.smoothing > 0.0 && settings.smoothing <= 1.0) {
+        return Err(ConfigError::new("load_shed.smoothing", "must be in (0, 1]"));
+    }
+    if settings.probe_interval.is_zero() {
+        return Err(ConfigError::new(
+            "load_shed.probe_interval",
+            "must be greater than zero",
+        ));
+    }
+    if window.min.is_zero() {
+        return Err(ConfigError::new(
+            "load_shed.min_window",
+            "must be greater than zero",
+        ));
+    }
+    if window.max < window.min {
+        return Err(ConfigError::new(
+            "load_shed.max_window",
+            "must be at least min_window",
+        ));
+    }
+    if window.samples == 0 {
+        return Err(ConfigError::new(
+            "load_shed.window_samples",
+            "must be at least 1",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! The server side: a concurrency limit that rejects, fixed or adaptive.
+
+pub(crate) mod future;
+mod handle;
+mod layer;
+mod limiter;
+mod vegas;
+
+pub use self::handle::{LimitHandle, LimitSnapshot};
+pub use self::layer::{AdaptiveLimitBuilder, AdaptiveLimitLayer};
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use self::future::{LimitFuture, Permit};
+use self::limiter::Limiter;
+use super::Criticality;
+use crate::classify::{Classify, HttpClassifier};
+use crate::BoxError;
+
+/// Admits requests up to a concurrency limit and sheds the rest at once with
+/// [`Overloaded`](super::Overloaded). See the [module docs](super).
+#[derive(Debug, Clone)]
+pub struct AdaptiveLimit<S, C = HttpClassifier> {
+    inner: S,
+    limiter: Arc<Limiter>,
+    classifier: C,
+}
+
+impl<S, C> AdaptiveLimit<S, C> {
+    fn new(inner: S, limiter: Arc<Limiter>, classifier: C) -> Self {
+        Self {
+            inner,
+            limiter,
+            classifier,
+        }
+    }
+
+    /// A handle on the limit this service shares with its clones.
+    pub fn handle(&self) -> LimitHandle {
+        LimitHandle::new(self.limiter.clone())
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, B, RB> Service<Request<B>> for AdaptiveLimit<S, C>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    C: Classify + Clone,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = LimitFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let criticality = Criticality::of(&request);
+        match self.limiter.try_acquire(criticality) {
+            Ok(()) => {
+                let started = self.limiter.is_adaptive().then(Instant::now);
+                let permit = Permit::new(self.limiter.clone(), started);
+                LimitFuture::admitted(self.inner.call(request), permit, self.classifier.clone())
+            }
+            Err(shed) => {
+                tracing::debug!(
+                    target: "tower_steady::load_shed",
+                    in_flight = shed.in_flight,
+                    limit = shed.limit,
+                    criticality = criticality.as_str(),
+                    "request shed"
+                );
+                LimitFuture::shed(self.limiter.retry_after(), self.classifier.clone())
+            }
+        }
+    }
+}

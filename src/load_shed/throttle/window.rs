@@ -1,0 +1,262 @@
+//! The throttle's shared state: requests and accepts over a sliding window
+//! of buckets, with running totals so that a request reads two counters,
+//! not the whole window.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::rng::Rng;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Settings {
+    pub(crate) k: f64,
+    pub(crate) max_probability: f64,
+    pub(crate) min_requests: u64,
+    pub(crate) retry_after: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            k: 2.0,
+            max_probability: 0.9,
+            min_requests: 60,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    requests: AtomicU64,
+    accepts: AtomicU64,
+}
+
+/// Requests and accepts over the last `buckets.len()` bucket widths.
+///
+/// Counts go to the bucket of the current epoch and to the running totals;
+/// when time moves into a new bucket, one caller (under a `try_lock`, once
+/// per bucket width) empties the buckets that left the window and takes
+/// their counts off the totals. A count racing with that lands in the
+/// bucket being emptied or in the new one; either way the totals stay the
+/// sum of the buckets.
+#[derive(Debug)]
+pub(crate) struct Window {
+    origin: Instant,
+    bucket_nanos: u64,
+    buckets: Box<[Bucket]>,
+    /// The current bucket's number since `origin`.
+    epoch: AtomicU64,
+    requests: AtomicU64,
+    accepts: AtomicU64,
+    rotate: Mutex<()>,
+}
+
+impl Window {
+    pub(crate) fn new(bucket: Duration, buckets: usize, origin: Instant) -> Self {
+        Self {
+            origin,
+            bucket_nanos: u64::try_from(bucket.as_nanos()).unwrap_or(u64::MAX).max(1),
+            buckets: (0..buckets).map(|_| Bucket::default()).collect(),
+            epoch: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            accepts: AtomicU64::new(0),
+            rotate: Mutex::new(()),
+        }
+    }
+
+    /// Moves the window to `now`, forgetting what left it.
+    pub(crate) fn advance(&self, now: Instant) {
+        let epoch = self.epoch_at(now);
+        if epoch > self.epoch.load(Ordering::Acquire) {
+            self.rotate(epoch);
+        }
+    }
+
+    fn epoch_at(&self, now: Instant) -> u64 {
+        let nanos = now.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(nanos / u128::from(self.bucket_nanos)).unwrap_or(u64::MAX)
+    }
+
+    #[cold]
+    fn rotate(&self, to: u64) {
+        let Ok(_guard) = self.rotate.try_lock() else {
+            // Someone else is rotating; count into the old bucket meanwhile.
+            return;
+        };
+        let from = self.epoch.load(Ordering::Acquire);
+        if to <= from {
+            return;
+        }
+        let len = self.buckets.len() as u64;
+        // Each epoch after `from` reuses the bucket of the epoch one window
+        // before it; empty those (at most the whole ring).
+        for epoch in (from + 1)..=to.min(from + len) {
+            let bucket = &self.buckets[(epoch % len) as usize];
+            let requests = bucket.requests.swap(0, Ordering::Relaxed);
+            let accepts = bucket.accepts.swap(0, Ordering::Relaxed);
+            self.requests.fetch_sub(requests, Ordering::Relaxed);
+            self.accepts.fetch_sub(accepts, Ordering::Relaxed);
+        }
+        self.epoch.store(to, Ordering::Release);
+    }
+
+    /// Counts a request, and whether the upstream accepted it.
+    pub(crate) fn record(&self, accepted: bool) {
+        let len = self.buckets.len() as u64;
+        let bucket = &self.buckets[(self.epoch.load(Ordering::Acquire) % len) as usize];
+        // The bucket first, then the total: a rotation in between takes the
+        // count off the total before it is added, never twice.
+        bucket.requests.fetch_add(1, Ordering::Relaxed);
+        if accepted {
+            bucket.accepts.fetch_add(1, Ordering::Relaxed);
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if accepted {
+            self.accepts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests and accepts in the window.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        // A rotation's subtraction may be seen before a racing addition:
+        // wrap-around reads as a huge number, so clamp through i64.
+        let requests = self.requests.load(Ordering::Relaxed) as i64;
+        let accepts = self.accepts.load(Ordering::Relaxed) as i64;
+        (requests.max(0) as u64, accepts.max(0) as u64)
+    }
+}
+
+/// Everything every clone of a [`Throttle`](super::Throttle) shares.
+#[derive(Debug)]
+pub(crate) struct Throttler {
+    pub(crate) window: Window,
+    settings: Settings,
+    rng: Rng,
+    rejected: AtomicU64,
+}
+
+impl Throttler {
+    pub(crate) fn new(settings: Settings, window: Window, rng: Rng) -> Self {
+        Self {
+            window,
+            settings,
+            rng,
+            rejected: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn retry_after(&self) -> Duration {
+        self.settings.retry_after
+    }
+
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// The SRE book's rejection probability for these counts.
+    pub(crate) fn probability(&self, requests: u64, accepts: u64) -> f64 {
+        if requests < self.settings.min_requests {
+            return 0.0;
+        }
+        let requests = requests as f64;
+        let p = (requests - self.settings.k * accepts as f64) / (requests + 1.0);
+        p.clamp(0.0, self.settings.max_probability)
+    }
+
+    /// Whether to send a request now; `Err` with the probability it was
+    /// refused with.
+    pub(crate) fn admit(&self, now: Instant) -> Result<(), f64> {
+        self.window.advance(now);
+        let (requests, accepts) = self.window.totals();
+        let p = self.probability(requests, accepts);
+        if p > 0.0 && self.rng.next_f64() < p {
+            // A refused request still counts as one: that is what keeps the
+            // throttle from rising until the upstream recovers.
+            self.window.record(false);
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(p);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn throttler(settings: Settings) -> (Throttler, Instant) {
+        let now = Instant::now();
+        (
+            Throttler::new(settings, Window::new(SEC, 60, now), Rng::from_seed(1)),
+            now,
+        )
+    }
+
+    #[test]
+    fn the_probability_is_the_sre_formula() {
+        let (t, _) = throttler(Settings {
+            min_requests: 0,
+            max_probability: 1.0,
+            ..Settings::default()
+        });
+        assert_eq!(t.probability(100, 50), 0.0);
+        assert_eq!(t.probability(100, 60), 0.0);
+        // (100 - 2 * 25) / 101
+        assert_eq!(t.probability(100, 25), 50.0 / 101.0);
+        assert_eq!(t.probability(99, 0), 0.99);
+    }
+
+    #[test]
+    fn the_probability_is_capped_and_off_at_low_rates() {
+        let (t, _) = throttler(Settings::default());
+        assert_eq!(t.probability(59, 0), 0.0);
+        assert_eq!(t.probability(60, 0), 0.9);
+        assert_eq!(t.probability(1000, 0), 0.9);
+    }
+
+    #[test]
+    fn counts_leave_the_window_after_it_passes() {
+        let now = Instant::now();
+        let w = Window::new(SEC, 3, now);
+        w.record(true);
+        w.advance(now + SEC);
+        w.record(false);
+        assert_eq!(w.totals(), (2, 1));
+        w.advance(now + SEC * 3);
+        // The first bucket's counts are gone.
+        assert_eq!(w.totals(), (1, 0));
+        w.advance(now + SEC * 100);
+        assert_eq!(w.totals(), (0, 0));
+        w.record(true);
+        assert_eq!(w.totals(), (1, 1));
+    }
+
+    #[test]
+    fn refusals_count_as_requests() {
+        let (t, now) = throttler(Settings {
+            min_requests: 10,
+            max_probability: 1.0,
+            ..Settings::default()
+        });
+        for _ in 0..10 {
+            t.window.record(false);
+        }
+        let mut refused = 0;
+        for _ in 0..100 {
+            if t.admit(now).is_err() {
+                refused += 1;
+            } else {
+                t.window.record(false);
+            }
+        }
+        assert_eq!(t.rejected(), refused);
+        assert_eq!(t.window.totals(), (110, 0));
+        assert!(refused > 80, "refused {refused}");
+    }
+}
