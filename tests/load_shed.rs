@@ -195,13 +195,15 @@ mod permits {
 
     /// An inner service whose every call waits for the test to say
     /// "succeed" (`true`) or "fail" (`false`).
+    type ControlledFuture = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Send>>;
+
     fn controlled(
         senders: Senders,
     ) -> impl Service<
         Request<()>,
         Response = Response<()>,
         Error = BoxError,
-        Future = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Send>>,
+        Future = ControlledFuture,
     > + Clone {
         service_fn(move |_req: Request<()>| {
             let (tx, rx) = oneshot::channel();
@@ -211,7 +213,7 @@ mod permits {
                     Ok(true) => Ok(Response::new(())),
                     _ => Err::<Response<()>, BoxError>("failed".into()),
                 }
-            }) as Pin<Box<dyn Future<Output = _> + Send>>
+            }) as ControlledFuture
         })
     }
 

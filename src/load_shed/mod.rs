@@ -116,6 +116,14 @@
 //! rates there is no flood to hold back, and every refusal would be a lost
 //! request.
 //!
+//! When the upstream recovers, the refusals it caused stay in the window
+//! until they age out, and each counted as a request the upstream did not
+//! accept; so the throttle lets go over about two windows, sending more as
+//! it goes. In the paused-time test (50 requests a second, the upstream
+//! back after refusing everything), the refusals per 60 s window after the
+//! recovery were 2 514, 861, then none. A shorter [`window`] forgets
+//! faster, and also reacts to briefer trouble.
+//!
 //! What the upstream *accepted* is decided by the
 //! [classifier](crate::classify): a success, or a failure that shows it
 //! took the request (a `500`, a malformed response). Refusals are `429`,
@@ -230,6 +238,7 @@
 //! [`sheddable_ratio`]: AdaptiveLimitBuilder::sheddable_ratio
 //! [`max_probability`]: ThrottleBuilder::max_probability
 //! [`min_requests`]: ThrottleBuilder::min_requests
+//! [`window`]: ThrottleBuilder::window
 
 mod adaptive;
 pub mod error;
