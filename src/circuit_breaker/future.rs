@@ -66,10 +66,7 @@ where
             KindProj::Called { future, guard } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
                 if guard.records() {
-                    let outcome = match &result {
-                        Ok(response) => this.classifier.classify_response(response),
-                        Err(error) => this.classifier.classify_error(&**error),
-                    };
+                    let outcome = this.classifier.classify_result(&result);
                     guard.finish(&outcome);
                 } else {
                     guard.done = true;

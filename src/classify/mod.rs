@@ -264,6 +264,14 @@ pub trait Classify {
     /// Classifies an error returned by a service.
     fn classify_error(&self, error: &(dyn Error + 'static)) -> Outcome;
 
+    /// Classifies what a service returned: its response or its error.
+    fn classify_result<B>(&self, result: &Result<Response<B>, crate::BoxError>) -> Outcome {
+        match result {
+            Ok(response) => self.classify_response(response),
+            Err(error) => self.classify_error(&**error),
+        }
+    }
+
     /// How long the caller should wait before trying again after `error`,
     /// when the error says so (an open breaker knows when it will probe,
     /// a shed request knows the limit's cool-down).

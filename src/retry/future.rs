@@ -283,10 +283,7 @@ where
         mut timer: Pin<&mut Option<Sleep>>,
     ) -> Settle<Response<RB>> {
         let result = result.map_err(Into::into);
-        let outcome = match &result {
-            Ok(response) => self.shared.classifier.classify_response(response),
-            Err(error) => self.shared.classifier.classify_error(&**error),
-        };
+        let outcome = self.shared.classifier.classify_result(&result);
         let Outcome::Failure { kind, safety } = outcome else {
             if let Some(latencies) = &self.shared.latencies {
                 if !self.retried {

@@ -65,10 +65,7 @@ where
             KindProj::Admitted { future, permit } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
                 if let Some(started) = permit.started {
-                    let outcome = match &result {
-                        Ok(response) => this.classifier.classify_response(response),
-                        Err(error) => this.classifier.classify_error(&**error),
-                    };
+                    let outcome = this.classifier.classify_result(&result);
                     permit.finish(observation(&outcome), started);
                 } else {
                     permit.release();

@@ -62,10 +62,7 @@ where
         match this.kind.project() {
             KindProj::Called { future, throttler } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
-                let outcome = match &result {
-                    Ok(response) => this.classifier.classify_response(response),
-                    Err(error) => this.classifier.classify_error(&**error),
-                };
+                let outcome = this.classifier.classify_result(&result);
                 if let Some(accepted) = accepted(&outcome) {
                     throttler.window.record(accepted);
                 }
