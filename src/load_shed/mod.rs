@@ -134,10 +134,13 @@
 //! # Cost
 //!
 //! Admission is one load and one compare-and-swap on the in-flight count;
-//! completion one subtraction and, in adaptive mode, a clock read and two
-//! additions to the window. The window is closed, and the algorithm run,
-//! under a lock taken with `try_lock` once per window by one request;
-//! nothing is allocated per request beyond sharing the limiter's `Arc`. The
+//! completion one subtraction and, in adaptive mode, a clock read at each
+//! end of the request and two additions to the window. The window is
+//! closed, and the algorithm run, by one completing request under a lock
+//! taken with `try_lock`, which never waits: once per window, or on each
+//! completion of a window that has run its time but still lacks samples.
+//! Nothing is allocated per request; the response future holds a clone of
+//! the limiter's `Arc`. The
 //! throttle reads the clock once and two counters per request, and draws a
 //! random number only when `p > 0`. See `BENCHMARKS.md`.
 //!
