@@ -84,6 +84,10 @@
 //!
 //! The limit adapts to one latency, so put it on a group of routes whose
 //! latencies are alike; a mix of 1 ms and 1 s routes measures the mix.
+//! Keep health checks outside it: a shed health check takes the instance
+//! out of its load balancer, and on a quiet night a window of fast health
+//! checks alone would become the unloaded latency, making the next
+//! morning's real requests look queued until the next probe.
 //!
 //! # Criticality
 //!
