@@ -20,7 +20,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tower::Layer;
 use tower_resilience_circuitbreaker::SlidingWindowType;
-use tower_steady_benches::{bench_contended, bench_single, Inner};
+use tower_steady_benches::{
+    bench_contended, bench_single, contended_runtime, single_runtime, Inner,
+};
 
 const TASKS: u64 = 64;
 
@@ -57,10 +59,7 @@ fn bench(c: &mut Criterion) {
         pending_once: false,
     };
 
-    let single = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let single = single_runtime();
     let mut group = c.benchmark_group("circuit_breaker/single");
     bench_single::<_, ()>(&mut group, &single, "no_breaker", inner);
     let svc = resilience_count().layer(inner);
@@ -70,11 +69,7 @@ fn bench(c: &mut Criterion) {
     bench_single::<_, ()>(&mut group, &single, "tower_steady", steady().layer(inner));
     group.finish();
 
-    let multi = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let multi = contended_runtime();
     let mut group = c.benchmark_group("circuit_breaker/contended");
     bench_contended::<_, ()>(&mut group, &multi, "no_breaker", inner, TASKS);
     let svc = resilience_count().layer(inner);

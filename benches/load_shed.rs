@@ -18,7 +18,9 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use tower::{Layer, ServiceBuilder};
 use tower_steady::load_shed::{AdaptiveLimitLayer, ThrottleLayer};
-use tower_steady_benches::{bench_contended, bench_single, Inner};
+use tower_steady_benches::{
+    bench_contended, bench_single, contended_runtime, single_runtime, Inner,
+};
 
 const TASKS: u64 = 64;
 const LIMIT: usize = 1000;
@@ -43,10 +45,7 @@ fn bench(c: &mut Criterion) {
     let adaptive = || AdaptiveLimitLayer::new().layer(inner);
     let throttle = || ThrottleLayer::new().layer(inner);
 
-    let single = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let single = single_runtime();
     let mut group = c.benchmark_group("load_shed/single");
     bench_single::<_, ()>(&mut group, &single, "no_limit", inner);
     let name = "tower_load_shed_concurrency_limit";
@@ -56,11 +55,7 @@ fn bench(c: &mut Criterion) {
     bench_single::<_, ()>(&mut group, &single, "throttle", throttle());
     group.finish();
 
-    let multi = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let multi = contended_runtime();
     let mut group = c.benchmark_group("load_shed/contended");
     bench_contended::<_, ()>(&mut group, &multi, "no_limit", inner, TASKS);
     let name = "tower_load_shed_concurrency_limit";

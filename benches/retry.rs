@@ -26,7 +26,9 @@ use http::{Request, Response};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::{Policy, RetryLayer as TowerRetryLayer};
 use tower::Layer;
-use tower_steady_benches::{bench_contended, bench_single, Inner, NoBody};
+use tower_steady_benches::{
+    bench_contended, bench_single, contended_runtime, single_runtime, Inner, NoBody,
+};
 
 const TASKS: u64 = 64;
 
@@ -89,21 +91,14 @@ fn bench(c: &mut Criterion) {
         pending_once: false,
     };
 
-    let single = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let single = single_runtime();
     let mut group = c.benchmark_group("retry/single");
     bench_single::<_, NoBody>(&mut group, &single, "no_retry", inner);
     bench_single::<_, NoBody>(&mut group, &single, "tower", tower_retry().layer(inner));
     bench_single::<_, NoBody>(&mut group, &single, "tower_steady", steady().layer(inner));
     group.finish();
 
-    let multi = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let multi = contended_runtime();
     let mut group = c.benchmark_group("retry/contended");
     bench_contended::<_, NoBody>(&mut group, &multi, "no_retry", inner, TASKS);
     let svc = tower_retry().layer(inner);

@@ -8,15 +8,12 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tower::Layer;
-use tower_steady_benches::{single_task, Inner};
+use tower_steady_benches::{single_runtime, single_task, Inner};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = single_runtime();
 
     for (name, pending_once) in [("ready", false), ("pending_once", true)] {
         let mut group = c.benchmark_group(format!("timeout/{name}"));

@@ -130,6 +130,24 @@ impl http_body::Body for NoBody {
     }
 }
 
+/// The runtime of the `single` benchmarks: current-thread, with time.
+pub fn single_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// The runtime of the `contended` benchmarks: two worker threads, as many
+/// as the development machine has cores.
+pub fn contended_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
 /// Benchmarks `svc` as `name` in `group`, one task calling it in a loop on
 /// `rt` (a current-thread runtime).
 pub fn bench_single<S, B>(

@@ -21,32 +21,34 @@ pin_project! {
     #[derive(Debug)]
     pub struct LimitFuture<F, C> {
         #[pin]
-        kind: Kind<F>,
-        classifier: C,
+        kind: Kind<F, C>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
-    enum Kind<F> {
-        Admitted { #[pin] future: F, permit: Permit },
+    enum Kind<F, C> {
+        // The classifier only in adaptive mode, which measures outcomes.
+        Admitted { #[pin] future: F, permit: Permit, classifier: Option<C> },
         Shed { retry_after: Duration },
     }
 }
 
 impl<F, C> LimitFuture<F, C> {
-    pub(crate) fn admitted(future: F, permit: Permit, classifier: C) -> Self {
+    pub(crate) fn admitted(future: F, permit: Permit, classifier: Option<C>) -> Self {
         Self {
-            kind: Kind::Admitted { future, permit },
-            classifier,
+            kind: Kind::Admitted {
+                future,
+                permit,
+                classifier,
+            },
         }
     }
 
-    pub(crate) fn shed(retry_after: Duration, classifier: C) -> Self {
+    pub(crate) fn shed(retry_after: Duration) -> Self {
         Self {
             kind: Kind::Shed { retry_after },
-            classifier,
         }
     }
 }
@@ -60,15 +62,19 @@ where
     type Output = Result<Response<B>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.kind.project() {
-            KindProj::Admitted { future, permit } => {
+        match self.project().kind.project() {
+            KindProj::Admitted {
+                future,
+                permit,
+                classifier,
+            } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
-                if let Some(started) = permit.started {
-                    let outcome = this.classifier.classify_result(&result);
-                    permit.finish(observation(&outcome), started);
-                } else {
-                    permit.release();
+                match (permit.started, classifier.as_ref()) {
+                    (Some(started), Some(classifier)) => {
+                        let outcome = classifier.classify_result(&result);
+                        permit.finish(observation(&outcome), started);
+                    }
+                    _ => permit.release(),
                 }
                 Poll::Ready(result)
             }

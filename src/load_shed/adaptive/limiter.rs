@@ -43,9 +43,8 @@ pub(crate) enum Observation {
 
 #[derive(Debug)]
 pub(crate) struct Limiter {
-    /// Admission limits: for every request, and for sheddable ones.
+    /// The admission limit; sheddable requests get `sheddable_ratio` of it.
     limit: AtomicU32,
-    sheddable_limit: AtomicU32,
     sheddable_ratio: f64,
     in_flight: AtomicU32,
     rejected: AtomicU64,
@@ -80,7 +79,6 @@ impl Limiter {
     pub(crate) fn fixed(limit: u32, sheddable_ratio: f64, retry_after: Duration) -> Self {
         Self {
             limit: AtomicU32::new(limit),
-            sheddable_limit: AtomicU32::new(sheddable(limit, sheddable_ratio)),
             sheddable_ratio,
             in_flight: AtomicU32::new(0),
             rejected: AtomicU64::new(0),
@@ -147,9 +145,10 @@ impl Limiter {
     /// Admits a request if fewer than its limit are in flight: one load
     /// and one compare-and-swap when there is room.
     pub(crate) fn try_acquire(&self, criticality: Criticality) -> Result<(), Shed> {
+        let limit = self.limit.load(Ordering::Relaxed);
         let limit = match criticality {
-            Criticality::Critical => self.limit.load(Ordering::Relaxed),
-            Criticality::Sheddable => self.sheddable_limit.load(Ordering::Relaxed),
+            Criticality::Critical => limit,
+            Criticality::Sheddable => sheddable(limit, self.sheddable_ratio),
         };
         let mut in_flight = self.in_flight.load(Ordering::Relaxed);
         loop {
@@ -245,8 +244,6 @@ impl Limiter {
         let after = vegas.limit();
         if after != before {
             self.limit.store(after, Ordering::Relaxed);
-            self.sheddable_limit
-                .store(sheddable(after, self.sheddable_ratio), Ordering::Relaxed);
             tracing::debug!(
                 target: "tower_steady::load_shed",
                 from = before,

@@ -79,9 +79,13 @@ where
         let criticality = Criticality::of(&request);
         match self.limiter.try_acquire(criticality) {
             Ok(()) => {
-                let started = self.limiter.is_adaptive().then(Instant::now);
+                // Only the adaptive limit measures: a clock read and the
+                // classifier for it, none for a fixed one.
+                let adaptive = self.limiter.is_adaptive();
+                let started = adaptive.then(Instant::now);
+                let classifier = adaptive.then(|| self.classifier.clone());
                 let permit = Permit::new(self.limiter.clone(), started);
-                LimitFuture::admitted(self.inner.call(request), permit, self.classifier.clone())
+                LimitFuture::admitted(self.inner.call(request), permit, classifier)
             }
             Err(shed) => {
                 tracing::debug!(
@@ -91,7 +95,7 @@ where
                     criticality = criticality.as_str(),
                     "request shed"
                 );
-                LimitFuture::shed(self.limiter.retry_after(), self.classifier.clone())
+                LimitFuture::shed(self.limiter.retry_after())
             }
         }
     }

@@ -17,17 +17,16 @@ pin_project! {
     #[derive(Debug)]
     pub struct ThrottleFuture<F, C> {
         #[pin]
-        kind: Kind<F>,
-        classifier: C,
+        kind: Kind<F, C>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
-    enum Kind<F> {
+    enum Kind<F, C> {
         // Sent: counted when the answer arrives; dropped, not at all.
-        Called { #[pin] future: F, throttler: Arc<Throttler> },
+        Called { #[pin] future: F, throttler: Arc<Throttler>, classifier: C },
         // Refused locally, already counted.
         Refused { retry_after: Duration },
     }
@@ -36,15 +35,17 @@ pin_project! {
 impl<F, C> ThrottleFuture<F, C> {
     pub(crate) fn called(future: F, throttler: Arc<Throttler>, classifier: C) -> Self {
         Self {
-            kind: Kind::Called { future, throttler },
-            classifier,
+            kind: Kind::Called {
+                future,
+                throttler,
+                classifier,
+            },
         }
     }
 
-    pub(crate) fn refused(retry_after: Duration, classifier: C) -> Self {
+    pub(crate) fn refused(retry_after: Duration) -> Self {
         Self {
             kind: Kind::Refused { retry_after },
-            classifier,
         }
     }
 }
@@ -58,11 +59,14 @@ where
     type Output = Result<Response<B>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.kind.project() {
-            KindProj::Called { future, throttler } => {
+        match self.project().kind.project() {
+            KindProj::Called {
+                future,
+                throttler,
+                classifier,
+            } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
-                let outcome = this.classifier.classify_result(&result);
+                let outcome = classifier.classify_result(&result);
                 if let Some(accepted) = accepted(&outcome) {
                     throttler.window.record(accepted);
                 }

@@ -87,7 +87,7 @@ where
                     probability,
                     "request throttled"
                 );
-                ThrottleFuture::refused(self.throttler.retry_after(), self.classifier.clone())
+                ThrottleFuture::refused(self.throttler.retry_after())
             }
         }
     }

@@ -1,6 +1,12 @@
 //! The throttle's shared state: requests and accepts over a sliding window
 //! of buckets, with running totals so that a request reads two counters,
 //! not the whole window.
+//!
+//! The circuit breaker's window (`circuit_breaker::window`) records the
+//! same kind of counts, but is summed bucket by bucket and stripe by stripe
+//! when read, which the breaker does only when a call fails. The throttle
+//! reads its counts on every request, so it keeps running totals instead,
+//! and takes expired buckets off them when the window moves.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
