@@ -94,13 +94,16 @@ pub mod load_shed;
 pub mod retry;
 #[cfg(feature = "timeout")]
 pub mod timeout;
+#[cfg(feature = "upstream")]
+pub mod upstream;
 
 mod error;
 #[cfg(any(
     feature = "chaos",
     feature = "circuit-breaker",
     feature = "load-shed",
-    feature = "retry"
+    feature = "retry",
+    feature = "upstream"
 ))]
 mod rng;
 #[cfg(any(feature = "timeout", feature = "deadline"))]

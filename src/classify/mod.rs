@@ -40,7 +40,8 @@
 //! first, and stopping at the first error that says something definite:
 //!
 //! * this crate's own errors ([`Elapsed`], [`DeadlineExceeded`], and
-//!   [`CircuitOpen`] and [`Overloaded`], rejections that were never sent);
+//!   [`CircuitOpen`], [`Overloaded`] and [`NoHealthyUpstream`], rejections
+//!   that were never sent);
 //! * `hyper_util::client::legacy::Error` (feature `hyper-util`): `is_connect()`
 //!   means the request was never sent;
 //! * `hyper::Error` (feature `hyper`): an incomplete message or a closed
@@ -94,6 +95,7 @@
 //! [`DeadlineExceeded`]: crate::deadline::error::DeadlineExceeded
 //! [`CircuitOpen`]: crate::circuit_breaker::CircuitOpen
 //! [`Overloaded`]: crate::load_shed::Overloaded
+//! [`NoHealthyUpstream`]: crate::upstream::NoHealthyUpstream
 
 use std::error::Error;
 use std::fmt;
@@ -333,7 +335,8 @@ impl Classify for HttpClassifier {
     }
 
     /// The hint of the first error in the chain that carries one: an open
-    /// breaker's time until its next probe, a shed request's cool-down.
+    /// breaker's time until its next probe, a shed request's cool-down, the
+    /// time until an ejected upstream's probe.
     fn retry_after(&self, error: &(dyn Error + 'static)) -> Option<Duration> {
         let mut current = Some(error);
         while let Some(err) = current {
@@ -344,6 +347,10 @@ impl Classify for HttpClassifier {
             #[cfg(feature = "load-shed")]
             if let Some(overloaded) = err.downcast_ref::<crate::load_shed::Overloaded>() {
                 return Some(overloaded.retry_after());
+            }
+            #[cfg(feature = "upstream")]
+            if let Some(none) = err.downcast_ref::<crate::upstream::NoHealthyUpstream>() {
+                return Some(none.retry_after());
             }
             current = next_in_chain(err);
         }
@@ -392,6 +399,13 @@ fn classify_one(err: &(dyn Error + 'static)) -> Option<Outcome> {
     }
     #[cfg(feature = "load-shed")]
     if err.is::<crate::load_shed::Overloaded>() {
+        return Some(Outcome::failure(
+            FailureKind::Rejected,
+            RetrySafety::NotSent,
+        ));
+    }
+    #[cfg(feature = "upstream")]
+    if err.is::<crate::upstream::NoHealthyUpstream>() {
         return Some(Outcome::failure(
             FailureKind::Rejected,
             RetrySafety::NotSent,

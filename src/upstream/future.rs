@@ -1,0 +1,192 @@
+//! Future types.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::health::{Health, Registry, Verdict};
+use super::NoHealthyUpstream;
+use crate::classify::{Classify, Outcome};
+use crate::retry::{Endpoint, EndpointError};
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`Upstreams`](super::Upstreams).
+    ///
+    /// It waits for the chosen endpoint's service to be ready, calls it,
+    /// and records the outcome and the latency in the endpoint's health.
+    /// A failure is reported with the endpoint it happened on (an
+    /// [`Endpoint`] extension on a failed response, an [`EndpointError`]
+    /// around an error) so that the retry layer sends the retry elsewhere.
+    pub struct ResponseFuture<S, B, C>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        future: Option<S::Future>,
+        // The endpoint's service and the request, until the service is
+        // ready.
+        pending: Option<(S, Request<B>)>,
+        rejected: Option<NoHealthyUpstream>,
+        track: Option<Track>,
+        classifier: C,
+    }
+}
+
+impl<S, B, C> ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn new(service: S, request: Request<B>, track: Track, classifier: C) -> Self {
+        Self {
+            future: None,
+            pending: Some((service, request)),
+            rejected: None,
+            track: Some(track),
+            classifier,
+        }
+    }
+
+    pub(crate) fn rejected(error: NoHealthyUpstream, classifier: C) -> Self {
+        Self {
+            future: None,
+            pending: None,
+            rejected: Some(error),
+            track: None,
+            classifier,
+        }
+    }
+}
+
+impl<S, B, C, RB> Future for ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    C: Classify,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(error) = this.rejected.take() {
+            return Poll::Ready(Err(error.into()));
+        }
+        if let Some((mut service, request)) = this.pending.take() {
+            match service.poll_ready(cx) {
+                Poll::Pending => {
+                    *this.pending = Some((service, request));
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(())) => this.future.set(Some(service.call(request))),
+                Poll::Ready(Err(error)) => {
+                    let result = Err(error.into());
+                    return Poll::Ready(finish(result, this.track, this.classifier));
+                }
+            }
+        }
+        let Some(future) = this.future.as_mut().as_pin_mut() else {
+            // Polled after it completed.
+            return Poll::Pending;
+        };
+        let result = match future.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(result) => result.map_err(Into::into),
+        };
+        this.future.set(None);
+        Poll::Ready(finish(result, this.track, this.classifier))
+    }
+}
+
+fn finish<RB, C: Classify>(
+    result: Result<Response<RB>, BoxError>,
+    track: &mut Option<Track>,
+    classifier: &C,
+) -> Result<Response<RB>, BoxError> {
+    let Some(mut track) = track.take() else {
+        return result;
+    };
+    let outcome = classifier.classify_result(&result);
+    let endpoint = Endpoint::new(track.health.addr);
+    track.complete(outcome);
+    match result {
+        Ok(mut response) => {
+            // Only a failed response needs to say where it came from (for
+            // the retry layer): the success path inserts nothing, so it
+            // allocates nothing.
+            if !outcome.is_success() {
+                response.extensions_mut().insert(endpoint);
+            }
+            Ok(response)
+        }
+        Err(error) => Err(EndpointError::new(endpoint, error).into()),
+    }
+}
+
+impl<S, B, C> fmt::Debug for ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("endpoint", &self.track.as_ref().map(|t| t.health.addr))
+            .field("ready", &self.pending.is_none())
+            .finish()
+    }
+}
+
+/// A request in flight to one endpoint: counted in its in-flight number
+/// until it completes or is dropped.
+pub(crate) struct Track {
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+    started: Instant,
+    /// Whether this request is the probe of an ejected endpoint.
+    probe: bool,
+    done: bool,
+}
+
+impl Track {
+    pub(crate) fn new(
+        registry: Arc<Registry>,
+        health: Arc<Health>,
+        started: Instant,
+        probe: bool,
+    ) -> Self {
+        health.start();
+        Self {
+            registry,
+            health,
+            started,
+            probe,
+            done: false,
+        }
+    }
+
+    fn complete(&mut self, outcome: Outcome) {
+        self.done = true;
+        self.health.finish();
+        let now = Instant::now();
+        let rtt = now.saturating_duration_since(self.started);
+        self.registry
+            .record(&self.health, Verdict::of(outcome), rtt, now, self.probe);
+    }
+}
+
+impl Drop for Track {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.health.finish();
+        if self.probe {
+            self.registry.abandon_probe(&self.health, Instant::now());
+        }
+    }
+}

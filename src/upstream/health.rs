@@ -1,0 +1,630 @@
+//! Per-endpoint health: the atomics read by every request, and the
+//! transitions (eject, probe, re-admit) taken under the registry's lock.
+//!
+//! The request path reads states, counts and estimates with plain atomic
+//! loads and records outcomes with atomic adds. Every transition of an
+//! endpoint's state happens under [`Registry`]'s mutex: transitions are
+//! rare (an ejection, a probe, a re-admission, a change of the set) and
+//! each needs a consistent view of the whole set (the ejection cap, the
+//! healthy count, the next probe).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::ewma::PeakEwma;
+use super::handle::{EndpointSnapshot, EndpointState};
+use crate::classify::{FailureKind, Outcome};
+use crate::rng::Rng;
+
+pub(crate) const TARGET: &str = "tower_steady::upstream";
+
+const HEALTHY: u8 = 0;
+const SLOW_START: u8 = 1;
+const EJECTED: u8 = 2;
+const PROBING: u8 = 3;
+
+/// Settings, validated by the builder.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) consecutive_failures: u32,
+    pub(crate) interval: Duration,
+    pub(crate) base_ejection: Duration,
+    pub(crate) max_ejection: Duration,
+    pub(crate) ejection_jitter: f64,
+    pub(crate) max_ejected_ratio: f64,
+    pub(crate) panic_threshold: f64,
+    pub(crate) success_rate_min_requests: u32,
+    pub(crate) success_rate_min_endpoints: usize,
+    pub(crate) success_rate_stdev_factor: f64,
+    pub(crate) slow_start: Duration,
+    pub(crate) slow_start_min_weight: f64,
+    pub(crate) default_rtt: Duration,
+    pub(crate) decay: Duration,
+    pub(crate) checks: Option<CheckSettings>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckSettings {
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) rise: u32,
+    pub(crate) fall: u32,
+}
+
+/// What an outcome means for an endpoint's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Success,
+    /// The endpoint answered, badly (500, 429, a malformed response): it
+    /// counts against its success rate but ends a run of gateway failures.
+    Failure,
+    /// The endpoint could not be reached or did not answer properly: 502,
+    /// 503, 504, connect failures, resets, timeouts. These are Envoy's
+    /// "gateway failures" (its local-origin errors count as 503s).
+    GatewayFailure,
+    /// Says nothing of the endpoint: a local rejection, the caller's
+    /// deadline, an error nobody recognises.
+    Ignore,
+}
+
+impl Verdict {
+    pub(crate) fn of(outcome: Outcome) -> Self {
+        match outcome.kind() {
+            None => Verdict::Success,
+            Some(kind) if kind.is_gateway_status() => Verdict::GatewayFailure,
+            Some(FailureKind::Connect | FailureKind::Reset | FailureKind::Timeout) => {
+                Verdict::GatewayFailure
+            }
+            Some(
+                FailureKind::ServerError | FailureKind::TooManyRequests | FailureKind::Protocol,
+            ) => Verdict::Failure,
+            Some(_) => Verdict::Ignore,
+        }
+    }
+}
+
+/// One endpoint's health, shared by the request path, the registry and the
+/// health checker.
+#[derive(Debug)]
+pub(crate) struct Health {
+    pub(crate) addr: SocketAddr,
+    state: AtomicU8,
+    /// Set by failing active checks, cleared by passing ones; independent
+    /// of the passive state, as in Envoy.
+    check_down: AtomicBool,
+    /// Set when the endpoint leaves the set: its checker stops.
+    pub(crate) removed: AtomicBool,
+    in_flight: AtomicU32,
+    ewma: PeakEwma,
+    consecutive: AtomicU32,
+    /// Nanoseconds since the epoch: the end of the ejection (while ejected),
+    /// or the start of the slow start (after a re-admission).
+    until: AtomicU64,
+    since: AtomicU64,
+    /// The ejection multiplier (n in 30 s × n), and ejections in all.
+    multiplier: AtomicU32,
+    ejections: AtomicU32,
+    /// Outcomes in the current success-rate interval, and the last
+    /// interval's, for the handle.
+    requests: AtomicU32,
+    successes: AtomicU32,
+    last_requests: AtomicU32,
+    last_successes: AtomicU32,
+    /// Active checks passed and failed in a row.
+    passes: AtomicU32,
+    fails: AtomicU32,
+}
+
+impl Health {
+    fn new(addr: SocketAddr, state: u8, now: u64, rtt: Duration) -> Self {
+        Self {
+            addr,
+            state: AtomicU8::new(state),
+            check_down: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            in_flight: AtomicU32::new(0),
+            ewma: PeakEwma::new(rtt, millis(now)),
+            consecutive: AtomicU32::new(0),
+            until: AtomicU64::new(0),
+            since: AtomicU64::new(now),
+            multiplier: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            requests: AtomicU32::new(0),
+            successes: AtomicU32::new(0),
+            last_requests: AtomicU32::new(0),
+            last_successes: AtomicU32::new(0),
+            passes: AtomicU32::new(0),
+            fails: AtomicU32::new(0),
+        }
+    }
+
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Whether the endpoint takes its share of requests (fully or ramping
+    /// up).
+    pub(crate) fn is_healthy(&self) -> bool {
+        matches!(self.state(), HEALTHY | SLOW_START) && !self.check_down.load(Ordering::Relaxed)
+    }
+
+    fn is_passively_ejected(&self) -> bool {
+        matches!(self.state(), EJECTED | PROBING)
+    }
+
+    /// Its share of requests during slow start, in `(0, 1]`: Envoy's
+    /// `max(min_weight, elapsed / window)` (aggression 1).
+    pub(crate) fn weight(&self, now: u64, config: &Config) -> f64 {
+        if self.state() != SLOW_START || config.slow_start.is_zero() {
+            return 1.0;
+        }
+        let elapsed = now.saturating_sub(self.since.load(Ordering::Relaxed));
+        let ramp = elapsed as f64 / config.slow_start.as_nanos() as f64;
+        ramp.clamp(config.slow_start_min_weight, 1.0)
+    }
+
+    /// Peak-EWMA cost: the latency estimate times the requests in flight
+    /// plus one.
+    pub(crate) fn cost(&self, now: u64, config: &Config) -> f64 {
+        let pending = self.in_flight.load(Ordering::Relaxed);
+        self.ewma.estimate_us(millis(now), config.decay) * f64::from(pending + 1)
+    }
+
+    pub(crate) fn start(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finish(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn millis(nanos: u64) -> u32 {
+    (nanos / 1_000_000) as u32
+}
+
+/// The set's health: every endpoint's [`Health`], and what is derived from
+/// the whole set.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    pub(crate) config: Config,
+    epoch: Instant,
+    pub(crate) rng: Rng,
+    endpoints: Mutex<Vec<Arc<Health>>>,
+    /// Endpoints that take requests, recounted on every transition.
+    healthy: AtomicUsize,
+    /// When the earliest ejection ends (nanoseconds since the epoch), or
+    /// `u64::MAX`: one load per request tells whether a probe is due.
+    next_probe: AtomicU64,
+    /// When the success rates are next compared.
+    next_evaluation: AtomicU64,
+    evaluating: Mutex<()>,
+}
+
+/// Why an endpoint was ejected.
+#[derive(Debug, Clone, Copy)]
+enum Reason {
+    ConsecutiveFailures,
+    SuccessRate,
+    ProbeFailed,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::ConsecutiveFailures => "consecutive_failures",
+            Reason::SuccessRate => "success_rate",
+            Reason::ProbeFailed => "probe_failed",
+        }
+    }
+}
+
+impl Registry {
+    pub(crate) fn new(config: Config, rng: Rng) -> Self {
+        let epoch = Instant::now();
+        let first_evaluation = config.interval.as_nanos() as u64;
+        Self {
+            config,
+            epoch,
+            rng,
+            endpoints: Mutex::new(Vec::new()),
+            healthy: AtomicUsize::new(0),
+            next_probe: AtomicU64::new(u64::MAX),
+            next_evaluation: AtomicU64::new(first_evaluation),
+            evaluating: Mutex::new(()),
+        }
+    }
+
+    /// Nanoseconds from the epoch to `now`.
+    pub(crate) fn nanos(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Health>>> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn healthy(&self) -> usize {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn next_probe(&self) -> u64 {
+        self.next_probe.load(Ordering::Acquire)
+    }
+
+    /// A new endpoint's health. Endpoints of the first set start healthy;
+    /// endpoints added later start in slow start.
+    pub(crate) fn health(&self, addr: SocketAddr, now: Instant, added: bool) -> Arc<Health> {
+        let state = if added && !self.config.slow_start.is_zero() {
+            SLOW_START
+        } else {
+            HEALTHY
+        };
+        Arc::new(Health::new(
+            addr,
+            state,
+            self.nanos(now),
+            self.config.default_rtt,
+        ))
+    }
+
+    /// Replaces the set. Endpoints that left it are marked removed.
+    pub(crate) fn replace(&self, set: Vec<Arc<Health>>) {
+        let mut endpoints = self.lock();
+        for old in endpoints.iter() {
+            if !set.iter().any(|new| Arc::ptr_eq(old, new)) {
+                old.removed.store(true, Ordering::Relaxed);
+            }
+        }
+        *endpoints = set;
+        self.recount(&endpoints);
+    }
+
+    /// Recomputes what is derived from the whole set. Called with the lock
+    /// held, after every transition.
+    fn recount(&self, endpoints: &[Arc<Health>]) {
+        let healthy = endpoints.iter().filter(|h| h.is_healthy()).count();
+        let next_probe = endpoints
+            .iter()
+            .filter(|h| h.state() == EJECTED && !h.check_down.load(Ordering::Relaxed))
+            .map(|h| h.until.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(u64::MAX);
+        self.healthy.store(healthy, Ordering::Release);
+        self.next_probe.store(next_probe, Ordering::Release);
+    }
+
+    /// How long a caller should wait when no endpoint can take a request.
+    pub(crate) fn retry_after(&self, now: u64) -> Duration {
+        let next_probe = self.next_probe();
+        if next_probe != u64::MAX {
+            return Duration::from_nanos(next_probe.saturating_sub(now));
+        }
+        match self.config.checks {
+            Some(checks) => checks.interval,
+            None => Duration::from_secs(1),
+        }
+    }
+
+    /// Records what a request to `health` came to.
+    /// `probe` says whether it was the probe of an ejected endpoint.
+    pub(crate) fn record(
+        &self,
+        health: &Health,
+        verdict: Verdict,
+        rtt: Duration,
+        at: Instant,
+        probe: bool,
+    ) {
+        if probe {
+            if verdict != Verdict::Ignore {
+                let now = self.nanos(at);
+                health.ewma.observe(rtt, millis(now), self.config.decay);
+            }
+            return self.probe_result(health, verdict, at);
+        }
+        if verdict == Verdict::Ignore {
+            return;
+        }
+        let now = self.nanos(at);
+        health.ewma.observe(rtt, millis(now), self.config.decay);
+        health.requests.fetch_add(1, Ordering::Relaxed);
+        match verdict {
+            Verdict::Success => {
+                health.successes.fetch_add(1, Ordering::Relaxed);
+                if health.consecutive.load(Ordering::Relaxed) != 0 {
+                    health.consecutive.store(0, Ordering::Relaxed);
+                }
+            }
+            Verdict::Failure => health.consecutive.store(0, Ordering::Relaxed),
+            Verdict::GatewayFailure => {
+                let run = health.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                if run >= self.config.consecutive_failures {
+                    self.eject(health, now, Reason::ConsecutiveFailures);
+                }
+            }
+            Verdict::Ignore => {}
+        }
+        if now >= self.next_evaluation.load(Ordering::Relaxed) {
+            self.evaluate(now);
+        }
+    }
+
+    /// Ejects `health` unless it is already out or the cap is reached.
+    fn eject(&self, health: &Health, now: u64, reason: Reason) {
+        let endpoints = self.lock();
+        if !matches!(health.state(), HEALTHY | SLOW_START) {
+            return;
+        }
+        let ejected = endpoints
+            .iter()
+            .filter(|h| h.is_passively_ejected())
+            .count();
+        let cap = ((endpoints.len() as f64 * self.config.max_ejected_ratio) as usize).max(1);
+        if ejected >= cap {
+            health.consecutive.store(0, Ordering::Relaxed);
+            tracing::debug!(
+                target: TARGET,
+                endpoint = %health.addr,
+                reason = reason.as_str(),
+                ejected,
+                cap,
+                "ejection skipped: too many endpoints already ejected"
+            );
+            return;
+        }
+        // The multiplier falls by one for each interval spent healthy
+        // since the last re-admission (Envoy's decay), then grows by one.
+        let healthy_for = now.saturating_sub(health.since.load(Ordering::Relaxed));
+        let intervals = healthy_for / (self.config.interval.as_nanos() as u64).max(1);
+        let decayed =
+            u64::from(health.multiplier.load(Ordering::Relaxed)).saturating_sub(intervals);
+        let multiplier = (decayed + 1) as u32;
+        self.eject_for(&endpoints, health, now, multiplier, reason);
+    }
+
+    fn eject_for(
+        &self,
+        endpoints: &[Arc<Health>],
+        health: &Health,
+        now: u64,
+        multiplier: u32,
+        reason: Reason,
+    ) {
+        let duration = self.ejection_duration(multiplier);
+        health.multiplier.store(multiplier, Ordering::Relaxed);
+        health.ejections.fetch_add(1, Ordering::Relaxed);
+        health.consecutive.store(0, Ordering::Relaxed);
+        health.until.store(
+            now.saturating_add(duration.as_nanos() as u64),
+            Ordering::Relaxed,
+        );
+        health.state.store(EJECTED, Ordering::Release);
+        self.recount(endpoints);
+        tracing::warn!(
+            target: TARGET,
+            endpoint = %health.addr,
+            reason = reason.as_str(),
+            ejections = health.ejections.load(Ordering::Relaxed),
+            duration_ms = duration.as_millis() as u64,
+            healthy = self.healthy(),
+            "endpoint ejected"
+        );
+    }
+
+    /// `base × multiplier`, capped, then shortened by up to `jitter` of
+    /// itself so that endpoints ejected together are not probed together.
+    fn ejection_duration(&self, multiplier: u32) -> Duration {
+        let full = self
+            .config
+            .base_ejection
+            .saturating_mul(multiplier)
+            .min(self.config.max_ejection);
+        if self.config.ejection_jitter == 0.0 {
+            return full;
+        }
+        full.mul_f64(1.0 - self.config.ejection_jitter * self.rng.next_f64())
+    }
+
+    /// Takes the endpoint whose ejection ended first out of the ejected
+    /// ones, to send it one probe request.
+    pub(crate) fn start_probe(&self, now: u64) -> Option<Arc<Health>> {
+        let endpoints = self.lock();
+        let due = endpoints
+            .iter()
+            .filter(|h| h.state() == EJECTED && !h.check_down.load(Ordering::Relaxed))
+            .filter(|h| h.until.load(Ordering::Relaxed) <= now)
+            .min_by_key(|h| h.until.load(Ordering::Relaxed))?
+            .clone();
+        due.state.store(PROBING, Ordering::Release);
+        self.recount(&endpoints);
+        tracing::debug!(target: TARGET, endpoint = %due.addr, "probing ejected endpoint");
+        Some(due)
+    }
+
+    /// The probe sent to `health` came back.
+    fn probe_result(&self, health: &Health, verdict: Verdict, now: Instant) {
+        let now = self.nanos(now);
+        let endpoints = self.lock();
+        if health.state() != PROBING {
+            return;
+        }
+        match verdict {
+            Verdict::Success => {
+                self.readmit(&endpoints, health, now);
+                tracing::info!(
+                    target: TARGET,
+                    endpoint = %health.addr,
+                    slow_start_ms = self.config.slow_start.as_millis() as u64,
+                    "endpoint re-admitted after a successful probe"
+                );
+            }
+            Verdict::Failure | Verdict::GatewayFailure => {
+                let multiplier = health.multiplier.load(Ordering::Relaxed).saturating_add(1);
+                self.eject_for(&endpoints, health, now, multiplier, Reason::ProbeFailed);
+            }
+            Verdict::Ignore => {
+                // Nothing learned: the next request probes again.
+                health.until.store(now, Ordering::Relaxed);
+                health.state.store(EJECTED, Ordering::Release);
+                self.recount(&endpoints);
+            }
+        }
+    }
+
+    /// The probe sent to `health` was dropped before it came back.
+    pub(crate) fn abandon_probe(&self, health: &Health, now: Instant) {
+        self.probe_result(health, Verdict::Ignore, now);
+    }
+
+    fn readmit(&self, endpoints: &[Arc<Health>], health: &Health, now: u64) {
+        health.consecutive.store(0, Ordering::Relaxed);
+        health.since.store(now, Ordering::Relaxed);
+        let state = if self.config.slow_start.is_zero() {
+            HEALTHY
+        } else {
+            SLOW_START
+        };
+        health.state.store(state, Ordering::Release);
+        self.recount(endpoints);
+    }
+
+    /// An active health check of `health` passed or failed.
+    pub(crate) fn check_result(&self, health: &Health, passed: bool, now: Instant) {
+        let Some(checks) = self.config.checks else {
+            return;
+        };
+        let now = self.nanos(now);
+        let endpoints = self.lock();
+        if passed {
+            health.fails.store(0, Ordering::Relaxed);
+            let passes = health.passes.fetch_add(1, Ordering::Relaxed) + 1;
+            if passes < checks.rise {
+                return;
+            }
+            let was_down = health.check_down.swap(false, Ordering::Relaxed);
+            // Passing checks also end a passive ejection, as Envoy's
+            // `successful_active_health_check_uneject_host` does.
+            let was_ejected = health.is_passively_ejected();
+            if was_down || was_ejected {
+                self.readmit(&endpoints, health, now);
+                tracing::info!(
+                    target: TARGET,
+                    endpoint = %health.addr,
+                    passes,
+                    "endpoint re-admitted: health checks pass"
+                );
+            }
+        } else {
+            health.passes.store(0, Ordering::Relaxed);
+            let fails = health.fails.fetch_add(1, Ordering::Relaxed) + 1;
+            if fails >= checks.fall && !health.check_down.swap(true, Ordering::Relaxed) {
+                self.recount(&endpoints);
+                tracing::warn!(
+                    target: TARGET,
+                    endpoint = %health.addr,
+                    fails,
+                    healthy = self.healthy(),
+                    "endpoint ejected: health checks fail"
+                );
+            }
+        }
+    }
+
+    /// Compares the endpoints' success rates over the interval that just
+    /// ended and ejects the outliers (Envoy's success-rate outlier
+    /// detection).
+    fn evaluate(&self, now: u64) {
+        let Ok(_evaluating) = self.evaluating.try_lock() else {
+            return;
+        };
+        let due = self.next_evaluation.load(Ordering::Relaxed);
+        if now < due {
+            return;
+        }
+        let interval = self.config.interval.as_nanos() as u64;
+        self.next_evaluation
+            .store(now.saturating_add(interval), Ordering::Relaxed);
+        // Counts older than one interval (no traffic came to close it in
+        // time) are dropped rather than compared.
+        let stale = now >= due.saturating_add(interval);
+        let endpoints = self.lock().clone();
+        let mut rates = Vec::new();
+        for health in &endpoints {
+            let requests = health.requests.swap(0, Ordering::Relaxed);
+            let successes = health.successes.swap(0, Ordering::Relaxed);
+            health.last_requests.store(requests, Ordering::Relaxed);
+            health.last_successes.store(successes, Ordering::Relaxed);
+            if !stale && health.is_healthy() && requests >= self.config.success_rate_min_requests {
+                rates.push((health, f64::from(successes) / f64::from(requests)));
+            }
+        }
+        if rates.len() < self.config.success_rate_min_endpoints.max(1) {
+            return;
+        }
+        let n = rates.len() as f64;
+        let mean = rates.iter().map(|(_, r)| r).sum::<f64>() / n;
+        let variance = rates.iter().map(|(_, r)| (r - mean).powi(2)).sum::<f64>() / n;
+        let threshold = mean - self.config.success_rate_stdev_factor * variance.sqrt();
+        for (health, rate) in rates {
+            if rate < threshold {
+                tracing::debug!(
+                    target: TARGET,
+                    endpoint = %health.addr,
+                    success_rate = rate,
+                    mean,
+                    threshold,
+                    "success-rate outlier"
+                );
+                self.eject(health, now, Reason::SuccessRate);
+            }
+        }
+    }
+
+    /// Every endpoint's state now.
+    pub(crate) fn snapshot(&self, now: Instant) -> Vec<EndpointSnapshot> {
+        let now = self.nanos(now);
+        let endpoints = self.lock().clone();
+        endpoints
+            .iter()
+            .map(|h| {
+                let check_down = h.check_down.load(Ordering::Relaxed);
+                let state = match h.state() {
+                    _ if check_down => EndpointState::Ejected,
+                    EJECTED => EndpointState::Ejected,
+                    PROBING => EndpointState::Probing,
+                    SLOW_START if h.weight(now, &self.config) < 1.0 => EndpointState::SlowStart,
+                    _ => EndpointState::Healthy,
+                };
+                let (requests, successes) = match h.last_requests.load(Ordering::Relaxed) {
+                    0 => (
+                        h.requests.load(Ordering::Relaxed),
+                        h.successes.load(Ordering::Relaxed),
+                    ),
+                    last => (last, h.last_successes.load(Ordering::Relaxed)),
+                };
+                let until = h.until.load(Ordering::Relaxed);
+                EndpointSnapshot {
+                    addr: h.addr,
+                    state,
+                    in_flight: h.in_flight.load(Ordering::Relaxed),
+                    latency: Duration::from_secs_f64(
+                        h.ewma.estimate_us(millis(now), self.config.decay) / 1e6,
+                    ),
+                    success_rate: (requests > 0)
+                        .then(|| f64::from(successes) / f64::from(requests)),
+                    ejections: h.ejections.load(Ordering::Relaxed),
+                    ejected_for: (h.state() == EJECTED && until > now)
+                        .then(|| Duration::from_nanos(until - now)),
+                    checks_failing: check_down,
+                }
+            })
+            .collect()
+    }
+}

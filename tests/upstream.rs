@@ -1,0 +1,761 @@
+//! Behaviour of `Upstreams`, under paused time, over simulated endpoints.
+#![cfg(feature = "upstream")]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Empty;
+use tokio::sync::mpsc;
+use tokio::time::{advance, sleep};
+use tower::discover::Change;
+use tower::{service_fn, Layer, Service, ServiceExt};
+use tower_steady::classify::{Classify, HttpClassifier};
+use tower_steady::http::ErrorResponseLayer;
+use tower_steady::retry::{Backoff, RetryLayer};
+use tower_steady::upstream::{
+    EndpointState, HealthCheck, HttpGet, NoHealthyUpstream, Upstreams, UpstreamsBuilder,
+};
+use tower_steady::BoxError;
+
+fn addr(n: u16) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 1], 8000 + n))
+}
+
+fn addrs(n: u16) -> Vec<SocketAddr> {
+    (0..n).map(addr).collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Up,
+    Status(u16),
+    Refuse,
+    /// Answers after this long.
+    Slow(Duration),
+    /// Answers 503 to the next n requests, then 200.
+    Flaky(u32),
+}
+
+/// A simulated fleet: each endpoint answers as its mode says, and counts
+/// what it got.
+#[derive(Clone, Debug, Default)]
+struct Fleet {
+    modes: Arc<Mutex<HashMap<SocketAddr, Mode>>>,
+    /// `/healthz` answers 200 unless set to false.
+    healthz: Arc<Mutex<HashMap<SocketAddr, bool>>>,
+    hits: Arc<Mutex<HashMap<SocketAddr, u32>>>,
+    checks: Arc<Mutex<HashMap<SocketAddr, u32>>>,
+}
+
+impl Fleet {
+    fn set(&self, at: SocketAddr, mode: Mode) {
+        self.modes.lock().unwrap().insert(at, mode);
+    }
+
+    fn set_healthz(&self, at: SocketAddr, up: bool) {
+        self.healthz.lock().unwrap().insert(at, up);
+    }
+
+    fn hits(&self, at: SocketAddr) -> u32 {
+        self.hits.lock().unwrap().get(&at).copied().unwrap_or(0)
+    }
+
+    fn checks(&self, at: SocketAddr) -> u32 {
+        self.checks.lock().unwrap().get(&at).copied().unwrap_or(0)
+    }
+
+    fn reset_hits(&self) {
+        self.hits.lock().unwrap().clear();
+    }
+
+    fn node(&self, at: SocketAddr) -> Node {
+        Node {
+            at,
+            fleet: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    at: SocketAddr,
+    fleet: Fleet,
+}
+
+type Answer = Pin<Box<dyn Future<Output = Result<Response<Empty<Bytes>>, BoxError>> + Send>>;
+
+impl<B> Service<Request<B>> for Node {
+    type Response = Response<Empty<Bytes>>;
+    type Error = BoxError;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Answer {
+        let status = |code: u16| {
+            let mut response = Response::new(Empty::new());
+            *response.status_mut() = StatusCode::from_u16(code).unwrap();
+            response
+        };
+        if request.uri().path() == "/healthz" {
+            *self
+                .fleet
+                .checks
+                .lock()
+                .unwrap()
+                .entry(self.at)
+                .or_default() += 1;
+            let up = self.fleet.healthz.lock().unwrap().get(&self.at).copied();
+            let code = if up.unwrap_or(true) { 200 } else { 503 };
+            return Box::pin(async move { Ok(status(code)) });
+        }
+        *self.fleet.hits.lock().unwrap().entry(self.at).or_default() += 1;
+        let mode = {
+            let mut modes = self.fleet.modes.lock().unwrap();
+            let mode = modes.get(&self.at).copied();
+            if let Some(Mode::Flaky(n)) = mode {
+                let next = if n > 1 { Mode::Flaky(n - 1) } else { Mode::Up };
+                modes.insert(self.at, next);
+            }
+            mode
+        };
+        Box::pin(async move {
+            match mode.unwrap_or(Mode::Up) {
+                Mode::Up => Ok(status(200)),
+                Mode::Status(code) => Ok(status(code)),
+                Mode::Refuse => Err(io::Error::from(io::ErrorKind::ConnectionRefused).into()),
+                Mode::Flaky(_) => Ok(status(503)),
+                Mode::Slow(latency) => {
+                    sleep(latency).await;
+                    Ok(status(200))
+                }
+            }
+        })
+    }
+}
+
+/// The builder every test starts from: exact ejection times.
+fn builder() -> UpstreamsBuilder {
+    Upstreams::builder().seed(7).ejection_jitter(0.0)
+}
+
+type Req = Request<Empty<Bytes>>;
+
+fn get() -> Req {
+    Request::get("/").body(Empty::new()).unwrap()
+}
+
+/// Waits for `service` and sends it `request` (the endpoints take any
+/// body, so the request type is named here).
+async fn call<S: Service<Req>>(service: &mut S, request: Req) -> Result<S::Response, S::Error> {
+    service.ready().await?.call(request).await
+}
+
+/// Sends `request` and returns its future without awaiting it.
+async fn start<S: Service<Req>>(service: &mut S, request: Req) -> S::Future
+where
+    S::Error: std::fmt::Debug,
+{
+    service.ready().await.unwrap().call(request)
+}
+
+async fn send(service: &mut Upstreams<Node>) -> Result<StatusCode, BoxError> {
+    call(service, get()).await.map(|r| r.status())
+}
+
+/// Sends `n` requests one after the other, `gap` apart.
+async fn send_n(
+    service: &mut Upstreams<Node>,
+    n: usize,
+    gap: Duration,
+) -> Vec<Result<StatusCode, BoxError>> {
+    let mut results = Vec::with_capacity(n);
+    for _ in 0..n {
+        results.push(send(service).await);
+        advance(gap).await;
+    }
+    results
+}
+
+fn state(service: &Upstreams<Node>, at: SocketAddr) -> EndpointState {
+    service.handle().endpoint(at).unwrap().state
+}
+
+const GAP: Duration = Duration::from_millis(10);
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn ejects_after_five_consecutive_gateway_failures() {
+    let fleet = Fleet::default();
+    fleet.set(addr(1), Mode::Status(502));
+    let mut service = builder().build(addrs(3), |a| fleet.node(a)).unwrap();
+
+    send_n(&mut service, 300, GAP).await;
+
+    // Exactly five 502s reached it, then it was taken out.
+    assert_eq!(fleet.hits(addr(1)), 5);
+    let snapshot = service.handle().endpoint(addr(1)).unwrap();
+    assert_eq!(snapshot.state, EndpointState::Ejected);
+    assert_eq!(snapshot.ejections, 1);
+    let left = snapshot.ejected_for.unwrap();
+    assert!(
+        left <= Duration::from_secs(30) && left > Duration::from_secs(26),
+        "{left:?}"
+    );
+    assert_eq!(service.handle().healthy(), 2);
+    assert_eq!(fleet.hits(addr(0)) + fleet.hits(addr(2)), 295);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn refused_connections_and_timeouts_count_but_an_answer_ends_the_run() {
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Refuse);
+    let mut service = builder().build([addr(0)], |a| fleet.node(a)).unwrap();
+    send_n(&mut service, 4, GAP).await;
+    // A 500 is an answer: the endpoint is up, if broken. The run starts
+    // over.
+    fleet.set(addr(0), Mode::Status(500));
+    send_n(&mut service, 1, GAP).await;
+    fleet.set(addr(0), Mode::Refuse);
+    send_n(&mut service, 4, GAP).await;
+    assert_eq!(state(&service, addr(0)), EndpointState::Healthy);
+    send_n(&mut service, 1, GAP).await;
+    assert_eq!(state(&service, addr(0)), EndpointState::Ejected);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn each_ejection_lasts_longer_up_to_the_cap() {
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Refuse);
+    let mut service = builder().build(addrs(3), |a| fleet.node(a)).unwrap();
+    send_n(&mut service, 50, GAP).await;
+    assert_eq!(state(&service, addr(0)), EndpointState::Ejected);
+
+    let mut durations = Vec::new();
+    for _ in 0..12 {
+        let left = service
+            .handle()
+            .endpoint(addr(0))
+            .unwrap()
+            .ejected_for
+            .unwrap();
+        durations.push(left.as_secs_f64().round() as u64);
+        // When the ejection is over, the next request is its probe, and
+        // fails.
+        advance(left).await;
+        let before = fleet.hits(addr(0));
+        send(&mut service).await.unwrap_err();
+        assert_eq!(fleet.hits(addr(0)), before + 1, "the probe went to it");
+        assert_eq!(state(&service, addr(0)), EndpointState::Ejected);
+    }
+    // The first duration was read 500 ms after the ejection.
+    assert_eq!(
+        durations,
+        [30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 300, 300]
+    );
+    assert_eq!(service.handle().endpoint(addr(0)).unwrap().ejections, 13);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_healthy_spell_shortens_the_next_ejection() {
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Refuse);
+    let mut service = builder()
+        .slow_start(Duration::ZERO)
+        .build(addrs(3), |a| fleet.node(a))
+        .unwrap();
+    send_n(&mut service, 50, GAP).await;
+    // Second ejection: 60 s.
+    advance(Duration::from_secs(30)).await;
+    send(&mut service).await.unwrap_err();
+    assert_eq!(
+        service.handle().endpoint(addr(0)).unwrap().ejected_for,
+        Some(Duration::from_secs(60))
+    );
+    // It recovers, is probed back in and stays healthy for 20 s (two
+    // intervals): the multiplier falls from 2 to 0, so the next ejection is
+    // a first one again.
+    fleet.set(addr(0), Mode::Up);
+    advance(Duration::from_secs(60)).await;
+    send(&mut service).await.unwrap();
+    assert_eq!(state(&service, addr(0)), EndpointState::Healthy);
+    advance(Duration::from_secs(20)).await;
+    fleet.set(addr(0), Mode::Refuse);
+    send_n(&mut service, 50, GAP).await;
+    let left = service
+        .handle()
+        .endpoint(addr(0))
+        .unwrap()
+        .ejected_for
+        .unwrap();
+    assert!(
+        left <= Duration::from_secs(30) && left > Duration::from_secs(29),
+        "{left:?}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn at_most_a_tenth_of_the_set_is_ejected_but_always_one() {
+    // Three endpoints, two failing: one may be ejected (a tenth of three
+    // is less than one, and one is always allowed).
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Status(503));
+    fleet.set(addr(1), Mode::Status(503));
+    let mut service = builder().build(addrs(3), |a| fleet.node(a)).unwrap();
+    send_n(&mut service, 200, GAP).await;
+    let ejected = |service: &Upstreams<Node>| {
+        service
+            .handle()
+            .snapshot()
+            .iter()
+            .filter(|e| e.state == EndpointState::Ejected)
+            .count()
+    };
+    assert_eq!(ejected(&service), 1);
+    assert_eq!(service.handle().healthy(), 2);
+
+    // Twenty endpoints, five failing: two may be.
+    let fleet = Fleet::default();
+    for n in 0..5 {
+        fleet.set(addr(n), Mode::Status(503));
+    }
+    let mut service = builder().build(addrs(20), |a| fleet.node(a)).unwrap();
+    send_n(&mut service, 1000, GAP).await;
+    assert_eq!(ejected(&service), 2);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn below_half_healthy_the_whole_set_takes_requests() {
+    // With no cap on ejections, three of four endpoints are ejected: one
+    // healthy endpoint cannot carry the load, so balance over all four.
+    let fleet = Fleet::default();
+    for n in 0..3 {
+        fleet.set(addr(n), Mode::Status(503));
+    }
+    let mut service = builder()
+        .max_ejected_ratio(1.0)
+        .build(addrs(4), |a| fleet.node(a))
+        .unwrap();
+    send_n(&mut service, 200, GAP).await;
+    assert_eq!(service.handle().healthy(), 1);
+
+    fleet.reset_hits();
+    send_n(&mut service, 400, GAP).await;
+    for n in 0..4 {
+        let hits = fleet.hits(addr(n));
+        assert!((70..130).contains(&hits), "endpoint {n}: {hits} of 400");
+    }
+
+    // At half healthy, panic mode is off: the two ejected get nothing.
+    let fleet = Fleet::default();
+    for n in 0..2 {
+        fleet.set(addr(n), Mode::Status(503));
+    }
+    let mut service = builder()
+        .max_ejected_ratio(1.0)
+        .build(addrs(4), |a| fleet.node(a))
+        .unwrap();
+    send_n(&mut service, 200, GAP).await;
+    fleet.reset_hits();
+    send_n(&mut service, 400, GAP).await;
+    assert_eq!(fleet.hits(addr(0)) + fleet.hits(addr(1)), 0);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn with_every_endpoint_ejected_requests_get_no_healthy_upstream_until_the_probe() {
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Refuse);
+    let mut service = builder().build([addr(0)], |a| fleet.node(a)).unwrap();
+    send_n(&mut service, 5, Duration::ZERO).await;
+    assert_eq!(state(&service, addr(0)), EndpointState::Ejected);
+
+    advance(Duration::from_secs(10)).await;
+    let error = send(&mut service).await.unwrap_err();
+    let none = error.downcast_ref::<NoHealthyUpstream>().unwrap();
+    assert_eq!(none.retry_after(), Duration::from_secs(20));
+    let outcome = HttpClassifier::new().classify_error(&*error);
+    assert_eq!(
+        outcome.safety(),
+        Some(tower_steady::classify::RetrySafety::NotSent)
+    );
+    assert_eq!(
+        HttpClassifier::new().retry_after(&*error),
+        Some(Duration::from_secs(20))
+    );
+    assert_eq!(fleet.hits(addr(0)), 5, "nothing was sent");
+
+    // At the edge, ErrorResponseLayer answers 503 with the time to the probe.
+    let mut edge = ErrorResponseLayer::new().layer(service.clone());
+    let response = call(&mut edge, get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "20");
+
+    // The probe goes out at 30 s.
+    fleet.set(addr(0), Mode::Up);
+    advance(Duration::from_secs(20)).await;
+    assert_eq!(send(&mut service).await.unwrap(), StatusCode::OK);
+    assert_eq!(state(&service, addr(0)), EndpointState::SlowStart);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn one_probe_then_slow_start_ramps_the_share_up() {
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Status(502));
+    let mut service = builder().build(addrs(3), |a| fleet.node(a)).unwrap();
+    send_n(&mut service, 50, GAP).await;
+    assert_eq!(state(&service, addr(0)), EndpointState::Ejected);
+
+    // Recovered; at the end of the ejection one request probes it.
+    fleet.set(addr(0), Mode::Up);
+    advance(Duration::from_secs(30)).await;
+    fleet.reset_hits();
+    send(&mut service).await.unwrap();
+    assert_eq!(fleet.hits(addr(0)), 1, "the first request is the probe");
+    assert_eq!(state(&service, addr(0)), EndpointState::SlowStart);
+
+    // Its share over each fifth of the 30 s window, 300 requests each.
+    let mut shares = Vec::new();
+    for _ in 0..7 {
+        fleet.reset_hits();
+        send_n(&mut service, 300, Duration::from_millis(20)).await;
+        shares.push(fleet.hits(addr(0)));
+    }
+    // A full share is a third (100). It starts near a tenth of that and
+    // grows with the window.
+    assert!(shares[0] < 30, "{shares:?}");
+    for pair in shares[..5].windows(2) {
+        assert!(pair[0] < pair[1], "{shares:?}");
+    }
+    assert!((85..=115).contains(&shares[6]), "{shares:?}");
+    assert_eq!(state(&service, addr(0)), EndpointState::Healthy);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_dropped_probe_lets_the_next_request_probe() {
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Refuse);
+    let mut service = builder().build([addr(0)], |a| fleet.node(a)).unwrap();
+    send_n(&mut service, 5, Duration::ZERO).await;
+    advance(Duration::from_secs(30)).await;
+    fleet.set(addr(0), Mode::Slow(Duration::from_secs(5)));
+
+    let probe = start(&mut service, get()).await;
+    assert_eq!(state(&service, addr(0)), EndpointState::Probing);
+    // Only one probe: the next request finds nothing to send to.
+    let error = send(&mut service).await.unwrap_err();
+    assert!(error.is::<NoHealthyUpstream>());
+    drop(probe);
+
+    assert_eq!(state(&service, addr(0)), EndpointState::Ejected);
+    fleet.set(addr(0), Mode::Up);
+    assert_eq!(send(&mut service).await.unwrap(), StatusCode::OK);
+    assert_eq!(state(&service, addr(0)), EndpointState::SlowStart);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn success_rate_outliers_are_ejected() {
+    // Six endpoints; one fails half its requests with 500s (answers, so
+    // never five gateway failures in a row). Over a 10 s interval with
+    // more than 100 requests each, it is far below the others.
+    let fleet = Fleet::default();
+    let flaky = addr(5);
+    let mut service = builder().build(addrs(6), |a| fleet.node(a)).unwrap();
+    for i in 0..1200 {
+        let mode = if i % 2 == 0 {
+            Mode::Status(500)
+        } else {
+            Mode::Up
+        };
+        fleet.set(flaky, mode);
+        send(&mut service).await.unwrap();
+        advance(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state(&service, flaky), EndpointState::Ejected);
+    let snapshot = service.handle().endpoint(flaky).unwrap();
+    let rate = snapshot.success_rate.unwrap();
+    assert!((0.4..0.6).contains(&rate), "{rate}");
+    for n in 0..5 {
+        assert_eq!(state(&service, addr(n)), EndpointState::Healthy);
+    }
+
+    // With fewer than five endpoints there is no comparison.
+    let fleet = Fleet::default();
+    let mut service = builder().build(addrs(4), |a| fleet.node(a)).unwrap();
+    for i in 0..1200 {
+        let mode = if i % 2 == 0 {
+            Mode::Status(500)
+        } else {
+            Mode::Up
+        };
+        fleet.set(addr(3), mode);
+        send(&mut service).await.unwrap();
+        advance(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state(&service, addr(3)), EndpointState::Healthy);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_less_loaded_of_two_gets_the_request() {
+    // One endpoint answers in 200 ms, the others in 10 ms: peak EWMA sees
+    // it, and with requests overlapping its in-flight count too.
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Slow(Duration::from_millis(200)));
+    for n in 1..4 {
+        fleet.set(addr(n), Mode::Slow(Duration::from_millis(10)));
+    }
+    let service = builder().build(addrs(4), |a| fleet.node(a)).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..400 {
+        let mut service = service.clone();
+        tasks.push(tokio::spawn(async move { send(&mut service).await }));
+        advance(Duration::from_millis(5)).await;
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let slow = fleet.hits(addr(0));
+    // Uniform would be 100; p2c alone, without a load signal, would be
+    // about as much.
+    assert!(slow < 40, "slow endpoint got {slow} of 400");
+    let latency = service.handle().endpoint(addr(0)).unwrap().latency;
+    assert!(latency > Duration::from_millis(100), "{latency:?}");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_retry_goes_to_an_endpoint_not_yet_tried() {
+    // One endpoint answers 503 to everything and is never ejected (a high
+    // threshold). A GET that lands on it first is retried once: if the
+    // retry went back, the request would fail.
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Status(503));
+    let upstreams = builder()
+        .consecutive_failures(1_000)
+        .build(addrs(3), |a| fleet.node(a))
+        .unwrap();
+    let retry = RetryLayer::builder()
+        .max_attempts(2)
+        .backoff(Backoff::none())
+        .seed(3)
+        .build()
+        .unwrap();
+    let mut service = retry.layer(upstreams);
+    let mut ok = 0;
+    for _ in 0..300 {
+        let response = call(&mut service, get()).await.unwrap();
+        if response.status() == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 300);
+    assert!(
+        fleet.hits(addr(0)) > 50,
+        "the bad endpoint was tried first often"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_retry_goes_back_when_every_healthy_endpoint_was_tried() {
+    // One endpoint, failing its first request: the retry has nowhere else
+    // to go, so it goes back.
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Flaky(1));
+    let upstreams = builder().build([addr(0)], |a| fleet.node(a)).unwrap();
+    let retry = RetryLayer::builder()
+        .max_attempts(2)
+        .backoff(Backoff::none())
+        .build()
+        .unwrap();
+    let mut service = retry.layer(upstreams);
+    let response = call(&mut service, get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(fleet.hits(addr(0)), 2);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn active_checks_take_an_endpoint_out_after_three_failures_and_back_after_two_passes() {
+    let fleet = Fleet::default();
+    let service = builder()
+        .health_check(HealthCheck::<HttpGet<Empty<Bytes>>>::http_get("/healthz"))
+        .build(addrs(3), |a| fleet.node(a))
+        .unwrap();
+    // Let every endpoint's checks start (they are spread over 2 s).
+    advance(Duration::from_secs(2)).await;
+    sleep(Duration::from_millis(1)).await;
+    assert!(fleet.checks(addr(1)) >= 1);
+    assert_eq!(state(&service, addr(1)), EndpointState::Healthy);
+
+    fleet.set_healthz(addr(1), false);
+    // Two failures are not enough.
+    sleep(Duration::from_secs(4)).await;
+    assert_eq!(state(&service, addr(1)), EndpointState::Healthy);
+    sleep(Duration::from_secs(2)).await;
+    let snapshot = service.handle().endpoint(addr(1)).unwrap();
+    assert_eq!(snapshot.state, EndpointState::Ejected);
+    assert!(snapshot.checks_failing);
+
+    // No request goes to it now.
+    fleet.reset_hits();
+    let mut sender = service.clone();
+    send_n(&mut sender, 100, Duration::ZERO).await;
+    assert_eq!(fleet.hits(addr(1)), 0);
+
+    fleet.set_healthz(addr(1), true);
+    sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        state(&service, addr(1)),
+        EndpointState::Ejected,
+        "one pass is not enough"
+    );
+    sleep(Duration::from_secs(2)).await;
+    let snapshot = service.handle().endpoint(addr(1)).unwrap();
+    assert_eq!(snapshot.state, EndpointState::SlowStart);
+    assert!(!snapshot.checks_failing);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_check_service_and_timeouts_decide_health_too() {
+    // A user check that hangs for the endpoint at port 1: a check that does
+    // not answer within its timeout fails.
+    let check = service_fn(|at: SocketAddr| async move {
+        if at == addr(1) {
+            sleep(Duration::from_secs(60)).await;
+        }
+        Ok::<_, Infallible>(())
+    });
+    let fleet = Fleet::default();
+    let service = builder()
+        .health_check(
+            HealthCheck::service(check)
+                .fall(2)
+                .interval(Duration::from_secs(1)),
+        )
+        .build(addrs(2), |a| fleet.node(a))
+        .unwrap();
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(state(&service, addr(1)), EndpointState::Ejected);
+    assert_eq!(state(&service, addr(0)), EndpointState::Healthy);
+}
+
+/// A `Discover` fed by a channel.
+struct Feed(mpsc::UnboundedReceiver<Change<SocketAddr, Node>>);
+
+impl futures_core::Stream for Feed {
+    type Item = Result<Change<SocketAddr, Node>, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|c| c.map(Ok))
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_dynamic_set_is_followed_and_removed_endpoints_finish_their_requests() {
+    let fleet = Fleet::default();
+    let (feed, changes) = mpsc::unbounded_channel();
+    feed.send(Change::Insert(addr(0), fleet.node(addr(0))))
+        .unwrap();
+    feed.send(Change::Insert(addr(1), fleet.node(addr(1))))
+        .unwrap();
+    let mut service = builder().build_discover(Feed(changes)).unwrap();
+    // The changes already sent are the first set: healthy at once.
+    assert_eq!(service.addrs(), [addr(0), addr(1)]);
+    assert_eq!(service.handle().healthy(), 2);
+
+    // A slow request in flight on endpoint 0 when it is removed.
+    fleet.set(addr(0), Mode::Slow(Duration::from_secs(1)));
+    fleet.set(addr(1), Mode::Slow(Duration::from_secs(1)));
+    let mut in_flight = Vec::new();
+    for _ in 0..10 {
+        in_flight.push(start(&mut service, get()).await);
+    }
+    assert!(service.handle().endpoint(addr(0)).unwrap().in_flight > 0);
+    feed.send(Change::Remove(addr(0))).unwrap();
+    feed.send(Change::Insert(addr(2), fleet.node(addr(2))))
+        .unwrap();
+    sleep(Duration::from_millis(1)).await;
+    assert_eq!(service.addrs(), [addr(1), addr(2)]);
+    assert_eq!(
+        state(&service, addr(2)),
+        EndpointState::SlowStart,
+        "added endpoints ramp up"
+    );
+    for response in in_flight {
+        assert_eq!(response.await.unwrap().status(), StatusCode::OK);
+    }
+
+    fleet.reset_hits();
+    send_n(&mut service, 50, Duration::ZERO).await;
+    assert_eq!(fleet.hits(addr(0)), 0);
+    assert_eq!(fleet.hits(addr(1)) + fleet.hits(addr(2)), 50);
+
+    // Everything removed: nothing to send to.
+    feed.send(Change::Remove(addr(1))).unwrap();
+    feed.send(Change::Remove(addr(2))).unwrap();
+    sleep(Duration::from_millis(1)).await;
+    assert!(send(&mut service)
+        .await
+        .unwrap_err()
+        .is::<NoHealthyUpstream>());
+}
+
+#[test]
+fn bad_settings_are_refused_with_the_field() {
+    let field =
+        |result: Result<Upstreams<Node>, tower_steady::ConfigError>| result.unwrap_err().field();
+    let fleet = Fleet::default();
+    let make = |a| fleet.node(a);
+    assert_eq!(
+        field(builder().consecutive_failures(0).build(addrs(1), make)),
+        "upstream.consecutive_failures"
+    );
+    assert_eq!(
+        field(
+            builder()
+                .max_ejection(Duration::from_secs(1))
+                .build(addrs(1), make)
+        ),
+        "upstream.max_ejection"
+    );
+    assert_eq!(
+        field(builder().max_ejected_ratio(1.5).build(addrs(1), make)),
+        "upstream.max_ejected_ratio"
+    );
+    assert_eq!(
+        field(builder().panic_threshold(-0.1).build(addrs(1), make)),
+        "upstream.panic_threshold"
+    );
+    assert_eq!(
+        field(builder().interval(Duration::ZERO).build(addrs(1), make)),
+        "upstream.interval"
+    );
+    assert_eq!(
+        field(builder().slow_start_min_weight(0.0).build(addrs(1), make)),
+        "upstream.slow_start_min_weight"
+    );
+    assert_eq!(
+        field(
+            builder()
+                .health_check(HealthCheck::<HttpGet<Empty<Bytes>>>::http_get("healthz"))
+                .build(addrs(1), make)
+        ),
+        "health_check.path"
+    );
+    assert_eq!(
+        field(
+            builder()
+                .health_check(HealthCheck::<HttpGet<Empty<Bytes>>>::http_get("/h").rise(0))
+                .build(addrs(1), make)
+        ),
+        "health_check.rise"
+    );
+}
+
