@@ -758,4 +758,3 @@ fn bad_settings_are_refused_with_the_field() {
         "health_check.rise"
     );
 }
-

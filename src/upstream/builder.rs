@@ -140,9 +140,10 @@ impl<C, K> UpstreamsBuilder<C, K> {
         self
     }
 
-    /// The latency estimate of an endpoint before its first answer, and the
-    /// time over which the estimate forgets. Defaults 30 ms and 10 s
-    /// (linkerd's `EWMA_DEFAULT_RTT` and `EWMA_DECAY`).
+    /// The latency assumed for an endpoint not measured yet while it has
+    /// requests in flight, and the time over which the estimate forgets.
+    /// Defaults 30 ms and 10 s (linkerd's `EWMA_DEFAULT_RTT` and
+    /// `EWMA_DECAY`).
     pub fn peak_ewma(mut self, default_rtt: Duration, decay: Duration) -> Self {
         self.config.default_rtt = default_rtt;
         self.config.decay = decay;

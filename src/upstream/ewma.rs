@@ -10,6 +10,14 @@ use std::time::Duration;
 /// zero the same way, so an endpoint that has not answered for a while is
 /// tried again.
 ///
+/// An endpoint starts unmeasured (an estimate of zero). As in Finagle, an
+/// unmeasured endpoint costs nothing while it has no request in flight, so
+/// it gets one at once, and costs the default latency per request while it
+/// has some: it is measured by its first answer rather than kept out by a
+/// guess. (tower starts from the default instead; against endpoints
+/// answering in 1 ms, a new one at 30 ms would wait half a minute of decay
+/// for its first request.)
+///
 /// The estimate (an `f32` of microseconds) and the time of its last update
 /// (milliseconds since the registry's epoch, wrapping after 49 days: an
 /// endpoint idle for that long decays by a wrong amount once) share one
@@ -32,9 +40,9 @@ fn decay_factor(elapsed_ms: u32, decay: Duration) -> f64 {
 }
 
 impl PeakEwma {
-    pub(crate) fn new(initial: Duration, now_ms: u32) -> Self {
+    pub(crate) fn new(now_ms: u32) -> Self {
         Self {
-            packed: AtomicU64::new(pack(initial.as_micros() as f32, now_ms)),
+            packed: AtomicU64::new(pack(0.0, now_ms)),
         }
     }
 
@@ -64,10 +72,28 @@ impl PeakEwma {
         }
     }
 
-    /// The estimate at `now_ms`, in microseconds.
+    /// The estimate at `now_ms`, in microseconds; zero when unmeasured.
     pub(crate) fn estimate_us(&self, now_ms: u32, decay: Duration) -> f64 {
         let (estimate, at) = unpack(self.packed.load(Ordering::Relaxed));
         f64::from(estimate) * decay_factor(now_ms.wrapping_sub(at), decay)
+    }
+
+    /// The peak-EWMA cost of sending one more request: the estimate times
+    /// the requests in flight plus one (see the type's docs for an
+    /// unmeasured endpoint).
+    pub(crate) fn cost(
+        &self,
+        pending: u32,
+        now_ms: u32,
+        decay: Duration,
+        default: Duration,
+    ) -> f64 {
+        let estimate = match self.estimate_us(now_ms, decay) {
+            e if e > 0.0 => e,
+            _ if pending == 0 => return 0.0,
+            _ => default.as_secs_f64() * 1e6,
+        };
+        estimate * f64::from(pending + 1)
     }
 }
 
@@ -77,16 +103,32 @@ mod tests {
 
     const DECAY: Duration = Duration::from_secs(10);
 
+    fn measured(rtt: Duration, at: u32) -> PeakEwma {
+        let ewma = PeakEwma::new(at);
+        ewma.observe(rtt, at, DECAY);
+        ewma
+    }
+
+    #[test]
+    fn an_unmeasured_endpoint_is_free_until_it_has_a_request_in_flight() {
+        let ewma = PeakEwma::new(0);
+        let default = Duration::from_millis(30);
+        assert_eq!(ewma.cost(0, 0, DECAY, default), 0.0);
+        assert_eq!(ewma.cost(1, 0, DECAY, default), 60_000.0);
+        ewma.observe(Duration::from_millis(2), 5, DECAY);
+        assert!((ewma.cost(1, 5, DECAY, default) - 4_000.0).abs() < 1.0);
+    }
+
     #[test]
     fn a_slower_answer_replaces_the_estimate_at_once() {
-        let ewma = PeakEwma::new(Duration::from_millis(30), 0);
+        let ewma = measured(Duration::from_millis(30), 0);
         ewma.observe(Duration::from_millis(500), 0, DECAY);
         assert!((ewma.estimate_us(0, DECAY) - 500_000.0).abs() < 1.0);
     }
 
     #[test]
     fn a_faster_answer_pulls_it_down_by_the_time_since_the_last_one() {
-        let ewma = PeakEwma::new(Duration::from_millis(100), 0);
+        let ewma = measured(Duration::from_millis(100), 0);
         // One decay period later, a 0 ms answer leaves e^-1 of the estimate.
         ewma.observe(Duration::ZERO, 10_000, DECAY);
         let expected = 100_000.0 * (-1.0f64).exp();
@@ -98,7 +140,7 @@ mod tests {
 
     #[test]
     fn an_idle_estimate_decays_when_read() {
-        let ewma = PeakEwma::new(Duration::from_millis(100), 0);
+        let ewma = measured(Duration::from_millis(100), 0);
         assert!((ewma.estimate_us(0, DECAY) - 100_000.0).abs() < 1.0);
         let later = ewma.estimate_us(20_000, DECAY);
         assert!((later - 100_000.0 * (-2.0f64).exp()).abs() < 1.0, "{later}");
@@ -106,7 +148,7 @@ mod tests {
 
     #[test]
     fn the_clock_may_wrap() {
-        let ewma = PeakEwma::new(Duration::from_millis(100), u32::MAX - 5_000);
+        let ewma = measured(Duration::from_millis(100), u32::MAX - 5_000);
         // 10 s later, across the wrap.
         let at = (u32::MAX - 5_000).wrapping_add(10_000);
         let read = ewma.estimate_us(at, DECAY);

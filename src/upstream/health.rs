@@ -120,14 +120,14 @@ pub(crate) struct Health {
 }
 
 impl Health {
-    fn new(addr: SocketAddr, state: u8, now: u64, rtt: Duration) -> Self {
+    fn new(addr: SocketAddr, state: u8, now: u64) -> Self {
         Self {
             addr,
             state: AtomicU8::new(state),
             check_down: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
-            ewma: PeakEwma::new(rtt, millis(now)),
+            ewma: PeakEwma::new(millis(now)),
             consecutive: AtomicU32::new(0),
             until: AtomicU64::new(0),
             since: AtomicU64::new(now),
@@ -171,7 +171,8 @@ impl Health {
     /// plus one.
     pub(crate) fn cost(&self, now: u64, config: &Config) -> f64 {
         let pending = self.in_flight.load(Ordering::Relaxed);
-        self.ewma.estimate_us(millis(now), config.decay) * f64::from(pending + 1)
+        self.ewma
+            .cost(pending, millis(now), config.decay, config.default_rtt)
     }
 
     pub(crate) fn start(&self) {
@@ -266,12 +267,7 @@ impl Registry {
         } else {
             HEALTHY
         };
-        Arc::new(Health::new(
-            addr,
-            state,
-            self.nanos(now),
-            self.config.default_rtt,
-        ))
+        Arc::new(Health::new(addr, state, self.nanos(now)))
     }
 
     /// Replaces the set. Endpoints that left it are marked removed.

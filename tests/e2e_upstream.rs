@@ -1,0 +1,293 @@
+//! End to end on loopback: a hyper-util client behind `RetryLayer` +
+//! `Upstreams` balances over three real hyper (axum) upstreams on
+//! `127.0.0.1`, while one of them is shut down and restarted on the same
+//! port, another starts answering 502 to everything, and the set changes.
+//!
+//! The client runs under paused time: ejections last 30 s of *virtual*
+//! time, ended by `advance`, never by waiting. The client stack has no
+//! timer of its own while a request waits on a socket (no timeouts, no
+//! health checks, no pool timers), so paused time cannot fire anything
+//! early; the retry layer's backoff is off. Every load is a fixed number of
+//! requests.
+#![cfg(feature = "upstream")]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::{http::StatusCode, routing::get, Router};
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::advance;
+use tower::discover::Change;
+use tower::{Layer, Service, ServiceExt};
+use tower_steady::retry::{Backoff, ReplayBody, RetryLayer};
+use tower_steady::upstream::{Dns, EndpointState, SetAuthority, Upstreams, UpstreamsHandle};
+
+type HttpClient = Client<HttpConnector, ReplayBody<Empty<Bytes>>>;
+type Endpoint = SetAuthority<HttpClient>;
+
+/// One upstream: an axum app on its own thread and runtime, answering 200
+/// (or 502 when told to), counting what it answers. It can be stopped
+/// (listener and connections closed: new connections are refused) and
+/// started again on the same port.
+struct Upstream {
+    addr: SocketAddr,
+    hits: Arc<AtomicU32>,
+    bad_gateway: Arc<AtomicBool>,
+    running: Option<(oneshot::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+impl Upstream {
+    fn start() -> Self {
+        let mut this = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            hits: Arc::default(),
+            bad_gateway: Arc::default(),
+            running: None,
+        };
+        this.restart();
+        this
+    }
+
+    fn restart(&mut self) {
+        // SO_REUSEADDR so the port can be bound again right after a stop.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_reuse_address(true).unwrap();
+        socket.bind(&self.addr.into()).unwrap();
+        socket.listen(128).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let listener: std::net::TcpListener = socket.into();
+        self.addr = listener.local_addr().unwrap();
+
+        let (hits, bad_gateway) = (self.hits.clone(), self.bad_gateway.clone());
+        let app = Router::new().route(
+            "/",
+            get(move || {
+                let (hits, bad_gateway) = (hits.clone(), bad_gateway.clone());
+                async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    if bad_gateway.load(Ordering::SeqCst) {
+                        StatusCode::BAD_GATEWAY
+                    } else {
+                        StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                tokio::select! {
+                    res = axum::serve(listener, app) => res.unwrap(),
+                    _ = stopped => {}
+                }
+            });
+            // Dropping the runtime closes every connection it served.
+        });
+        self.running = Some((stop, thread));
+    }
+
+    fn stop(&mut self) {
+        if let Some((stop, thread)) = self.running.take() {
+            let _ = stop.send(());
+            thread.join().unwrap();
+        }
+    }
+
+    fn hits(&self) -> u32 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A `Discover` fed by the test, standing in for DNS answers.
+struct Feed(mpsc::UnboundedReceiver<Change<SocketAddr, Endpoint>>);
+
+impl futures_core::Stream for Feed {
+    type Item = Result<Change<SocketAddr, Endpoint>, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|c| c.map(Ok))
+    }
+}
+
+fn client() -> HttpClient {
+    // No idle connections: a stopped upstream is seen at the next connect.
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http()
+}
+
+/// Sends `total` GETs from `concurrency` tasks; returns how many answers
+/// of each status (errors as status 0).
+async fn load<S>(service: &S, total: usize, concurrency: usize) -> HashMap<u16, usize>
+where
+    S: Service<Request<Empty<Bytes>>, Response = http::Response<hyper::body::Incoming>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug,
+{
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let service = service.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..total / concurrency {
+                let request = Request::get("/").body(Empty::new()).unwrap();
+                let status = match service.clone().oneshot(request).await {
+                    Ok(response) => response.status().as_u16(),
+                    Err(error) => {
+                        eprintln!("request failed: {error:?}");
+                        0
+                    }
+                };
+                statuses.push(status);
+            }
+            statuses
+        }));
+    }
+    let mut counts = HashMap::new();
+    for task in tasks {
+        for status in task.await.unwrap() {
+            *counts.entry(status).or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn state(handle: &UpstreamsHandle, upstream: &Upstream) -> Option<EndpointState> {
+    handle.endpoint(upstream.addr).map(|e| e.state)
+}
+
+fn all_ok(total: usize) -> HashMap<u16, usize> {
+    HashMap::from([(200, total)])
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn replicas_that_stop_or_fail_are_routed_around_and_brought_back() {
+    let mut upstreams: Vec<Upstream> = (0..3).map(|_| Upstream::start()).collect();
+    let client = client();
+    let make = |addr| SetAuthority::new(addr, client.clone());
+    let (feed, changes) = mpsc::unbounded_channel();
+    for upstream in &upstreams {
+        feed.send(Change::Insert(upstream.addr, make(upstream.addr)))
+            .unwrap();
+    }
+    let balancer = Upstreams::builder()
+        .seed(11)
+        .build_discover(Feed(changes))
+        .unwrap();
+    let handle = balancer.handle();
+    let retry = RetryLayer::builder()
+        .backoff(Backoff::none())
+        .seed(5)
+        .build()
+        .unwrap();
+    let service = retry.layer(balancer);
+
+    // All three up: the load is spread.
+    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    for upstream in &upstreams {
+        assert!(upstream.hits() > 50, "{}", upstream.hits());
+    }
+
+    // One is shut down: its connections are refused. Every request is
+    // retried elsewhere and succeeds; after five refusals in a row it is
+    // ejected and gets nothing more.
+    upstreams[1].stop();
+    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    assert_eq!(state(&handle, &upstreams[1]), Some(EndpointState::Ejected));
+    assert_eq!(handle.endpoint(upstreams[1].addr).unwrap().ejections, 1);
+
+    // Restarted on the same port. When its ejection is over, one request
+    // probes it, and it is back in slow start...
+    upstreams[1].restart();
+    let before = upstreams[1].hits();
+    advance(Duration::from_secs(31)).await;
+    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    assert!(upstreams[1].hits() > before, "the probe reached it");
+    assert_eq!(
+        state(&handle, &upstreams[1]),
+        Some(EndpointState::SlowStart)
+    );
+    // ...and once the slow start is over it takes its full share.
+    advance(Duration::from_secs(30)).await;
+    let before = upstreams[1].hits();
+    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    assert_eq!(state(&handle, &upstreams[1]), Some(EndpointState::Healthy));
+    let share = upstreams[1].hits() - before;
+    assert!(share > 60, "restarted upstream took {share} of 300");
+
+    // Another starts answering 502 to everything: the clients never see a
+    // 502 (each is retried on another replica), and it is ejected.
+    upstreams[2].bad_gateway.store(true, Ordering::SeqCst);
+    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    assert_eq!(state(&handle, &upstreams[2]), Some(EndpointState::Ejected));
+    let before = upstreams[2].hits();
+    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    assert_eq!(
+        upstreams[2].hits(),
+        before,
+        "an ejected upstream gets nothing"
+    );
+
+    // The set changes, as a DNS answer would: the failing replica is
+    // replaced by a new one, which starts taking requests.
+    let fresh = Upstream::start();
+    feed.send(Change::Remove(upstreams[2].addr)).unwrap();
+    feed.send(Change::Insert(fresh.addr, make(fresh.addr)))
+        .unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(state(&handle, &upstreams[2]), None);
+    assert_eq!(state(&handle, &fresh), Some(EndpointState::SlowStart));
+    advance(Duration::from_secs(30)).await;
+    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    assert!(
+        fresh.hits() > 60,
+        "new replica took {} of 300",
+        fresh.hits()
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_dns_name_is_resolved_and_balanced_over() {
+    let upstream = Upstream::start();
+    let client = client();
+    // An address literal resolves without a DNS server; the lookup path is
+    // the same.
+    let dns = Dns::new(upstream.addr.to_string(), move |addr| {
+        SetAuthority::new(addr, client.clone())
+    })
+    .resolve()
+    .await
+    .unwrap();
+    let balancer = Upstreams::builder().build_discover(dns).unwrap();
+    assert_eq!(balancer.addrs(), [upstream.addr]);
+    let service = RetryLayer::new().layer(balancer);
+    assert_eq!(load(&service, 20, 2).await, all_ok(20));
+    assert_eq!(upstream.hits(), 20);
+}
