@@ -193,3 +193,39 @@ impl<F, S> fmt::Debug for Dns<F, S> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], port))
+    }
+
+    fn drain(dns: &mut Dns<fn(SocketAddr) -> SocketAddr, SocketAddr>) -> Vec<String> {
+        dns.changes
+            .drain(..)
+            .map(|change| match change {
+                Change::Insert(key, service) => {
+                    assert_eq!(key, service);
+                    format!("+{}", key.port())
+                }
+                Change::Remove(key) => format!("-{}", key.port()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_answer_becomes_inserts_and_removals() {
+        let mut dns: Dns<fn(SocketAddr) -> SocketAddr, SocketAddr> = Dns::new("x:1", |a| a);
+        dns.update(vec![addr(2), addr(1), addr(2)]);
+        assert_eq!(drain(&mut dns), ["+1", "+2"]);
+        dns.update(vec![addr(3), addr(2)]);
+        assert_eq!(drain(&mut dns), ["-1", "+3"]);
+        dns.update(vec![addr(2), addr(3)]);
+        assert!(
+            drain(&mut dns).is_empty(),
+            "the same answer changes nothing"
+        );
+    }
+}

@@ -1,4 +1,193 @@
-//! MODULE_DOCS_PLACEHOLDER
+//! Balancing over the endpoints of an upstream, routing around the ones
+//! that fail and bringing them back gently.
+//!
+//! When one replica of an upstream crashes, hangs or restarts, a gateway
+//! that keeps sending it its share of requests answers its clients with
+//! 502s. [`Upstreams`] is a `Service<http::Request<B>>` over a set of
+//! endpoints (one service per address, made by a function of yours, usually
+//! a hyper-util client wrapped in [`SetAuthority`]) that keeps every
+//! endpoint's health and sends each request to a healthy one.
+//!
+//! # The set
+//!
+//! * fixed: [`UpstreamsBuilder::build`] with a list of addresses;
+//! * dynamic: [`UpstreamsBuilder::build_discover`] with any
+//!   [`tower::discover::Discover`] keyed by address;
+//! * a DNS name: [`Dns`], which looks the name up again every 5 s and
+//!   reports the addresses that came and went.
+//!
+//! A removed endpoint takes no new request; the requests in flight on it
+//! finish there (each holds its own clone of the endpoint's service). An
+//! added endpoint starts in slow start.
+//!
+//! # Balancing
+//!
+//! Power of two choices (Mitzenmacher, "The Power of Two Choices in
+//! Randomized Load Balancing", 2001) over a peak-EWMA load, as in Finagle
+//! and tower's `p2c::Balance`: two endpoints are drawn at random, and the
+//! request goes to the one with the lower latency estimate × (requests in
+//! flight + 1). The estimate jumps to any slower answer at once and forgets
+//! over 10 s, so a replica that slows down loses its share within a few
+//! requests. An endpoint not measured yet costs nothing while it has no
+//! request in flight (Finagle's rule): a new replica gets a request at once
+//! and is judged by its answer. The draws come from a seedable generator
+//! ([`UpstreamsBuilder::seed`]).
+//!
+//! A retry avoids the endpoints its request already tried: the retry layer
+//! puts an [`Attempt`] extension on every retry, listing the endpoints the
+//! earlier attempts went to, and `Upstreams` draws among the others
+//! whenever another eligible one exists. It reports where each failure
+//! happened (an [`Endpoint`](crate::retry::Endpoint) extension on a failed
+//! response, an [`EndpointError`](crate::retry::EndpointError) around an
+//! error), which is how the retry layer knows.
+//!
+//! # Passive health: outlier detection
+//!
+//! Every answer is classified (by [`HttpClassifier`] unless
+//! [`UpstreamsBuilder::classifier`] says otherwise). Defaults follow Envoy's
+//! outlier detection:
+//!
+//! | rule | default |
+//! |---|---|
+//! | eject after gateway failures in a row (502, 503, 504, connect failure, reset, timeout); any other answer ends the run | 5 |
+//! | eject success-rate outliers: below mean − 1.9 σ of the endpoints with ≥ 100 requests in the 10 s interval, when there are ≥ 5 of them | on |
+//! | ejection length: 30 s × the number of ejections, capped, shortened by up to 10% at random | 30 s … 300 s |
+//! | each 10 s spent healthy takes one off that number | |
+//! | ejected at once, at most (at least one may always be) | 10% |
+//! | below this part healthy, balance over every endpoint (panic mode) | 50% |
+//!
+//! A local rejection, the caller's spent deadline and unrecognised errors
+//! say nothing of the endpoint and count neither way.
+//!
+//! **Re-admission.** When an ejection is over, the next request is sent to
+//! the endpoint as its one probe (no other request goes there meanwhile).
+//! If it succeeds, the endpoint is back in slow start: its share of
+//! requests ramps from 10% of a full share to all of it over 30 s (Envoy's
+//! slow start, aggression 1). If it fails, the endpoint is ejected again,
+//! for longer. With [`RetryLayer`](crate::retry::RetryLayer) above, a
+//! failed probe is retried on another endpoint like any failure, so the
+//! probe costs the caller a retry, not an error.
+//!
+//! **Nothing available.** If every endpoint is ejected (a set of one, or
+//! checks failing everywhere) and none is due for its probe, the request
+//! fails at once with [`NoHealthyUpstream`], carrying the time to the next
+//! probe: [`ErrorResponseLayer`](crate::http::ErrorResponseLayer) answers
+//! `503` with that as `Retry-After`, and the retry layer does not retry it.
+//! This departs from Envoy, whose panic mode also covers a set with no
+//! healthy endpoint at all: here, with none healthy, the honest answer is
+//! "come back when the probe is due" rather than sending every request to
+//! endpoints known to fail. Panic mode covers the case between (some, but
+//! fewer than half, healthy).
+//!
+//! # Active health checks
+//!
+//! Off by default; [`UpstreamsBuilder::health_check`] turns them on: a
+//! periodic `GET` of a path through each endpoint's own service
+//! ([`HealthCheck::http_get`]) or a call to a service of yours
+//! ([`HealthCheck::service`]), every 2 s, each given 1 s; 3 failures in a
+//! row take the endpoint out, 2 passes in a row bring it back (in slow
+//! start). Checks run on tasks of their own, so the builder must be called
+//! inside a tokio runtime when they are on. Failing checks are not bound by
+//! the 10% cap: the endpoint itself says it is unwell.
+//!
+//! # Where it goes
+//!
+//! `Upstreams` is the bottom of a client stack: the retry layer (and the
+//! whole-upstream circuit breaker) above it, a per-attempt
+//! [`TimeoutLayer`](crate::timeout::TimeoutLayer) inside each endpoint's
+//! service, so that a hung replica's timeouts count against that replica.
+//!
+//! ```
+//! # use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::Request;
+//! use http_body_util::Empty;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_steady::retry::{ReplayBody, RetryLayer};
+//! use tower_steady::upstream::{SetAuthority, Upstreams};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let replica = listener.local_addr()?;
+//! # tokio::spawn(async move {
+//! #     axum::serve(listener, axum::Router::new().route("/", axum::routing::get(|| async { "hi" }))).await
+//! # });
+//! // One client (one connection pool) for every endpoint; the retry layer
+//! // replays bodies, so the client sends `ReplayBody`s.
+//! let client = Client::builder(TokioExecutor::new())
+//!     .build_http::<ReplayBody<Empty<Bytes>>>();
+//! let upstreams = Upstreams::builder()
+//!     .build([replica], |addr| SetAuthority::new(addr, client.clone()))?;
+//! let handle = upstreams.handle();
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(RetryLayer::new())
+//!     .service(upstreams);
+//! let response = service
+//!     .oneshot(Request::get("/").body(Empty::new())?)
+//!     .await?;
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(handle.snapshot()[0].addr, replica);
+//! # Ok(()) }
+//! ```
+//!
+//! With active health checks:
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use bytes::Bytes;
+//! # use http_body_util::Empty;
+//! # use hyper_util::client::legacy::Client;
+//! # use hyper_util::rt::TokioExecutor;
+//! use tower_steady::upstream::{HealthCheck, SetAuthority, Upstreams};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+//! let upstreams = Upstreams::builder()
+//!     .health_check(HealthCheck::http_get("/healthz").interval(Duration::from_secs(5)))
+//!     .build(["10.0.0.1:8080".parse()?, "10.0.0.2:8080".parse()?], |addr| {
+//!         SetAuthority::new(addr, client.clone())
+//!     })?;
+//! # Ok(()) }
+//! ```
+//!
+//! # What a request costs
+//!
+//! No lock and no allocation on the way: one clock read, one atomic load
+//! to see whether the set changed (a clone refreshes its copy of the set,
+//! under a mutex, only when it did), one to see whether a probe is due,
+//! one for the healthy count, two random draws, two cost reads (an atomic
+//! load and an `exp` each), an atomic add for the in-flight count, and
+//! clones of the endpoint's service and two `Arc`s. On the answer: one
+//! more clock read, a compare-and-swap for the estimate and a few atomic
+//! adds. Ejections, probes, re-admissions, changes of the set and the
+//! success-rate comparison (once per interval) take the registry's mutex:
+//! they are rare, and need a view of the whole set. A failed response gets
+//! an [`Endpoint`](crate::retry::Endpoint) extension (an allocation, on the
+//! failure path only).
+//!
+//! Requires every endpoint's service to be `Clone + Send + Sync`: every
+//! request clones the chosen one, and clones on any thread share the set.
+//!
+//! # Observability
+//!
+//! [`Upstreams::handle`] gives an [`UpstreamsHandle`]: per endpoint, its
+//! address, state ([`EndpointState`]: healthy, slow start, ejected,
+//! probing), requests in flight, latency estimate, success rate, ejection
+//! count. Events, target `tower_steady::upstream`: warn "endpoint ejected"
+//! (endpoint, reason `consecutive_failures` / `success_rate` /
+//! `probe_failed`, ejections, duration_ms, healthy) and "endpoint ejected:
+//! health checks fail"; info "endpoint re-admitted after a successful
+//! probe" and "endpoint re-admitted: health checks pass"; debug for skipped
+//! ejections (cap reached), probes, checks, set changes and requests
+//! answered [`NoHealthyUpstream`]; trace for panic-mode picks.
+//!
+//! [`Attempt`]: crate::retry::Attempt
+//! [`HttpClassifier`]: crate::classify::HttpClassifier
 
 use std::fmt;
 use std::net::SocketAddr;
