@@ -4,12 +4,15 @@
 //! port, another starts answering 502 to everything, and the set changes.
 //!
 //! The client runs under paused time: ejections last 30 s of *virtual*
-//! time, ended by `advance`, never by waiting. The client stack has no
+//! time, ended by `advance`, never by waiting. (Each upstream is a
+//! `PausedServer` on a thread and runtime of its own.) The client stack has no
 //! timer of its own while a request waits on a socket (no timeouts, no
 //! health checks, no pool timers), so paused time cannot fire anything
 //! early; the retry layer's backoff is off. Every load is a fixed number of
 //! requests.
 #![cfg(feature = "upstream")]
+
+mod common;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -22,12 +25,13 @@ use std::time::Duration;
 
 use axum::{http::StatusCode, routing::get, Router};
 use bytes::Bytes;
+use common::PausedServer;
 use http::Request;
 use http_body_util::Empty;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::advance;
 use tower::discover::Change;
 use tower::{Layer, Service, ServiceExt};
@@ -37,15 +41,15 @@ use tower_steady::upstream::{Dns, EndpointState, SetAuthority, Upstreams, Upstre
 type HttpClient = Client<HttpConnector, ReplayBody<Empty<Bytes>>>;
 type Endpoint = SetAuthority<HttpClient>;
 
-/// One upstream: an axum app on its own thread and runtime, answering 200
-/// (or 502 when told to), counting what it answers. It can be stopped
-/// (listener and connections closed: new connections are refused) and
-/// started again on the same port.
+/// One upstream: an axum app on loopback, answering 200 (or 502 when told
+/// to), counting what it answers. It can be stopped (listener and
+/// connections closed: new connections are refused) and started again on
+/// the same port.
 struct Upstream {
     addr: SocketAddr,
     hits: Arc<AtomicU32>,
     bad_gateway: Arc<AtomicBool>,
-    running: Option<(oneshot::Sender<()>, std::thread::JoinHandle<()>)>,
+    server: Option<PausedServer>,
 }
 
 impl Upstream {
@@ -54,7 +58,7 @@ impl Upstream {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             hits: Arc::default(),
             bad_gateway: Arc::default(),
-            running: None,
+            server: None,
         };
         this.restart();
         this
@@ -67,7 +71,6 @@ impl Upstream {
         socket.set_reuse_address(true).unwrap();
         socket.bind(&self.addr.into()).unwrap();
         socket.listen(128).unwrap();
-        socket.set_nonblocking(true).unwrap();
         let listener: std::net::TcpListener = socket.into();
         self.addr = listener.local_addr().unwrap();
 
@@ -86,39 +89,15 @@ impl Upstream {
                 }
             }),
         );
-        let (stop, stopped) = oneshot::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                tokio::select! {
-                    res = axum::serve(listener, app) => res.unwrap(),
-                    _ = stopped => {}
-                }
-            });
-            // Dropping the runtime closes every connection it served.
-        });
-        self.running = Some((stop, thread));
+        self.server = Some(PausedServer::start_on(listener, app));
     }
 
     fn stop(&mut self) {
-        if let Some((stop, thread)) = self.running.take() {
-            let _ = stop.send(());
-            thread.join().unwrap();
-        }
+        self.server = None;
     }
 
     fn hits(&self) -> u32 {
         self.hits.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

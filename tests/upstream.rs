@@ -334,41 +334,36 @@ async fn at_most_a_tenth_of_the_set_is_ejected_but_always_one() {
     assert_eq!(ejected(&service), 2);
 }
 
+/// Four endpoints, the first `failing` answering 503, any number of them
+/// ejectable: each endpoint's requests out of 400, once the failing ones
+/// are out.
+async fn hits_with_failing(failing: u16) -> Vec<u32> {
+    let fleet = Fleet::default();
+    for n in 0..failing {
+        fleet.set(addr(n), Mode::Status(503));
+    }
+    let mut service = builder()
+        .max_ejected_ratio(1.0)
+        .build(addrs(4), |a| fleet.node(a))
+        .unwrap();
+    send_n(&mut service, 200, GAP).await;
+    assert_eq!(service.handle().healthy(), usize::from(4 - failing));
+    fleet.reset_hits();
+    send_n(&mut service, 400, GAP).await;
+    (0..4).map(|n| fleet.hits(addr(n))).collect()
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn below_half_healthy_the_whole_set_takes_requests() {
-    // With no cap on ejections, three of four endpoints are ejected: one
-    // healthy endpoint cannot carry the load, so balance over all four.
-    let fleet = Fleet::default();
-    for n in 0..3 {
-        fleet.set(addr(n), Mode::Status(503));
+    // Three of four ejected: one healthy endpoint cannot carry the load,
+    // so balance over all four.
+    let hits = hits_with_failing(3).await;
+    for (n, hits) in hits.iter().enumerate() {
+        assert!((70..130).contains(hits), "endpoint {n}: {hits} of 400");
     }
-    let mut service = builder()
-        .max_ejected_ratio(1.0)
-        .build(addrs(4), |a| fleet.node(a))
-        .unwrap();
-    send_n(&mut service, 200, GAP).await;
-    assert_eq!(service.handle().healthy(), 1);
-
-    fleet.reset_hits();
-    send_n(&mut service, 400, GAP).await;
-    for n in 0..4 {
-        let hits = fleet.hits(addr(n));
-        assert!((70..130).contains(&hits), "endpoint {n}: {hits} of 400");
-    }
-
     // At half healthy, panic mode is off: the two ejected get nothing.
-    let fleet = Fleet::default();
-    for n in 0..2 {
-        fleet.set(addr(n), Mode::Status(503));
-    }
-    let mut service = builder()
-        .max_ejected_ratio(1.0)
-        .build(addrs(4), |a| fleet.node(a))
-        .unwrap();
-    send_n(&mut service, 200, GAP).await;
-    fleet.reset_hits();
-    send_n(&mut service, 400, GAP).await;
-    assert_eq!(fleet.hits(addr(0)) + fleet.hits(addr(1)), 0);
+    let hits = hits_with_failing(2).await;
+    assert_eq!(hits[0] + hits[1], 0, "{hits:?}");
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -462,14 +457,10 @@ async fn a_dropped_probe_lets_the_next_request_probe() {
     assert_eq!(state(&service, addr(0)), EndpointState::SlowStart);
 }
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn success_rate_outliers_are_ejected() {
-    // Six endpoints; one fails half its requests with 500s (answers, so
-    // never five gateway failures in a row). Over a 10 s interval with
-    // more than 100 requests each, it is far below the others.
-    let fleet = Fleet::default();
-    let flaky = addr(5);
-    let mut service = builder().build(addrs(6), |a| fleet.node(a)).unwrap();
+/// Sends 1200 requests 10 ms apart (12 s: one success-rate interval and a
+/// bit), `flaky` failing every other one with a 500 (an answer, so never
+/// five gateway failures in a row).
+async fn half_failing(service: &mut Upstreams<Node>, fleet: &Fleet, flaky: SocketAddr) {
     for i in 0..1200 {
         let mode = if i % 2 == 0 {
             Mode::Status(500)
@@ -477,12 +468,26 @@ async fn success_rate_outliers_are_ejected() {
             Mode::Up
         };
         fleet.set(flaky, mode);
-        send(&mut service).await.unwrap();
+        send(service).await.unwrap();
         advance(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn success_rate_outliers_are_ejected() {
+    // Six endpoints, each with more than 100 requests in the interval: the
+    // one at half success is far below the others.
+    let fleet = Fleet::default();
+    let flaky = addr(5);
+    let mut service = builder().build(addrs(6), |a| fleet.node(a)).unwrap();
+    half_failing(&mut service, &fleet, flaky).await;
     assert_eq!(state(&service, flaky), EndpointState::Ejected);
-    let snapshot = service.handle().endpoint(flaky).unwrap();
-    let rate = snapshot.success_rate.unwrap();
+    let rate = service
+        .handle()
+        .endpoint(flaky)
+        .unwrap()
+        .success_rate
+        .unwrap();
     assert!((0.4..0.6).contains(&rate), "{rate}");
     for n in 0..5 {
         assert_eq!(state(&service, addr(n)), EndpointState::Healthy);
@@ -491,16 +496,7 @@ async fn success_rate_outliers_are_ejected() {
     // With fewer than five endpoints there is no comparison.
     let fleet = Fleet::default();
     let mut service = builder().build(addrs(4), |a| fleet.node(a)).unwrap();
-    for i in 0..1200 {
-        let mode = if i % 2 == 0 {
-            Mode::Status(500)
-        } else {
-            Mode::Up
-        };
-        fleet.set(addr(3), mode);
-        send(&mut service).await.unwrap();
-        advance(Duration::from_millis(10)).await;
-    }
+    half_failing(&mut service, &fleet, addr(3)).await;
     assert_eq!(state(&service, addr(3)), EndpointState::Healthy);
 }
 

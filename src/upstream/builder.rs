@@ -295,6 +295,7 @@ impl<C, K> UpstreamsBuilder<C, K> {
     {
         let (closed, on_close) = oneshot::channel();
         let (shared, classifier) = self.shared(Some(closed))?;
+        // Boxed once, for the discovery task: a cold path.
         let mut discover = Box::pin(discover);
         // Take what is ready now, without waiting.
         let waker = Waker::from(Arc::new(Noop));

@@ -175,8 +175,9 @@ impl<S, K: sealed::Sealed<S>> Check<S> for K {}
 pub(crate) mod sealed {
     use super::*;
 
-    /// A check, with the types erased: run on a cold path, every few
-    /// seconds per endpoint.
+    /// A check, with the types erased. Its future is boxed: checks run on
+    /// a cold path (a task of their own, every few seconds per endpoint),
+    /// never on a request's.
     pub(crate) type CheckFn<S> = Arc<
         dyn Fn(SocketAddr, S) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>
             + Send

@@ -14,6 +14,8 @@ use tower::discover::Change;
 
 use super::health::TARGET;
 
+// Boxed: a lookup and a timer per interval, on a cold path (the discovery
+// task), never on a request's.
 type Lookup = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
 
 /// A [`Discover`](tower::discover::Discover) that follows a DNS name: it

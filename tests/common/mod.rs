@@ -24,6 +24,12 @@ pub struct PausedServer {
 impl PausedServer {
     pub fn start(app: Router) -> Self {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(std_listener, app)
+    }
+
+    /// Serves `app` on a listener the test bound itself (to reuse a port).
+    /// Dropping the server closes the listener and every connection.
+    pub fn start_on(std_listener: std::net::TcpListener, app: Router) -> Self {
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
