@@ -15,17 +15,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::{http::StatusCode, routing::get, Router};
 use bytes::Bytes;
-use common::PausedServer;
+use common::{Feed, PausedServer};
 use http::Request;
 use http_body_util::Empty;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -39,7 +36,6 @@ use tower_steady::retry::{Backoff, ReplayBody, RetryLayer};
 use tower_steady::upstream::{Dns, EndpointState, SetAuthority, Upstreams, UpstreamsHandle};
 
 type HttpClient = Client<HttpConnector, ReplayBody<Empty<Bytes>>>;
-type Endpoint = SetAuthority<HttpClient>;
 
 /// One upstream: an axum app on loopback, answering 200 (or 502 when told
 /// to), counting what it answers. It can be stopped (listener and
@@ -98,17 +94,6 @@ impl Upstream {
 
     fn hits(&self) -> u32 {
         self.hits.load(Ordering::SeqCst)
-    }
-}
-
-/// A `Discover` fed by the test, standing in for DNS answers.
-struct Feed(mpsc::UnboundedReceiver<Change<SocketAddr, Endpoint>>);
-
-impl futures_core::Stream for Feed {
-    type Item = Result<Change<SocketAddr, Endpoint>, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|c| c.map(Ok))
     }
 }
 

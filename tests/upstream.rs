@@ -1,6 +1,8 @@
 //! Behaviour of `Upstreams`, under paused time, over simulated endpoints.
 #![cfg(feature = "upstream")]
 
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::Feed;
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 use tokio::sync::mpsc;
@@ -640,17 +643,6 @@ async fn a_check_service_and_timeouts_decide_health_too() {
     sleep(Duration::from_secs(5)).await;
     assert_eq!(state(&service, addr(1)), EndpointState::Ejected);
     assert_eq!(state(&service, addr(0)), EndpointState::Healthy);
-}
-
-/// A `Discover` fed by a channel.
-struct Feed(mpsc::UnboundedReceiver<Change<SocketAddr, Node>>);
-
-impl futures_core::Stream for Feed {
-    type Item = Result<Change<SocketAddr, Node>, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|c| c.map(Ok))
-    }
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -104,3 +104,22 @@ pub async fn bounded<F: std::future::Future>(fut: F) -> F::Output {
         .await
         .expect("test did not finish within its bound")
 }
+
+/// A `tower::discover::Discover` fed by the test through a channel:
+/// standing in for a service registry or DNS answers.
+#[cfg(feature = "upstream")]
+pub struct Feed<S>(
+    pub tokio::sync::mpsc::UnboundedReceiver<tower::discover::Change<SocketAddr, S>>,
+);
+
+#[cfg(feature = "upstream")]
+impl<S> futures_core::Stream for Feed<S> {
+    type Item = Result<tower::discover::Change<SocketAddr, S>, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|c| c.map(Ok))
+    }
+}
