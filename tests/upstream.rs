@@ -197,6 +197,21 @@ fn state(service: &Upstreams<Node>, at: SocketAddr) -> EndpointState {
 
 const GAP: Duration = Duration::from_millis(10);
 
+/// `builder` over `n` endpoints, the first answering as `mode`, and
+/// requests sent (no time passing) until that one is ejected.
+async fn first_ejected(builder: UpstreamsBuilder, n: u16, mode: Mode) -> (Fleet, Upstreams<Node>) {
+    let fleet = Fleet::default();
+    fleet.set(addr(0), mode);
+    let mut service = builder.build(addrs(n), |a| fleet.node(a)).unwrap();
+    for _ in 0..100 {
+        if state(&service, addr(0)) == EndpointState::Ejected {
+            return (fleet, service);
+        }
+        let _ = send(&mut service).await;
+    }
+    panic!("never ejected: {:?}", service.handle().snapshot());
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn ejects_after_five_consecutive_gateway_failures() {
     let fleet = Fleet::default();
@@ -238,12 +253,7 @@ async fn refused_connections_and_timeouts_count_but_an_answer_ends_the_run() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn each_ejection_lasts_longer_up_to_the_cap() {
-    let fleet = Fleet::default();
-    fleet.set(addr(0), Mode::Refuse);
-    let mut service = builder().build(addrs(3), |a| fleet.node(a)).unwrap();
-    send_n(&mut service, 50, GAP).await;
-    assert_eq!(state(&service, addr(0)), EndpointState::Ejected);
-
+    let (fleet, mut service) = first_ejected(builder(), 3, Mode::Refuse).await;
     let mut durations = Vec::new();
     for _ in 0..12 {
         let left = service
@@ -261,7 +271,6 @@ async fn each_ejection_lasts_longer_up_to_the_cap() {
         assert_eq!(fleet.hits(addr(0)), before + 1, "the probe went to it");
         assert_eq!(state(&service, addr(0)), EndpointState::Ejected);
     }
-    // The first duration was read 500 ms after the ejection.
     assert_eq!(
         durations,
         [30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 300, 300]
@@ -271,13 +280,8 @@ async fn each_ejection_lasts_longer_up_to_the_cap() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_healthy_spell_shortens_the_next_ejection() {
-    let fleet = Fleet::default();
-    fleet.set(addr(0), Mode::Refuse);
-    let mut service = builder()
-        .slow_start(Duration::ZERO)
-        .build(addrs(3), |a| fleet.node(a))
-        .unwrap();
-    send_n(&mut service, 50, GAP).await;
+    let (fleet, mut service) =
+        first_ejected(builder().slow_start(Duration::ZERO), 3, Mode::Refuse).await;
     // Second ejection: 60 s.
     advance(Duration::from_secs(30)).await;
     send(&mut service).await.unwrap_err();
@@ -371,12 +375,7 @@ async fn below_half_healthy_the_whole_set_takes_requests() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn with_every_endpoint_ejected_requests_get_no_healthy_upstream_until_the_probe() {
-    let fleet = Fleet::default();
-    fleet.set(addr(0), Mode::Refuse);
-    let mut service = builder().build([addr(0)], |a| fleet.node(a)).unwrap();
-    send_n(&mut service, 5, Duration::ZERO).await;
-    assert_eq!(state(&service, addr(0)), EndpointState::Ejected);
-
+    let (fleet, mut service) = first_ejected(builder(), 1, Mode::Refuse).await;
     advance(Duration::from_secs(10)).await;
     let error = send(&mut service).await.unwrap_err();
     let none = error.downcast_ref::<NoHealthyUpstream>().unwrap();
@@ -407,11 +406,7 @@ async fn with_every_endpoint_ejected_requests_get_no_healthy_upstream_until_the_
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn one_probe_then_slow_start_ramps_the_share_up() {
-    let fleet = Fleet::default();
-    fleet.set(addr(0), Mode::Status(502));
-    let mut service = builder().build(addrs(3), |a| fleet.node(a)).unwrap();
-    send_n(&mut service, 50, GAP).await;
-    assert_eq!(state(&service, addr(0)), EndpointState::Ejected);
+    let (fleet, mut service) = first_ejected(builder(), 3, Mode::Status(502)).await;
 
     // Recovered; at the end of the ejection one request probes it.
     fleet.set(addr(0), Mode::Up);
@@ -440,10 +435,7 @@ async fn one_probe_then_slow_start_ramps_the_share_up() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_dropped_probe_lets_the_next_request_probe() {
-    let fleet = Fleet::default();
-    fleet.set(addr(0), Mode::Refuse);
-    let mut service = builder().build([addr(0)], |a| fleet.node(a)).unwrap();
-    send_n(&mut service, 5, Duration::ZERO).await;
+    let (fleet, mut service) = first_ejected(builder(), 1, Mode::Refuse).await;
     advance(Duration::from_secs(30)).await;
     fleet.set(addr(0), Mode::Slow(Duration::from_secs(5)));
 
