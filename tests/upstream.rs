@@ -195,6 +195,11 @@ fn state(service: &Upstreams<Node>, at: SocketAddr) -> EndpointState {
     service.handle().endpoint(at).unwrap().state
 }
 
+/// The time left of `at`'s ejection, if it is ejected.
+fn ejected_for(service: &Upstreams<Node>, at: SocketAddr) -> Option<Duration> {
+    service.handle().endpoint(at).unwrap().ejected_for
+}
+
 const GAP: Duration = Duration::from_millis(10);
 
 /// `builder` over `n` endpoints, the first answering as `mode`, and
@@ -256,12 +261,7 @@ async fn each_ejection_lasts_longer_up_to_the_cap() {
     let (fleet, mut service) = first_ejected(builder(), 3, Mode::Refuse).await;
     let mut durations = Vec::new();
     for _ in 0..12 {
-        let left = service
-            .handle()
-            .endpoint(addr(0))
-            .unwrap()
-            .ejected_for
-            .unwrap();
+        let left = ejected_for(&service, addr(0)).unwrap();
         durations.push(left.as_secs_f64().round() as u64);
         // When the ejection is over, the next request is its probe, and
         // fails.
@@ -286,7 +286,7 @@ async fn a_healthy_spell_shortens_the_next_ejection() {
     advance(Duration::from_secs(30)).await;
     send(&mut service).await.unwrap_err();
     assert_eq!(
-        service.handle().endpoint(addr(0)).unwrap().ejected_for,
+        ejected_for(&service, addr(0)),
         Some(Duration::from_secs(60))
     );
     // It recovers, is probed back in and stays healthy for 20 s (two
@@ -299,12 +299,7 @@ async fn a_healthy_spell_shortens_the_next_ejection() {
     advance(Duration::from_secs(20)).await;
     fleet.set(addr(0), Mode::Refuse);
     send_n(&mut service, 50, GAP).await;
-    let left = service
-        .handle()
-        .endpoint(addr(0))
-        .unwrap()
-        .ejected_for
-        .unwrap();
+    let left = ejected_for(&service, addr(0)).unwrap();
     assert!(
         left <= Duration::from_secs(30) && left > Duration::from_secs(29),
         "{left:?}"
