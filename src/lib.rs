@@ -89,6 +89,8 @@ pub mod chaos;
 pub mod circuit_breaker;
 #[cfg(feature = "deadline")]
 pub mod deadline;
+#[cfg(feature = "fallback")]
+pub mod fallback;
 #[cfg(feature = "load-shed")]
 pub mod load_shed;
 #[cfg(feature = "retry")]

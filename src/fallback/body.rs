@@ -1,0 +1,168 @@
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::store::Entry;
+use super::stale::Shared;
+
+pin_project! {
+    /// The body of a response from [`StaleIfError`](super::StaleIfError):
+    /// the inner service's own, streamed as it comes (and copied on the side
+    /// when the response is being stored), or a stored copy.
+    ///
+    /// Storing never holds a frame back or changes one: each frame is
+    /// handed on as soon as the inner body yields it, after its bytes are
+    /// copied. The copy is stored when the body ends; a body that fails, is
+    /// dropped before its end, carries trailers, or grows past the
+    /// per-entry limit is not stored, and the rest of it streams on
+    /// untouched.
+    pub struct StaleIfErrorBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Live { #[pin] body: B },
+        Tee { #[pin] body: B, pending: Option<Box<Pending>> },
+        Stored { data: Option<Bytes> },
+    }
+}
+
+/// A response being stored: everything but its body, and the body so far.
+pub(crate) struct Pending {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) hash: u64,
+    pub(crate) entry: Entry,
+    pub(crate) buf: Vec<u8>,
+    /// The most body bytes the entry can hold.
+    pub(crate) limit: usize,
+}
+
+impl Pending {
+    fn commit(self: Box<Self>) {
+        let Pending {
+            shared,
+            hash,
+            mut entry,
+            buf,
+            ..
+        } = *self;
+        entry.body = Bytes::from(buf);
+        shared.store(hash, entry);
+    }
+}
+
+impl<B> StaleIfErrorBody<B> {
+    pub(crate) fn live(body: B) -> Self {
+        Self {
+            kind: Kind::Live { body },
+        }
+    }
+
+    pub(crate) fn tee(body: B, pending: Box<Pending>) -> Self {
+        Self {
+            kind: Kind::Tee {
+                body,
+                pending: Some(pending),
+            },
+        }
+    }
+
+    pub(crate) fn stored(data: Bytes) -> Self {
+        Self {
+            kind: Kind::Stored {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+}
+
+impl<B> Body for StaleIfErrorBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Live { body } => body.poll_frame(cx),
+            KindProj::Stored { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Tee { mut body, pending } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                match &frame {
+                    Some(Ok(frame)) => {
+                        if let Some(p) = pending.as_mut() {
+                            match frame.data_ref() {
+                                Some(data) if p.buf.len() + data.len() <= p.limit => {
+                                    p.buf.extend_from_slice(data);
+                                }
+                                Some(_) => {
+                                    tracing::debug!(
+                                        target: super::TARGET,
+                                        limit = p.limit,
+                                        "response not stored: body over the per-entry limit"
+                                    );
+                                    *pending = None;
+                                }
+                                // Trailers are not stored; neither is the
+                                // response, which would be incomplete.
+                                None => *pending = None,
+                            }
+                        }
+                        // Some servers stop polling once the body says it
+                        // has ended, so the end is seen here too.
+                        if body.is_end_stream() {
+                            if let Some(p) = pending.take() {
+                                p.commit();
+                            }
+                        }
+                    }
+                    Some(Err(_)) => *pending = None,
+                    None => {
+                        if let Some(p) = pending.take() {
+                            p.commit();
+                        }
+                    }
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Live { body } | Kind::Tee { body, .. } => body.is_end_stream(),
+            Kind::Stored { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Live { body } | Kind::Tee { body, .. } => body.size_hint(),
+            Kind::Stored { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+impl<B> fmt::Debug for StaleIfErrorBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Live { .. } => "live",
+            Kind::Tee { .. } => "live, being stored",
+            Kind::Stored { .. } => "stored copy",
+        };
+        f.debug_struct("StaleIfErrorBody").field("kind", &kind).finish()
+    }
+}

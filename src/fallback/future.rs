@@ -1,0 +1,205 @@
+//! Response futures for [`StaleIfError`](super::StaleIfError) and
+//! [`Fallback`](super::Fallback).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::Response;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::body::{Pending, StaleIfErrorBody};
+use super::policy;
+use super::respond::Template;
+use super::stale::{strip_for_storage, Ctx, Keep};
+use super::store::{vary_values, Entry};
+use super::{Failures, TARGET};
+use crate::classify::Classify;
+use crate::http::ResponseBody;
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`StaleIfError`](super::StaleIfError).
+    pub struct StaleIfErrorFuture<F, C> {
+        #[pin]
+        inner: F,
+        // `None` for a request that is never stored nor answered from the
+        // store (not GET or HEAD, a range, `no-store`).
+        ctx: Option<Ctx>,
+        classifier: C,
+    }
+}
+
+impl<F, C> StaleIfErrorFuture<F, C> {
+    pub(crate) fn new(inner: F, ctx: Option<Ctx>, classifier: C) -> Self {
+        Self {
+            inner,
+            ctx,
+            classifier,
+        }
+    }
+}
+
+impl<F, C, B, E> Future for StaleIfErrorFuture<F, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
+    E: Into<BoxError>,
+    C: Classify,
+{
+    type Output = Result<Response<StaleIfErrorBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx)).map_err(Into::into);
+        let Some(ctx) = this.ctx.take() else {
+            return Poll::Ready(result.map(|r| r.map(StaleIfErrorBody::live)));
+        };
+        let outcome = this.classifier.classify_result(&result);
+        Poll::Ready(match (outcome.kind(), result) {
+            (None, Ok(response)) => Ok(on_success(ctx, response)),
+            (Some(kind), result) if ctx.shared.settings.failures.contains(kind) => {
+                match ctx.shared.serve(&ctx, kind) {
+                    Some(stale) => Ok(stale),
+                    None => result.map(|r| r.map(StaleIfErrorBody::live)),
+                }
+            }
+            (_, result) => result.map(|r| r.map(StaleIfErrorBody::live)),
+        })
+    }
+}
+
+/// A success: stored when the request kept its headers, the response may be
+/// stored, and the key (or variant) was not stored within the refresh
+/// interval. Otherwise passed on as it is.
+fn on_success<B: http_body::Body>(ctx: Ctx, response: Response<B>) -> Response<StaleIfErrorBody<B>> {
+    let Ctx {
+        shared,
+        key,
+        hash,
+        keep,
+    } = ctx;
+    let Keep::Capture {
+        headers: request,
+        authorized,
+    } = keep
+    else {
+        return response.map(StaleIfErrorBody::live);
+    };
+    let storable = match policy::storable(response.status(), response.headers(), authorized) {
+        Ok(storable) => storable,
+        Err(why) => {
+            tracing::trace!(target: TARGET, uri = %key.uri, why = why.as_str(), "response not stored");
+            return response.map(StaleIfErrorBody::live);
+        }
+    };
+    let now = Instant::now();
+    let vary = vary_values(&storable.vary, &request);
+    let claimed = if vary.is_empty() {
+        shared.gate.claim(hash, false, now)
+    } else {
+        // Requests for this key keep their headers from now on; each
+        // variant is claimed on its own.
+        shared.gate.mark_varies(hash, now);
+        shared.gate.claim(shared.variant_hash(hash, &vary), true, now)
+    };
+    if !claimed {
+        return response.map(StaleIfErrorBody::live);
+    }
+    let (parts, body) = response.into_parts();
+    let mut headers = parts.headers.clone();
+    strip_for_storage(&mut headers);
+    let entry = Entry {
+        key,
+        vary,
+        status: parts.status,
+        headers,
+        body: Bytes::new(),
+        stored_at: now,
+        age: storable.age,
+        fresh: storable.fresh,
+        stale_if_error: storable.stale_if_error,
+    };
+    let limit = shared.settings.max_entry_bytes.saturating_sub(entry.size());
+    let hint = body.size_hint().lower();
+    if hint > limit as u64 {
+        tracing::debug!(target: TARGET, uri = %entry.key.uri, limit, "response not stored: body over the per-entry limit");
+        return Response::from_parts(parts, StaleIfErrorBody::live(body));
+    }
+    if body.is_end_stream() {
+        shared.store(hash, entry);
+        return Response::from_parts(parts, StaleIfErrorBody::live(body));
+    }
+    let pending = Box::new(Pending {
+        shared: Arc::clone(&shared),
+        hash,
+        entry,
+        buf: Vec::with_capacity(hint as usize),
+        limit,
+    });
+    Response::from_parts(parts, StaleIfErrorBody::tee(body, pending))
+}
+
+impl<F, C> fmt::Debug for StaleIfErrorFuture<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaleIfErrorFuture")
+            .field("cacheable", &self.ctx.is_some())
+            .finish()
+    }
+}
+
+pin_project! {
+    /// Response future of [`Fallback`](super::Fallback).
+    pub struct FallbackFuture<F, C> {
+        #[pin]
+        inner: F,
+        template: Arc<Template>,
+        failures: Failures,
+        classifier: C,
+    }
+}
+
+impl<F, C> FallbackFuture<F, C> {
+    pub(crate) fn new(inner: F, template: Arc<Template>, failures: Failures, classifier: C) -> Self {
+        Self {
+            inner,
+            template,
+            failures,
+            classifier,
+        }
+    }
+}
+
+impl<F, C, B, E> Future for FallbackFuture<F, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    C: Classify,
+{
+    type Output = Result<Response<ResponseBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx)).map_err(Into::into);
+        match this.classifier.classify_result(&result).kind() {
+            Some(kind) if this.failures.contains(kind) => {
+                tracing::debug!(target: TARGET, %kind, status = %this.template.status, "fallback response served");
+                Poll::Ready(Ok(this.template.response()))
+            }
+            _ => Poll::Ready(result.map(|r| r.map(ResponseBody::inner))),
+        }
+    }
+}
+
+impl<F, C> fmt::Debug for FallbackFuture<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FallbackFuture")
+            .field("status", &self.template.status)
+            .field("failures", &self.failures)
+            .finish()
+    }
+}

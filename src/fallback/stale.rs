@@ -1,0 +1,300 @@
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{self, HeaderName};
+use http::{HeaderValue, Method, Request, Response};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::body::StaleIfErrorBody;
+use super::future::StaleIfErrorFuture;
+use super::gate::{Gate, Recent};
+use super::policy;
+use super::store::{Entry, Key, Lookup, Store, VaryValues};
+use super::{Failures, TARGET};
+use crate::classify::{FailureKind, HttpClassifier};
+use crate::BoxError;
+
+/// Answers a failed safe request with the last good copy of its response.
+/// See [`StaleIfErrorLayer`](super::StaleIfErrorLayer).
+#[derive(Debug)]
+pub struct StaleIfError<S, C = HttpClassifier> {
+    inner: S,
+    classifier: C,
+    shared: Arc<Shared>,
+}
+
+impl<S: Clone, C: Clone> Clone for StaleIfError<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            classifier: self.classifier.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, C> StaleIfError<S, C> {
+    pub(crate) fn new(inner: S, classifier: C, shared: Arc<Shared>) -> Self {
+        Self {
+            inner,
+            classifier,
+            shared,
+        }
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for StaleIfError<S, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: http_body::Body,
+    C: crate::classify::Classify + Clone,
+{
+    type Response = Response<StaleIfErrorBody<ResBody>>;
+    type Error = BoxError;
+    type Future = StaleIfErrorFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if !policy::request_is_cacheable(request.method(), request.headers()) {
+            return StaleIfErrorFuture::new(self.inner.call(request), None, self.classifier.clone());
+        }
+        let uri = request.uri();
+        let key = Key {
+            head: request.method() == Method::HEAD,
+            host: match uri.authority() {
+                Some(_) => None,
+                None => request.headers().get(header::HOST).cloned(),
+            },
+            uri: uri.clone(),
+        };
+        let hash = self.shared.hash(&key);
+        // A key stored within the refresh interval, whose responses vary on
+        // nothing, needs nothing more kept: this request will not be
+        // stored, and a lookup after a failure needs only the key. Any
+        // other keeps the request's headers, to store the response under
+        // its `Vary` or to find the right variant after a failure.
+        let keep = match self.shared.gate.recent(hash, Instant::now()) {
+            Recent::Plain => Keep::Light,
+            Recent::No | Recent::Varies => Keep::Capture {
+                authorized: request.headers().contains_key(header::AUTHORIZATION),
+                headers: request.headers().clone(),
+            },
+        };
+        let ctx = Ctx {
+            shared: self.shared.clone(),
+            key,
+            hash,
+            keep,
+        };
+        StaleIfErrorFuture::new(self.inner.call(request), Some(ctx), self.classifier.clone())
+    }
+}
+
+/// What a response future keeps of a cacheable request.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) key: Key,
+    pub(crate) hash: u64,
+    pub(crate) keep: Keep,
+}
+
+#[derive(Debug)]
+pub(crate) enum Keep {
+    /// Only the key.
+    Light,
+    /// The key and the request's headers.
+    Capture {
+        headers: http::HeaderMap,
+        authorized: bool,
+    },
+}
+
+/// Settings, validated by the builder.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) max_stale: Duration,
+    pub(crate) max_bytes: usize,
+    pub(crate) max_entry_bytes: usize,
+    pub(crate) refresh: Duration,
+    pub(crate) failures: Failures,
+    pub(crate) marker: Option<(HeaderName, HeaderValue)>,
+}
+
+/// What every clone of the service shares: the store, the table of recent
+/// stores, the counters.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    pub(crate) gate: Gate,
+    store: Mutex<Store>,
+    hasher: RandomState,
+    pub(crate) counters: Counters,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) stored: AtomicU64,
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) served: AtomicU64,
+}
+
+/// What the handle reads under the store's lock.
+pub(crate) struct Sizes {
+    pub(crate) entries: usize,
+    pub(crate) bytes: usize,
+}
+
+impl Shared {
+    pub(crate) fn new(settings: Settings) -> Self {
+        Self {
+            gate: Gate::new(settings.refresh, Instant::now()),
+            store: Mutex::new(Store::new(settings.max_bytes, settings.max_entry_bytes)),
+            hasher: RandomState::new(),
+            counters: Counters::default(),
+            settings,
+        }
+    }
+
+    fn hash(&self, key: &Key) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The hash of one variant of a key, for the table of recent stores.
+    pub(crate) fn variant_hash(&self, hash: u64, vary: &VaryValues) -> u64 {
+        self.hasher.hash_one((hash, vary))
+    }
+
+    pub(crate) fn sizes(&self) -> Sizes {
+        let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        Sizes {
+            entries: store.entries(),
+            bytes: store.bytes(),
+        }
+    }
+
+    /// Stores a complete response (cold path: once per key per refresh
+    /// interval).
+    pub(crate) fn store(&self, hash: u64, entry: Entry) {
+        let (status, uri, len) = (entry.status, entry.key.uri.clone(), entry.body.len());
+        let stored = {
+            let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+            store.insert(hash, entry)
+        };
+        if stored {
+            self.counters.stored.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(target: TARGET, %uri, %status, body_bytes = len, "response stored");
+        } else {
+            tracing::debug!(target: TARGET, %uri, %status, body_bytes = len, "response not stored: over the per-entry limit");
+        }
+    }
+
+    /// The stored copy for a failed request, as a response, if one is
+    /// usable (cold path: after a failure).
+    pub(crate) fn serve<B>(&self, ctx: &Ctx, kind: FailureKind) -> Option<Response<StaleIfErrorBody<B>>> {
+        let headers = match &ctx.keep {
+            Keep::Light => None,
+            Keep::Capture { headers, .. } => Some(headers),
+        };
+        let lookup = {
+            let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+            store.lookup(ctx.hash, &ctx.key, headers, self.settings.max_stale, Instant::now())
+        };
+        let (entry, age) = match lookup {
+            Lookup::Hit(entry, age) => (entry, age),
+            Lookup::Expired(age) => {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    target: TARGET,
+                    uri = %ctx.key.uri,
+                    %kind,
+                    age_secs = age.as_secs(),
+                    "stored copy too old to serve; failure passed on"
+                );
+                return None;
+            }
+            Lookup::Miss => {
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(target: TARGET, uri = %ctx.key.uri, %kind, "no stored copy; failure passed on");
+                return None;
+            }
+        };
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        self.counters.served.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            target: TARGET,
+            uri = %ctx.key.uri,
+            %kind,
+            status = %entry.status,
+            age_secs = age.as_secs(),
+            "stale copy served"
+        );
+        let Entry {
+            status,
+            mut headers,
+            body,
+            ..
+        } = *entry;
+        headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+        if let Some((name, value)) = &self.settings.marker {
+            headers.insert(name.clone(), value.clone());
+        }
+        let mut response = Response::new(StaleIfErrorBody::stored(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Some(response)
+    }
+}
+
+/// Headers that belong to one connection, not to the response (RFC 9110
+/// §7.6.1), and `Age`, which is recomputed when the copy is served.
+pub(crate) fn strip_for_storage(headers: &mut http::HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::AGE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}

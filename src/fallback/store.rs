@@ -1,0 +1,280 @@
+//! The stored copies: a map from key to variants, a byte budget, and
+//! least-recently-used eviction.
+//!
+//! Pure: every operation takes `now`, so the budget and the staleness
+//! limits are tested with plain `#[test]`s and property tests. The layer
+//! keeps the store behind a mutex that only cold paths take: storing a copy
+//! (at most once per key per refresh interval) and looking one up after a
+//! failure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use tokio::time::Instant;
+
+use super::policy::usable_for;
+
+/// What the size of an entry counts besides its body and headers: the
+/// bookkeeping of the entry itself, rounded up.
+pub(crate) const ENTRY_OVERHEAD: usize = 256;
+
+/// What identifies a stored response, besides the request headers its
+/// `Vary` names: the method (`HEAD` or `GET`), the URI and, when the URI has
+/// no authority (a server's origin-form request), the `Host` header.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    pub(crate) head: bool,
+    pub(crate) uri: Uri,
+    pub(crate) host: Option<HeaderValue>,
+}
+
+impl Key {
+    fn size(&self) -> usize {
+        self.uri.to_string().len() + self.host.as_ref().map_or(0, HeaderValue::len)
+    }
+}
+
+/// The values of the request headers a stored response varies on, in the
+/// order of its `Vary`.
+pub(crate) type VaryValues = Vec<(HeaderName, Vec<HeaderValue>)>;
+
+/// Reads the values of `names` from a request's headers.
+pub(crate) fn vary_values(names: &[HeaderName], request: &HeaderMap) -> VaryValues {
+    names
+        .iter()
+        .map(|name| (name.clone(), request.get_all(name).iter().cloned().collect()))
+        .collect()
+}
+
+/// Whether `request` carries exactly the values a stored response was
+/// selected with. Byte-for-byte: no normalisation, so a doubtful match is a
+/// miss, never the wrong variant.
+fn vary_matches(stored: &VaryValues, request: &HeaderMap) -> bool {
+    stored
+        .iter()
+        .all(|(name, values)| request.get_all(name).iter().eq(values.iter()))
+}
+
+/// A response as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) key: Key,
+    pub(crate) vary: VaryValues,
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) stored_at: Instant,
+    /// The response's `Age` when it arrived.
+    pub(crate) age: u64,
+    pub(crate) fresh: u64,
+    pub(crate) stale_if_error: Option<u64>,
+}
+
+impl Entry {
+    /// The bytes this entry counts against the budget.
+    pub(crate) fn size(&self) -> usize {
+        header_size(&self.headers)
+            + self.body.len()
+            + self.key.size()
+            + self
+                .vary
+                .iter()
+                .map(|(n, vs)| n.as_str().len() + vs.iter().map(HeaderValue::len).sum::<usize>())
+                .sum::<usize>()
+            + ENTRY_OVERHEAD
+    }
+
+    /// Its age at `now`: its `Age` on arrival plus the time since.
+    pub(crate) fn age_at(&self, now: Instant) -> Duration {
+        Duration::from_secs(self.age).saturating_add(now.saturating_duration_since(self.stored_at))
+    }
+}
+
+/// The bytes a header map counts: names and values, plus 32 per field as
+/// HPACK counts them (RFC 7541 §4.1).
+pub(crate) fn header_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 32)
+        .sum()
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// A usable copy, and its age now.
+    Hit(Box<Entry>, Duration),
+    /// A copy, too old to serve; it has been removed.
+    Expired(Duration),
+    Miss,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// Its place in `lru`.
+    tick: u64,
+    size: usize,
+    entry: Entry,
+}
+
+fn same_names(a: &VaryValues, b: &VaryValues) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.0 == y.0)
+}
+
+/// The store. Every entry is in `by_key` (under its key's hash) and in
+/// `lru` (under its last use); `bytes` is the sum of their sizes and never
+/// exceeds `max_bytes`.
+#[derive(Debug)]
+pub(crate) struct Store {
+    max_bytes: usize,
+    max_entry_bytes: usize,
+    by_key: HashMap<u64, Vec<Slot>>,
+    lru: BTreeMap<u64, u64>,
+    tick: u64,
+    bytes: usize,
+    entries: usize,
+}
+
+impl Store {
+    pub(crate) fn new(max_bytes: usize, max_entry_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            max_entry_bytes,
+            by_key: HashMap::new(),
+            lru: BTreeMap::new(),
+            tick: 0,
+            bytes: 0,
+            entries: 0,
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub(crate) fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// Stores `entry` under `hash` (the hash of its key), replacing the copy
+    /// of the same variant and any variant selected by other `Vary` names
+    /// (the origin changed its `Vary`), then evicting the least recently
+    /// used until it fits. Returns `false`, storing nothing, when the entry
+    /// alone is over the per-entry limit.
+    pub(crate) fn insert(&mut self, hash: u64, entry: Entry) -> bool {
+        let size = entry.size();
+        if size > self.max_entry_bytes || size > self.max_bytes {
+            return false;
+        }
+        if let Some(variants) = self.by_key.get(&hash) {
+            let replaced: Vec<u64> = variants
+                .iter()
+                .filter(|s| {
+                    s.entry.key == entry.key
+                        && (!same_names(&s.entry.vary, &entry.vary) || s.entry.vary == entry.vary)
+                })
+                .map(|s| s.tick)
+                .collect();
+            for tick in replaced {
+                self.remove(hash, tick);
+            }
+        }
+        while self.bytes + size > self.max_bytes {
+            let Some((&tick, &victim)) = self.lru.iter().next() else {
+                break;
+            };
+            self.remove(victim, tick);
+        }
+        self.tick += 1;
+        let tick = self.tick;
+        self.by_key
+            .entry(hash)
+            .or_default()
+            .push(Slot { tick, size, entry });
+        self.lru.insert(tick, hash);
+        self.bytes += size;
+        self.entries += 1;
+        true
+    }
+
+    /// Finds the copy for `key` whose `Vary` values match `request` (`None`
+    /// when the request's headers were not kept: then only a copy that
+    /// varies on nothing matches). A usable copy is marked as used; one too
+    /// old to serve is removed.
+    pub(crate) fn lookup(
+        &mut self,
+        hash: u64,
+        key: &Key,
+        request: Option<&HeaderMap>,
+        max_stale: Duration,
+        now: Instant,
+    ) -> Lookup {
+        let Some(variants) = self.by_key.get(&hash) else {
+            return Lookup::Miss;
+        };
+        let found = variants.iter().find(|s| {
+            s.entry.key == *key
+                && match request {
+                    Some(headers) => vary_matches(&s.entry.vary, headers),
+                    None => s.entry.vary.is_empty(),
+                }
+        });
+        let Some(Slot { tick, entry, .. }) = found else {
+            return Lookup::Miss;
+        };
+        let tick = *tick;
+        let age = entry.age_at(now);
+        if usable_for(entry.fresh, entry.stale_if_error, max_stale, age).is_none() {
+            self.remove(hash, tick);
+            return Lookup::Expired(age);
+        }
+        let entry = Box::new(entry.clone());
+        self.touch(hash, tick);
+        Lookup::Hit(entry, age)
+    }
+
+    fn touch(&mut self, hash: u64, tick: u64) {
+        self.tick += 1;
+        let new = self.tick;
+        self.lru.remove(&tick);
+        self.lru.insert(new, hash);
+        if let Some(variants) = self.by_key.get_mut(&hash) {
+            if let Some(slot) = variants.iter_mut().find(|s| s.tick == tick) {
+                slot.tick = new;
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: u64, tick: u64) {
+        self.lru.remove(&tick);
+        let Some(variants) = self.by_key.get_mut(&hash) else {
+            return;
+        };
+        if let Some(at) = variants.iter().position(|s| s.tick == tick) {
+            let slot = variants.swap_remove(at);
+            self.bytes -= slot.size;
+            self.entries -= 1;
+        }
+        if variants.is_empty() {
+            self.by_key.remove(&hash);
+        }
+    }
+
+    /// Checks the invariants (tests only).
+    #[cfg(test)]
+    pub(crate) fn check(&self) {
+        let counted: usize = self
+            .by_key
+            .values()
+            .flat_map(|v| v.iter().map(|s| s.entry.size()))
+            .sum();
+        let n: usize = self.by_key.values().map(Vec::len).sum();
+        assert_eq!(counted, self.bytes);
+        assert_eq!(n, self.entries);
+        assert_eq!(n, self.lru.len());
+        assert!(self.bytes <= self.max_bytes, "{} > {}", self.bytes, self.max_bytes);
+    }
+}
