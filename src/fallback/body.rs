@@ -7,8 +7,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::store::Entry;
 use super::stale::Shared;
+use super::store::Entry;
 
 pin_project! {
     /// The body of a response from [`StaleIfError`](super::StaleIfError):
@@ -151,7 +151,9 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Live { body } | Kind::Tee { body, .. } => body.size_hint(),
-            Kind::Stored { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Stored { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }
@@ -163,6 +165,8 @@ impl<B> fmt::Debug for StaleIfErrorBody<B> {
             Kind::Tee { .. } => "live, being stored",
             Kind::Stored { .. } => "stored copy",
         };
-        f.debug_struct("StaleIfErrorBody").field("kind", &kind).finish()
+        f.debug_struct("StaleIfErrorBody")
+            .field("kind", &kind)
+            .finish()
     }
 }

@@ -91,7 +91,11 @@ impl Default for Failures {
 impl fmt::Debug for Failures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set()
-            .entries(ALL.iter().filter(|k| self.contains(**k)).map(|k| k.as_str()))
+            .entries(
+                ALL.iter()
+                    .filter(|k| self.contains(**k))
+                    .map(|k| k.as_str()),
+            )
             .finish()
     }
 }

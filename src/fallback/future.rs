@@ -76,7 +76,10 @@ where
 /// A success: stored when the request kept its headers, the response may be
 /// stored, and the key (or variant) was not stored within the refresh
 /// interval. Otherwise passed on as it is.
-fn on_success<B: http_body::Body>(ctx: Ctx, response: Response<B>) -> Response<StaleIfErrorBody<B>> {
+fn on_success<B: http_body::Body>(
+    ctx: Ctx,
+    response: Response<B>,
+) -> Response<StaleIfErrorBody<B>> {
     let Ctx {
         shared,
         key,
@@ -105,7 +108,9 @@ fn on_success<B: http_body::Body>(ctx: Ctx, response: Response<B>) -> Response<S
         // Requests for this key keep their headers from now on; each
         // variant is claimed on its own.
         shared.gate.mark_varies(hash, now);
-        shared.gate.claim(shared.variant_hash(hash, &vary), true, now)
+        shared
+            .gate
+            .claim(shared.variant_hash(hash, &vary), true, now)
     };
     if !claimed {
         return response.map(StaleIfErrorBody::live);
@@ -164,7 +169,12 @@ pin_project! {
 }
 
 impl<F, C> FallbackFuture<F, C> {
-    pub(crate) fn new(inner: F, template: Arc<Template>, failures: Failures, classifier: C) -> Self {
+    pub(crate) fn new(
+        inner: F,
+        template: Arc<Template>,
+        failures: Failures,
+        classifier: C,
+    ) -> Self {
         Self {
             inner,
             template,

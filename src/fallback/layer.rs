@@ -175,7 +175,10 @@ impl<C> StaleIfErrorBuilder<C> {
     pub fn build(self) -> Result<StaleIfErrorLayer<C>, ConfigError> {
         let s = &self.settings;
         if s.max_bytes == 0 {
-            return Err(ConfigError::new("stale_if_error.max_bytes", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "stale_if_error.max_bytes",
+                "must be greater than zero",
+            ));
         }
         if s.max_entry_bytes <= ENTRY_OVERHEAD {
             return Err(ConfigError::new(
@@ -184,10 +187,16 @@ impl<C> StaleIfErrorBuilder<C> {
             ));
         }
         if s.max_entry_bytes > s.max_bytes {
-            return Err(ConfigError::new("stale_if_error.max_entry_bytes", "must not exceed max_bytes"));
+            return Err(ConfigError::new(
+                "stale_if_error.max_entry_bytes",
+                "must not exceed max_bytes",
+            ));
         }
         if s.failures == Failures::none() {
-            return Err(ConfigError::new("stale_if_error.failures", "must hold at least one failure kind"));
+            return Err(ConfigError::new(
+                "stale_if_error.failures",
+                "must hold at least one failure kind",
+            ));
         }
         Ok(StaleIfErrorLayer {
             shared: Arc::new(Shared::new(self.settings)),
@@ -228,7 +237,12 @@ impl<S, C: Clone> Layer<S> for FallbackLayer<C> {
     type Service = Fallback<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Fallback::new(inner, self.template.clone(), self.failures, self.classifier.clone())
+        Fallback::new(
+            inner,
+            self.template.clone(),
+            self.failures,
+            self.classifier.clone(),
+        )
     }
 }
 
@@ -270,7 +284,10 @@ impl<C> FallbackBuilder<C> {
     pub fn build(self) -> Result<FallbackLayer<C>, ConfigError> {
         let status = self.template.status;
         if status.is_informational() {
-            return Err(ConfigError::new("fallback.status", "must be a final status, not 1xx"));
+            return Err(ConfigError::new(
+                "fallback.status",
+                "must be a final status, not 1xx",
+            ));
         }
         if status == http::StatusCode::BAD_GATEWAY {
             return Err(ConfigError::new(
@@ -279,7 +296,10 @@ impl<C> FallbackBuilder<C> {
             ));
         }
         if self.failures == Failures::none() {
-            return Err(ConfigError::new("fallback.failures", "must hold at least one failure kind"));
+            return Err(ConfigError::new(
+                "fallback.failures",
+                "must hold at least one failure kind",
+            ));
         }
         Ok(FallbackLayer {
             template: Arc::new(self.template),

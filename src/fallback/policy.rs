@@ -151,7 +151,8 @@ fn vary(headers: &HeaderMap) -> Result<Vec<HeaderName>, NotStored> {
             if name == "*" {
                 return Err(NotStored::VaryStar);
             }
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| NotStored::Unreadable)?;
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| NotStored::Unreadable)?;
             if name == header::COOKIE || name == header::AUTHORIZATION {
                 return Err(NotStored::VaryPrivate);
             }
@@ -357,13 +358,17 @@ mod tests {
 
     #[test]
     fn reads_directives_case_insensitively_with_quotes_and_spaces() {
-        let d = cc(r#"Public, MAX-AGE=60 , stale-if-error = 300, private="set-cookie, x", no-cache"#);
+        let d =
+            cc(r#"Public, MAX-AGE=60 , stale-if-error = 300, private="set-cookie, x", no-cache"#);
         assert!(d.public && d.private && d.no_cache);
         assert_eq!(d.max_age, Some(60));
         assert_eq!(d.stale_if_error, Some(300));
         assert!(!d.no_store);
         let d = cc(r#"community="no-store, private", max-age=5"#);
-        assert!(!d.no_store && !d.private, "quoted commas do not split: {d:?}");
+        assert!(
+            !d.no_store && !d.private,
+            "quoted commas do not split: {d:?}"
+        );
         assert_eq!(d.max_age, Some(5));
     }
 
@@ -371,37 +376,85 @@ mod tests {
     fn malformed_numbers_are_capped_or_ignored() {
         assert_eq!(cc("max-age=abc").max_age, Some(0));
         assert_eq!(cc("max-age=-5").max_age, Some(0));
-        assert_eq!(cc("max-age=99999999999999999999999").max_age, Some(MAX_SECONDS));
+        assert_eq!(
+            cc("max-age=99999999999999999999999").max_age,
+            Some(MAX_SECONDS)
+        );
         assert_eq!(cc("stale-if-error=soon").stale_if_error, None);
-        assert_eq!(cc("stale-if-error=10, stale-if-error=5").stale_if_error, Some(5));
+        assert_eq!(
+            cc("stale-if-error=10, stale-if-error=5").stale_if_error,
+            Some(5)
+        );
         assert_eq!(cc("max-age").max_age, Some(0));
     }
 
     #[test]
     fn an_unclosed_quote_makes_the_header_unreadable() {
-        assert_eq!(Directives::parse(&headers(&[("cache-control", r#"private="a, max-age=5"#)])), None);
+        assert_eq!(
+            Directives::parse(&headers(&[("cache-control", r#"private="a, max-age=5"#)])),
+            None
+        );
         let ok = headers(&[("cache-control", "max-age=5")]);
         assert_eq!(storable(StatusCode::OK, &ok, false).unwrap().fresh, 5);
         let bad = headers(&[("cache-control", r#"max-age=5, x="open"#)]);
-        assert_eq!(storable(StatusCode::OK, &bad, false), Err(NotStored::Unreadable));
+        assert_eq!(
+            storable(StatusCode::OK, &bad, false),
+            Err(NotStored::Unreadable)
+        );
     }
 
     #[test]
     fn private_and_per_client_responses_are_not_stored() {
         let cases: &[(&[(&str, &str)], bool, NotStored)] = &[
             (&[("cache-control", "no-store")], false, NotStored::NoStore),
-            (&[("cache-control", "private, max-age=60")], false, NotStored::Private),
-            (&[("cache-control", "public, private")], false, NotStored::Private),
-            (&[("cache-control", "no-cache")], false, NotStored::MustRevalidate),
-            (&[("cache-control", "max-age=5, must-revalidate")], false, NotStored::MustRevalidate),
-            (&[("cache-control", "proxy-revalidate")], false, NotStored::MustRevalidate),
-            (&[("cache-control", "s-maxage=60")], false, NotStored::MustRevalidate),
+            (
+                &[("cache-control", "private, max-age=60")],
+                false,
+                NotStored::Private,
+            ),
+            (
+                &[("cache-control", "public, private")],
+                false,
+                NotStored::Private,
+            ),
+            (
+                &[("cache-control", "no-cache")],
+                false,
+                NotStored::MustRevalidate,
+            ),
+            (
+                &[("cache-control", "max-age=5, must-revalidate")],
+                false,
+                NotStored::MustRevalidate,
+            ),
+            (
+                &[("cache-control", "proxy-revalidate")],
+                false,
+                NotStored::MustRevalidate,
+            ),
+            (
+                &[("cache-control", "s-maxage=60")],
+                false,
+                NotStored::MustRevalidate,
+            ),
             (&[("set-cookie", "id=1")], false, NotStored::SetCookie),
-            (&[("cache-control", "public"), ("set-cookie", "id=1")], false, NotStored::SetCookie),
-            (&[("cache-control", "max-age=60")], true, NotStored::Authorization),
+            (
+                &[("cache-control", "public"), ("set-cookie", "id=1")],
+                false,
+                NotStored::SetCookie,
+            ),
+            (
+                &[("cache-control", "max-age=60")],
+                true,
+                NotStored::Authorization,
+            ),
             (&[("vary", "accept, *")], false, NotStored::VaryStar),
             (&[("vary", "Cookie")], false, NotStored::VaryPrivate),
-            (&[("vary", "accept-encoding"), ("vary", "authorization")], false, NotStored::VaryPrivate),
+            (
+                &[("vary", "accept-encoding"), ("vary", "authorization")],
+                false,
+                NotStored::VaryPrivate,
+            ),
             (&[("vary", "bad name")], false, NotStored::Unreadable),
         ];
         for (pairs, authorized, why) in cases {
@@ -414,7 +467,10 @@ mod tests {
     fn public_responses_to_credentialed_requests_are_stored() {
         let h = headers(&[("cache-control", "public, max-age=10")]);
         assert_eq!(storable(StatusCode::OK, &h, true).unwrap().fresh, 10);
-        let h = headers(&[("cache-control", "s-maxage=20, max-age=10, stale-if-error=60")]);
+        let h = headers(&[(
+            "cache-control",
+            "s-maxage=20, max-age=10, stale-if-error=60",
+        )]);
         let s = storable(StatusCode::OK, &h, false).unwrap();
         assert_eq!((s.fresh, s.stale_if_error), (20, Some(60)));
     }
@@ -423,21 +479,37 @@ mod tests {
     fn only_heuristically_cacheable_statuses_are_stored() {
         let h = HeaderMap::new();
         for ok in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414] {
-            assert!(storable(StatusCode::from_u16(ok).unwrap(), &h, false).is_ok(), "{ok}");
+            assert!(
+                storable(StatusCode::from_u16(ok).unwrap(), &h, false).is_ok(),
+                "{ok}"
+            );
         }
         for no in [201, 206, 302, 304, 400, 401, 403, 500, 501, 502, 503] {
-            assert_eq!(storable(StatusCode::from_u16(no).unwrap(), &h, false), Err(NotStored::Status), "{no}");
+            assert_eq!(
+                storable(StatusCode::from_u16(no).unwrap(), &h, false),
+                Err(NotStored::Status),
+                "{no}"
+            );
         }
     }
 
     #[test]
     fn vary_names_are_collected_lower_case_once_each() {
-        let h = headers(&[("vary", "Accept-Encoding, accept"), ("vary", "ACCEPT-ENCODING,,")]);
+        let h = headers(&[
+            ("vary", "Accept-Encoding, accept"),
+            ("vary", "ACCEPT-ENCODING,,"),
+        ]);
         let s = storable(StatusCode::OK, &h, false).unwrap();
         assert_eq!(s.vary, vec![header::ACCEPT_ENCODING, header::ACCEPT]);
-        let many = (0..=MAX_VARY).map(|i| format!("x-h{i}")).collect::<Vec<_>>().join(",");
+        let many = (0..=MAX_VARY)
+            .map(|i| format!("x-h{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let h = headers(&[("vary", &many)]);
-        assert_eq!(storable(StatusCode::OK, &h, false), Err(NotStored::Unreadable));
+        assert_eq!(
+            storable(StatusCode::OK, &h, false),
+            Err(NotStored::Unreadable)
+        );
     }
 
     #[test]
@@ -449,7 +521,11 @@ mod tests {
         ]);
         let s = storable(StatusCode::OK, &h, false).unwrap();
         assert_eq!((s.fresh, s.age), (60, 7));
-        let h = headers(&[("expires", "0"), ("date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("age", "x")]);
+        let h = headers(&[
+            ("expires", "0"),
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("age", "x"),
+        ]);
         let s = storable(StatusCode::OK, &h, false).unwrap();
         assert_eq!((s.fresh, s.age), (0, 0));
     }
@@ -459,9 +535,18 @@ mod tests {
         assert!(request_is_cacheable(&Method::GET, &HeaderMap::new()));
         assert!(request_is_cacheable(&Method::HEAD, &HeaderMap::new()));
         assert!(!request_is_cacheable(&Method::POST, &HeaderMap::new()));
-        assert!(!request_is_cacheable(&Method::GET, &headers(&[("range", "bytes=0-1")])));
-        assert!(!request_is_cacheable(&Method::GET, &headers(&[("cache-control", "no-store")])));
-        assert!(!request_is_cacheable(&Method::GET, &headers(&[("cache-control", "x=\"open")])));
+        assert!(!request_is_cacheable(
+            &Method::GET,
+            &headers(&[("range", "bytes=0-1")])
+        ));
+        assert!(!request_is_cacheable(
+            &Method::GET,
+            &headers(&[("cache-control", "no-store")])
+        ));
+        assert!(!request_is_cacheable(
+            &Method::GET,
+            &headers(&[("cache-control", "x=\"open")])
+        ));
     }
 
     #[test]

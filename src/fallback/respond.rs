@@ -33,7 +33,12 @@ impl<S: Clone, C: Clone> Clone for Fallback<S, C> {
 }
 
 impl<S, C> Fallback<S, C> {
-    pub(crate) fn new(inner: S, template: Arc<Template>, failures: Failures, classifier: C) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        template: Arc<Template>,
+        failures: Failures,
+        classifier: C,
+    ) -> Self {
         Self {
             inner,
             template,

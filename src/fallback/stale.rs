@@ -80,7 +80,11 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if !policy::request_is_cacheable(request.method(), request.headers()) {
-            return StaleIfErrorFuture::new(self.inner.call(request), None, self.classifier.clone());
+            return StaleIfErrorFuture::new(
+                self.inner.call(request),
+                None,
+                self.classifier.clone(),
+            );
         }
         let uri = request.uri();
         let key = Key {
@@ -216,14 +220,24 @@ impl Shared {
 
     /// The stored copy for a failed request, as a response, if one is
     /// usable (cold path: after a failure).
-    pub(crate) fn serve<B>(&self, ctx: &Ctx, kind: FailureKind) -> Option<Response<StaleIfErrorBody<B>>> {
+    pub(crate) fn serve<B>(
+        &self,
+        ctx: &Ctx,
+        kind: FailureKind,
+    ) -> Option<Response<StaleIfErrorBody<B>>> {
         let headers = match &ctx.keep {
             Keep::Light => None,
             Keep::Capture { headers, .. } => Some(headers),
         };
         let lookup = {
             let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-            store.lookup(ctx.hash, &ctx.key, headers, self.settings.max_stale, Instant::now())
+            store.lookup(
+                ctx.hash,
+                &ctx.key,
+                headers,
+                self.settings.max_stale,
+                Instant::now(),
+            )
         };
         let (entry, age) = match lookup {
             Lookup::Hit(entry, age) => (entry, age),

@@ -45,7 +45,12 @@ pub(crate) type VaryValues = Vec<(HeaderName, Vec<HeaderValue>)>;
 pub(crate) fn vary_values(names: &[HeaderName], request: &HeaderMap) -> VaryValues {
     names
         .iter()
-        .map(|name| (name.clone(), request.get_all(name).iter().cloned().collect()))
+        .map(|name| {
+            (
+                name.clone(),
+                request.get_all(name).iter().cloned().collect(),
+            )
+        })
         .collect()
 }
 
@@ -275,6 +280,204 @@ impl Store {
         assert_eq!(counted, self.bytes);
         assert_eq!(n, self.entries);
         assert_eq!(n, self.lru.len());
-        assert!(self.bytes <= self.max_bytes, "{} > {}", self.bytes, self.max_bytes);
+        assert!(
+            self.bytes <= self.max_bytes,
+            "{} > {}",
+            self.bytes,
+            self.max_bytes
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(i: u8) -> Key {
+        Key {
+            head: false,
+            uri: Uri::try_from(format!("http://example.com/{i}")).unwrap(),
+            host: None,
+        }
+    }
+
+    fn entry(k: u8, accept: Option<&'static str>, body: usize, now: Instant) -> Entry {
+        let vary = match accept {
+            Some(v) => vec![(http::header::ACCEPT, vec![HeaderValue::from_static(v)])],
+            None => Vec::new(),
+        };
+        Entry {
+            key: key(k),
+            vary,
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from(vec![b'x'; body]),
+            stored_at: now,
+            age: 0,
+            fresh: 0,
+            stale_if_error: None,
+        }
+    }
+
+    fn accept(v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::ACCEPT, HeaderValue::from_static(v));
+        h
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn evicts_the_least_recently_used_to_make_room() {
+        let now = Instant::now();
+        let one = entry(0, None, 1000, now).size();
+        let mut store = Store::new(3 * one, one);
+        for k in 0..3 {
+            assert!(store.insert(u64::from(k), entry(k, None, 1000, now)));
+        }
+        // Using 0 makes 1 the least recently used.
+        assert!(matches!(
+            store.lookup(0, &key(0), None, MINUTE, now),
+            Lookup::Hit(..)
+        ));
+        assert!(store.insert(3, entry(3, None, 1000, now)));
+        store.check();
+        assert_eq!(store.entries(), 3);
+        assert!(matches!(
+            store.lookup(1, &key(1), None, MINUTE, now),
+            Lookup::Miss
+        ));
+        for k in [0, 2, 3] {
+            assert!(matches!(
+                store.lookup(u64::from(k), &key(k), None, MINUTE, now),
+                Lookup::Hit(..)
+            ));
+        }
+    }
+
+    #[test]
+    fn an_entry_over_the_limit_is_refused_and_evicts_nothing() {
+        let now = Instant::now();
+        let mut store = Store::new(10_000, 2_000);
+        assert!(store.insert(0, entry(0, None, 1000, now)));
+        assert!(!store.insert(1, entry(1, None, 2000, now)));
+        assert_eq!(store.entries(), 1);
+        store.check();
+    }
+
+    #[test]
+    fn variants_are_kept_apart_and_replaced_one_by_one() {
+        let now = Instant::now();
+        let mut store = Store::new(100_000, 10_000);
+        assert!(store.insert(7, entry(0, Some("text/html"), 10, now)));
+        assert!(store.insert(7, entry(0, Some("application/json"), 20, now)));
+        assert!(store.insert(7, entry(0, Some("text/html"), 30, now)));
+        assert_eq!(store.entries(), 2);
+        let Lookup::Hit(e, _) = store.lookup(7, &key(0), Some(&accept("text/html")), MINUTE, now)
+        else {
+            panic!("html variant")
+        };
+        assert_eq!(e.body.len(), 30);
+        let Lookup::Hit(e, _) =
+            store.lookup(7, &key(0), Some(&accept("application/json")), MINUTE, now)
+        else {
+            panic!("json variant")
+        };
+        assert_eq!(e.body.len(), 20);
+        assert!(matches!(
+            store.lookup(7, &key(0), Some(&accept("text/plain")), MINUTE, now),
+            Lookup::Miss
+        ));
+        assert!(matches!(
+            store.lookup(7, &key(0), Some(&HeaderMap::new()), MINUTE, now),
+            Lookup::Miss
+        ));
+        // Without the request's headers, only a copy that varies on nothing
+        // can match.
+        assert!(matches!(
+            store.lookup(7, &key(0), None, MINUTE, now),
+            Lookup::Miss
+        ));
+        // A response that stops varying replaces every variant.
+        assert!(store.insert(7, entry(0, None, 5, now)));
+        assert_eq!(store.entries(), 1);
+        store.check();
+    }
+
+    #[test]
+    fn keys_sharing_a_hash_are_told_apart() {
+        let now = Instant::now();
+        let mut store = Store::new(100_000, 10_000);
+        assert!(store.insert(1, entry(1, None, 10, now)));
+        assert!(store.insert(1, entry(2, None, 20, now)));
+        let Lookup::Hit(e, _) = store.lookup(1, &key(2), None, MINUTE, now) else {
+            panic!("key 2")
+        };
+        assert_eq!(e.body.len(), 20);
+        assert!(matches!(
+            store.lookup(1, &key(3), None, MINUTE, now),
+            Lookup::Miss
+        ));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert {
+            key: u8,
+            variant: Option<u8>,
+            body: usize,
+        },
+        Lookup {
+            key: u8,
+            variant: Option<u8>,
+            with_headers: bool,
+        },
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let variant = prop::option::of(0u8..3);
+        prop_oneof![
+            4 => (0u8..12, variant.clone(), 0usize..3000)
+                .prop_map(|(key, variant, body)| Op::Insert { key, variant, body }),
+            3 => (0u8..12, variant, any::<bool>())
+                .prop_map(|(key, variant, with_headers)| Op::Lookup { key, variant, with_headers }),
+            1 => (0u64..120).prop_map(Op::Advance),
+        ]
+    }
+
+    const VARIANTS: [&str; 3] = ["a", "b", "c"];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever is stored, looked up or left to age, in any order, the
+        /// bytes counted are the entries' sizes and never exceed the budget.
+        #[test]
+        fn the_byte_budget_is_never_exceeded(ops in prop::collection::vec(op(), 1..200), budget in 2_000usize..20_000) {
+            let start = Instant::now();
+            let mut now = start;
+            let mut store = Store::new(budget, budget.min(3_500));
+            for op in ops {
+                match op {
+                    Op::Insert { key, variant, body } => {
+                        let e = entry(key, variant.map(|v| VARIANTS[v as usize]), body, now);
+                        let fits = e.size() <= budget.min(3_500);
+                        prop_assert_eq!(store.insert(u64::from(key % 5), e), fits);
+                    }
+                    Op::Lookup { key, variant, with_headers } => {
+                        let headers = variant.map_or_else(HeaderMap::new, |v| accept(VARIANTS[v as usize]));
+                        let headers = with_headers.then_some(&headers);
+                        if let Lookup::Hit(e, age) = store.lookup(u64::from(key % 5), &key(key), headers, MINUTE, now) {
+                            prop_assert!(age <= MINUTE);
+                            prop_assert_eq!(&e.key, &key(key));
+                        }
+                    }
+                    Op::Advance(secs) => now += Duration::from_secs(secs),
+                }
+                store.check();
+            }
+        }
     }
 }
