@@ -16,6 +16,8 @@ use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 use tower_steady::classify::FailureKind;
 use tower_steady::fallback::{Failures, FallbackLayer, StaleIfErrorLayer, StaleIfErrorStats};
 
+type Headers = &'static [(&'static str, &'static str)];
+
 /// What the origin answers next.
 #[derive(Clone, Debug)]
 enum Answer {
@@ -296,7 +298,7 @@ async fn the_age_a_response_arrived_with_counts() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn private_responses_are_never_served_to_another_request() {
-    let cases: &[(&str, &[(&'static str, &'static str)], Answer)] = &[
+    let cases: &[(&str, Headers, Answer)] = &[
         (
             "authorization",
             &[("authorization", "Bearer alice")],

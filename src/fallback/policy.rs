@@ -405,7 +405,8 @@ mod tests {
 
     #[test]
     fn private_and_per_client_responses_are_not_stored() {
-        let cases: &[(&[(&str, &str)], bool, NotStored)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], bool, NotStored);
+        let cases: &[Case<'_>] = &[
             (&[("cache-control", "no-store")], false, NotStored::NoStore),
             (
                 &[("cache-control", "private, max-age=60")],

@@ -466,12 +466,12 @@ mod tests {
                         let fits = e.size() <= budget.min(3_500);
                         prop_assert_eq!(store.insert(u64::from(key % 5), e), fits);
                     }
-                    Op::Lookup { key, variant, with_headers } => {
+                    Op::Lookup { key: k, variant, with_headers } => {
                         let headers = variant.map_or_else(HeaderMap::new, |v| accept(VARIANTS[v as usize]));
                         let headers = with_headers.then_some(&headers);
-                        if let Lookup::Hit(e, age) = store.lookup(u64::from(key % 5), &key(key), headers, MINUTE, now) {
+                        if let Lookup::Hit(e, age) = store.lookup(u64::from(k % 5), &key(k), headers, MINUTE, now) {
                             prop_assert!(age <= MINUTE);
-                            prop_assert_eq!(&e.key, &key(key));
+                            prop_assert_eq!(&e.key, &key(k));
                         }
                     }
                     Op::Advance(secs) => now += Duration::from_secs(secs),
