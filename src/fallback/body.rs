@@ -39,7 +39,6 @@ pin_project! {
 /// A response being stored: everything but its body, and the body so far.
 pub(crate) struct Pending {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) hash: u64,
     pub(crate) entry: Entry,
     pub(crate) buf: Vec<u8>,
     /// The most body bytes the entry can hold.
@@ -50,13 +49,12 @@ impl Pending {
     fn commit(self: Box<Self>) {
         let Pending {
             shared,
-            hash,
             mut entry,
             buf,
             ..
         } = *self;
         entry.body = Bytes::from(buf);
-        shared.store(hash, entry);
+        shared.store(entry);
     }
 }
 

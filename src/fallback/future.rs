@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::body::{Pending, StaleIfErrorBody};
 use super::policy;
 use super::respond::Template;
-use super::stale::{strip_for_storage, Ctx, Keep};
+use super::stale::{strip_for_storage, Captured, Ctx, Keep};
 use super::store::{vary_values, Entry};
 use super::{Failures, TARGET};
 use crate::classify::Classify;
@@ -80,37 +80,31 @@ fn on_success<B: http_body::Body>(
     ctx: Ctx,
     response: Response<B>,
 ) -> Response<StaleIfErrorBody<B>> {
-    let Ctx {
-        shared,
-        key,
-        hash,
-        keep,
-    } = ctx;
-    let Keep::Capture {
-        headers: request,
-        authorized,
-    } = keep
-    else {
+    let Ctx { shared, id, keep } = ctx;
+    let Keep::Capture(captured) = keep else {
         return response.map(StaleIfErrorBody::live);
     };
+    let Captured {
+        uri,
+        headers: request,
+        authorized,
+    } = *captured;
     let storable = match policy::storable(response.status(), response.headers(), authorized) {
         Ok(storable) => storable,
         Err(why) => {
-            tracing::trace!(target: TARGET, uri = %key.uri, why = why.as_str(), "response not stored");
+            tracing::trace!(target: TARGET, %uri, why = why.as_str(), "response not stored");
             return response.map(StaleIfErrorBody::live);
         }
     };
     let now = Instant::now();
     let vary = vary_values(&storable.vary, &request);
     let claimed = if vary.is_empty() {
-        shared.gate.claim(hash, false, now)
+        shared.gate.claim(id.hash, false, now)
     } else {
         // Requests for this key keep their headers from now on; each
         // variant is claimed on its own.
-        shared.gate.mark_varies(hash, now);
-        shared
-            .gate
-            .claim(shared.variant_hash(hash, &vary), true, now)
+        shared.gate.mark_varies(id.hash, now);
+        shared.gate.claim(shared.variant_hash(id, &vary), true, now)
     };
     if !claimed {
         return response.map(StaleIfErrorBody::live);
@@ -119,7 +113,8 @@ fn on_success<B: http_body::Body>(
     let mut headers = parts.headers.clone();
     strip_for_storage(&mut headers);
     let entry = Entry {
-        key,
+        id,
+        uri,
         vary,
         status: parts.status,
         headers,
@@ -132,16 +127,15 @@ fn on_success<B: http_body::Body>(
     let limit = shared.settings.max_entry_bytes.saturating_sub(entry.size());
     let hint = body.size_hint().lower();
     if hint > limit as u64 {
-        tracing::debug!(target: TARGET, uri = %entry.key.uri, limit, "response not stored: body over the per-entry limit");
+        tracing::debug!(target: TARGET, uri = %entry.uri, limit, "response not stored: body over the per-entry limit");
         return Response::from_parts(parts, StaleIfErrorBody::live(body));
     }
     if body.is_end_stream() {
-        shared.store(hash, entry);
+        shared.store(entry);
         return Response::from_parts(parts, StaleIfErrorBody::live(body));
     }
     let pending = Box::new(Pending {
         shared: Arc::clone(&shared),
-        hash,
         entry,
         buf: Vec::with_capacity(hint as usize),
         limit,

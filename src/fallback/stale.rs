@@ -1,5 +1,5 @@
 use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -14,7 +14,7 @@ use super::body::StaleIfErrorBody;
 use super::future::StaleIfErrorFuture;
 use super::gate::{Gate, Recent};
 use super::policy;
-use super::store::{Entry, Key, Lookup, Store, VaryValues};
+use super::store::{Entry, Id, Lookup, Store, VaryValues};
 use super::{Failures, TARGET};
 use crate::classify::{FailureKind, HttpClassifier};
 use crate::BoxError;
@@ -86,32 +86,30 @@ where
                 self.classifier.clone(),
             );
         }
-        let uri = request.uri();
-        let key = Key {
-            head: request.method() == Method::HEAD,
-            host: match uri.authority() {
-                Some(_) => None,
-                None => request.headers().get(header::HOST).cloned(),
-            },
-            uri: uri.clone(),
+        let head = request.method() == Method::HEAD;
+        let host = match request.uri().authority() {
+            Some(_) => None,
+            None => request.headers().get(header::HOST),
         };
-        let hash = self.shared.hash(&key);
+        let id = self.shared.id(head, request.uri(), host);
         // A key stored within the refresh interval, whose responses vary on
         // nothing, needs nothing more kept: this request will not be
-        // stored, and a lookup after a failure needs only the key. Any
-        // other keeps the request's headers, to store the response under
+        // stored, and a lookup after a failure needs only the id. Any other
+        // keeps the request's URI and headers, to store the response under
         // its `Vary` or to find the right variant after a failure.
-        let keep = match self.shared.gate.recent(hash, Instant::now()) {
+        let keep = match self.shared.gate.recent(id.hash, Instant::now()) {
             Recent::Plain => Keep::Light,
-            Recent::No | Recent::Varies => Keep::Capture {
+            // Boxed, so that the futures of the other requests stay small:
+            // this path copies the headers anyway.
+            Recent::No | Recent::Varies => Keep::Capture(Box::new(Captured {
                 authorized: request.headers().contains_key(header::AUTHORIZATION),
+                uri: request.uri().clone(),
                 headers: request.headers().clone(),
-            },
+            })),
         };
         let ctx = Ctx {
             shared: self.shared.clone(),
-            key,
-            hash,
+            id,
             keep,
         };
         StaleIfErrorFuture::new(self.inner.call(request), Some(ctx), self.classifier.clone())
@@ -122,20 +120,23 @@ where
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) key: Key,
-    pub(crate) hash: u64,
+    pub(crate) id: Id,
     pub(crate) keep: Keep,
 }
 
 #[derive(Debug)]
 pub(crate) enum Keep {
-    /// Only the key.
+    /// Only the id.
     Light,
-    /// The key and the request's headers.
-    Capture {
-        headers: http::HeaderMap,
-        authorized: bool,
-    },
+    /// The id, the request's URI and headers.
+    Capture(Box<Captured>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Captured {
+    pub(crate) uri: http::Uri,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) authorized: bool,
 }
 
 /// Settings, validated by the builder.
@@ -185,13 +186,32 @@ impl Shared {
         }
     }
 
-    fn hash(&self, key: &Key) -> u64 {
-        self.hasher.hash_one(key)
+    /// The id of a request's key: one keyed SipHash over the method, the
+    /// URI's parts and the `Host`, finished twice (the second time with one
+    /// more byte) for 128 bits.
+    fn id(&self, head: bool, uri: &http::Uri, host: Option<&HeaderValue>) -> Id {
+        let mut h = self.hasher.build_hasher();
+        h.write_u8(u8::from(head));
+        h.write(uri.scheme_str().unwrap_or("").as_bytes());
+        h.write_u8(0);
+        h.write(uri.authority().map_or("", |a| a.as_str()).as_bytes());
+        h.write_u8(0);
+        h.write(uri.path().as_bytes());
+        h.write_u8(0);
+        h.write(uri.query().unwrap_or("").as_bytes());
+        h.write_u8(0);
+        h.write(host.map_or(&b""[..], HeaderValue::as_bytes));
+        let hash = h.finish();
+        h.write_u8(0xff);
+        Id {
+            hash,
+            check: h.finish(),
+        }
     }
 
     /// The hash of one variant of a key, for the table of recent stores.
-    pub(crate) fn variant_hash(&self, hash: u64, vary: &VaryValues) -> u64 {
-        self.hasher.hash_one((hash, vary))
+    pub(crate) fn variant_hash(&self, id: Id, vary: &VaryValues) -> u64 {
+        self.hasher.hash_one((id, vary))
     }
 
     pub(crate) fn sizes(&self) -> Sizes {
@@ -204,11 +224,11 @@ impl Shared {
 
     /// Stores a complete response (cold path: once per key per refresh
     /// interval).
-    pub(crate) fn store(&self, hash: u64, entry: Entry) {
-        let (status, uri, len) = (entry.status, entry.key.uri.clone(), entry.body.len());
+    pub(crate) fn store(&self, entry: Entry) {
+        let (status, uri, len) = (entry.status, entry.uri.clone(), entry.body.len());
         let stored = {
             let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-            store.insert(hash, entry)
+            store.insert(entry)
         };
         if stored {
             self.counters.stored.fetch_add(1, Ordering::Relaxed);
@@ -227,25 +247,19 @@ impl Shared {
     ) -> Option<Response<StaleIfErrorBody<B>>> {
         let headers = match &ctx.keep {
             Keep::Light => None,
-            Keep::Capture { headers, .. } => Some(headers),
+            Keep::Capture(captured) => Some(&captured.headers),
         };
         let lookup = {
             let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-            store.lookup(
-                ctx.hash,
-                &ctx.key,
-                headers,
-                self.settings.max_stale,
-                Instant::now(),
-            )
+            store.lookup(ctx.id, headers, self.settings.max_stale, Instant::now())
         };
         let (entry, age) = match lookup {
             Lookup::Hit(entry, age) => (entry, age),
-            Lookup::Expired(age) => {
+            Lookup::Expired(age, uri) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     target: TARGET,
-                    uri = %ctx.key.uri,
+                    %uri,
                     %kind,
                     age_secs = age.as_secs(),
                     "stored copy too old to serve; failure passed on"
@@ -254,7 +268,7 @@ impl Shared {
             }
             Lookup::Miss => {
                 self.counters.misses.fetch_add(1, Ordering::Relaxed);
-                tracing::trace!(target: TARGET, uri = %ctx.key.uri, %kind, "no stored copy; failure passed on");
+                tracing::trace!(target: TARGET, %kind, "no stored copy; failure passed on");
                 return None;
             }
         };
@@ -262,7 +276,7 @@ impl Shared {
         self.counters.served.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             target: TARGET,
-            uri = %ctx.key.uri,
+            uri = %entry.uri,
             %kind,
             status = %entry.status,
             age_secs = age.as_secs(),

@@ -22,19 +22,17 @@ use super::policy::usable_for;
 pub(crate) const ENTRY_OVERHEAD: usize = 256;
 
 /// What identifies a stored response, besides the request headers its
-/// `Vary` names: the method (`HEAD` or `GET`), the URI and, when the URI has
-/// no authority (a server's origin-form request), the `Host` header.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Key {
-    pub(crate) head: bool,
-    pub(crate) uri: Uri,
-    pub(crate) host: Option<HeaderValue>,
-}
-
-impl Key {
-    fn size(&self) -> usize {
-        self.uri.to_string().len() + self.host.as_ref().map_or(0, HeaderValue::len)
-    }
+/// `Vary` names: two keyed hashes (SipHash with a key drawn per layer) of
+/// the method (`HEAD` or `GET`), the URI and, when the URI has no authority
+/// (a server's origin-form request), the `Host` header. 128 bits of a keyed
+/// hash: two different requests share an id with a chance of 2^-128, and no
+/// client can aim for a collision without the key. The request path keeps
+/// only this, no copy of the URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Id {
+    /// Indexes the store and the table of recent stores.
+    pub(crate) hash: u64,
+    pub(crate) check: u64,
 }
 
 /// The values of the request headers a stored response varies on, in the
@@ -66,7 +64,9 @@ fn vary_matches(stored: &VaryValues, request: &HeaderMap) -> bool {
 /// A response as stored.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
-    pub(crate) key: Key,
+    pub(crate) id: Id,
+    /// For logs (and counted in the size).
+    pub(crate) uri: Uri,
     pub(crate) vary: VaryValues,
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
@@ -83,7 +83,7 @@ impl Entry {
     pub(crate) fn size(&self) -> usize {
         header_size(&self.headers)
             + self.body.len()
-            + self.key.size()
+            + self.uri.to_string().len()
             + self
                 .vary
                 .iter()
@@ -112,8 +112,8 @@ pub(crate) fn header_size(headers: &HeaderMap) -> usize {
 pub(crate) enum Lookup {
     /// A usable copy, and its age now.
     Hit(Box<Entry>, Duration),
-    /// A copy, too old to serve; it has been removed.
-    Expired(Duration),
+    /// A copy, too old to serve (its age and URI); it has been removed.
+    Expired(Duration, Uri),
     Miss,
 }
 
@@ -164,12 +164,13 @@ impl Store {
         self.entries
     }
 
-    /// Stores `entry` under `hash` (the hash of its key), replacing the copy
+    /// Stores `entry` under its id, replacing the copy
     /// of the same variant and any variant selected by other `Vary` names
     /// (the origin changed its `Vary`), then evicting the least recently
     /// used until it fits. Returns `false`, storing nothing, when the entry
     /// alone is over the per-entry limit.
-    pub(crate) fn insert(&mut self, hash: u64, entry: Entry) -> bool {
+    pub(crate) fn insert(&mut self, entry: Entry) -> bool {
+        let hash = entry.id.hash;
         let size = entry.size();
         if size > self.max_entry_bytes || size > self.max_bytes {
             return false;
@@ -178,7 +179,7 @@ impl Store {
             let replaced: Vec<u64> = variants
                 .iter()
                 .filter(|s| {
-                    s.entry.key == entry.key
+                    s.entry.id == entry.id
                         && (!same_names(&s.entry.vary, &entry.vary) || s.entry.vary == entry.vary)
                 })
                 .map(|s| s.tick)
@@ -205,23 +206,23 @@ impl Store {
         true
     }
 
-    /// Finds the copy for `key` whose `Vary` values match `request` (`None`
+    /// Finds the copy for `id` whose `Vary` values match `request` (`None`
     /// when the request's headers were not kept: then only a copy that
     /// varies on nothing matches). A usable copy is marked as used; one too
     /// old to serve is removed.
     pub(crate) fn lookup(
         &mut self,
-        hash: u64,
-        key: &Key,
+        id: Id,
         request: Option<&HeaderMap>,
         max_stale: Duration,
         now: Instant,
     ) -> Lookup {
+        let hash = id.hash;
         let Some(variants) = self.by_key.get(&hash) else {
             return Lookup::Miss;
         };
         let found = variants.iter().find(|s| {
-            s.entry.key == *key
+            s.entry.id == id
                 && match request {
                     Some(headers) => vary_matches(&s.entry.vary, headers),
                     None => s.entry.vary.is_empty(),
@@ -233,8 +234,9 @@ impl Store {
         let tick = *tick;
         let age = entry.age_at(now);
         if usable_for(entry.fresh, entry.stale_if_error, max_stale, age).is_none() {
+            let uri = entry.uri.clone();
             self.remove(hash, tick);
-            return Lookup::Expired(age);
+            return Lookup::Expired(age, uri);
         }
         let entry = Box::new(entry.clone());
         self.touch(hash, tick);
@@ -294,11 +296,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn key(i: u8) -> Key {
-        Key {
-            head: false,
-            uri: Uri::try_from(format!("http://example.com/{i}")).unwrap(),
-            host: None,
+    /// Key `i`; keys 0, 5, 10 (and so on) share a hash and differ in
+    /// their check.
+    fn key(i: u8) -> Id {
+        Id {
+            hash: u64::from(i % 5),
+            check: u64::from(i),
         }
     }
 
@@ -308,7 +311,8 @@ mod tests {
             None => Vec::new(),
         };
         Entry {
-            key: key(k),
+            id: key(k),
+            uri: Uri::try_from(format!("http://example.com/{k}")).unwrap(),
             vary,
             status: StatusCode::OK,
             headers: HeaderMap::new(),
@@ -334,23 +338,23 @@ mod tests {
         let one = entry(0, None, 1000, now).size();
         let mut store = Store::new(3 * one, one);
         for k in 0..3 {
-            assert!(store.insert(u64::from(k), entry(k, None, 1000, now)));
+            assert!(store.insert(entry(k, None, 1000, now)));
         }
         // Using 0 makes 1 the least recently used.
         assert!(matches!(
-            store.lookup(0, &key(0), None, MINUTE, now),
+            store.lookup(key(0), None, MINUTE, now),
             Lookup::Hit(..)
         ));
-        assert!(store.insert(3, entry(3, None, 1000, now)));
+        assert!(store.insert(entry(3, None, 1000, now)));
         store.check();
         assert_eq!(store.entries(), 3);
         assert!(matches!(
-            store.lookup(1, &key(1), None, MINUTE, now),
+            store.lookup(key(1), None, MINUTE, now),
             Lookup::Miss
         ));
         for k in [0, 2, 3] {
             assert!(matches!(
-                store.lookup(u64::from(k), &key(k), None, MINUTE, now),
+                store.lookup(key(k), None, MINUTE, now),
                 Lookup::Hit(..)
             ));
         }
@@ -360,8 +364,8 @@ mod tests {
     fn an_entry_over_the_limit_is_refused_and_evicts_nothing() {
         let now = Instant::now();
         let mut store = Store::new(10_000, 2_000);
-        assert!(store.insert(0, entry(0, None, 1000, now)));
-        assert!(!store.insert(1, entry(1, None, 2000, now)));
+        assert!(store.insert(entry(0, None, 1000, now)));
+        assert!(!store.insert(entry(1, None, 2000, now)));
         assert_eq!(store.entries(), 1);
         store.check();
     }
@@ -370,37 +374,37 @@ mod tests {
     fn variants_are_kept_apart_and_replaced_one_by_one() {
         let now = Instant::now();
         let mut store = Store::new(100_000, 10_000);
-        assert!(store.insert(7, entry(0, Some("text/html"), 10, now)));
-        assert!(store.insert(7, entry(0, Some("application/json"), 20, now)));
-        assert!(store.insert(7, entry(0, Some("text/html"), 30, now)));
+        assert!(store.insert(entry(0, Some("text/html"), 10, now)));
+        assert!(store.insert(entry(0, Some("application/json"), 20, now)));
+        assert!(store.insert(entry(0, Some("text/html"), 30, now)));
         assert_eq!(store.entries(), 2);
-        let Lookup::Hit(e, _) = store.lookup(7, &key(0), Some(&accept("text/html")), MINUTE, now)
+        let Lookup::Hit(e, _) = store.lookup(key(0), Some(&accept("text/html")), MINUTE, now)
         else {
             panic!("html variant")
         };
         assert_eq!(e.body.len(), 30);
         let Lookup::Hit(e, _) =
-            store.lookup(7, &key(0), Some(&accept("application/json")), MINUTE, now)
+            store.lookup(key(0), Some(&accept("application/json")), MINUTE, now)
         else {
             panic!("json variant")
         };
         assert_eq!(e.body.len(), 20);
         assert!(matches!(
-            store.lookup(7, &key(0), Some(&accept("text/plain")), MINUTE, now),
+            store.lookup(key(0), Some(&accept("text/plain")), MINUTE, now),
             Lookup::Miss
         ));
         assert!(matches!(
-            store.lookup(7, &key(0), Some(&HeaderMap::new()), MINUTE, now),
+            store.lookup(key(0), Some(&HeaderMap::new()), MINUTE, now),
             Lookup::Miss
         ));
         // Without the request's headers, only a copy that varies on nothing
         // can match.
         assert!(matches!(
-            store.lookup(7, &key(0), None, MINUTE, now),
+            store.lookup(key(0), None, MINUTE, now),
             Lookup::Miss
         ));
         // A response that stops varying replaces every variant.
-        assert!(store.insert(7, entry(0, None, 5, now)));
+        assert!(store.insert(entry(0, None, 5, now)));
         assert_eq!(store.entries(), 1);
         store.check();
     }
@@ -409,14 +413,19 @@ mod tests {
     fn keys_sharing_a_hash_are_told_apart() {
         let now = Instant::now();
         let mut store = Store::new(100_000, 10_000);
-        assert!(store.insert(1, entry(1, None, 10, now)));
-        assert!(store.insert(1, entry(2, None, 20, now)));
-        let Lookup::Hit(e, _) = store.lookup(1, &key(2), None, MINUTE, now) else {
-            panic!("key 2")
+        assert!(store.insert(entry(1, None, 10, now)));
+        assert!(store.insert(entry(6, None, 20, now)));
+        assert_eq!(store.entries(), 2);
+        let Lookup::Hit(e, _) = store.lookup(key(6), None, MINUTE, now) else {
+            panic!("key 6")
         };
         assert_eq!(e.body.len(), 20);
+        let Lookup::Hit(e, _) = store.lookup(key(1), None, MINUTE, now) else {
+            panic!("key 1")
+        };
+        assert_eq!(e.body.len(), 10);
         assert!(matches!(
-            store.lookup(1, &key(3), None, MINUTE, now),
+            store.lookup(key(11), None, MINUTE, now),
             Lookup::Miss
         ));
     }
@@ -464,14 +473,14 @@ mod tests {
                     Op::Insert { key, variant, body } => {
                         let e = entry(key, variant.map(|v| VARIANTS[v as usize]), body, now);
                         let fits = e.size() <= budget.min(3_500);
-                        prop_assert_eq!(store.insert(u64::from(key % 5), e), fits);
+                        prop_assert_eq!(store.insert(e), fits);
                     }
                     Op::Lookup { key: k, variant, with_headers } => {
                         let headers = variant.map_or_else(HeaderMap::new, |v| accept(VARIANTS[v as usize]));
                         let headers = with_headers.then_some(&headers);
-                        if let Lookup::Hit(e, age) = store.lookup(u64::from(k % 5), &key(k), headers, MINUTE, now) {
+                        if let Lookup::Hit(e, age) = store.lookup(key(k), headers, MINUTE, now) {
                             prop_assert!(age <= MINUTE);
-                            prop_assert_eq!(&e.key, &key(k));
+                            prop_assert_eq!(e.id, key(k));
                         }
                     }
                     Op::Advance(secs) => now += Duration::from_secs(secs),
