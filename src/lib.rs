@@ -17,11 +17,10 @@
 //! | [`retry`] | retries what is safe to retry, within a budget, never past the deadline, bodies replayed; optional hedging |
 //! | [`circuit_breaker`] | fails fast with `503` + `Retry-After` while an upstream is down, over a window that really slides |
 //! | [`load_shed`] | sheds load early with `503` + `Retry-After`: an adaptive concurrency limit for servers, adaptive throttling for clients |
+//! | [`fallback`] | answers a failure with the last good copy of a shareable page (stale-if-error), or with a page of your own |
 //! | [`upstream`] | balances over an upstream's replicas (p2c + peak-EWMA), ejects the failing ones, probes them back and ramps them up slowly; static, discovered or DNS sets |
 //! | [`http`] | `Retry-After` parsing, and every error turned into an honest response |
 //! | [`chaos`] | fault injection for tests, examples and benchmarks |
-//!
-//! Stale-if-error arrives in a later release (see the README).
 //!
 //! # Example
 //!
@@ -63,6 +62,7 @@
 //! | `circuit-breaker` | [`circuit_breaker`] |
 //! | `load-shed` | [`load_shed`] |
 //! | `upstream` | [`upstream`] (turns on `retry`; adds `tower`'s `discover` and tokio's `rt`, `net`, `sync`) |
+//! | `fallback` | [`fallback`] |
 //! | `chaos` | [`chaos`] |
 //! | `hyper` | classifying `hyper::Error` |
 //! | `hyper-util` | classifying `hyper_util::client::legacy::Error` (`is_connect()`) |

@@ -209,7 +209,42 @@ impl<C> StaleIfErrorBuilder<C> {
 /// default document, an empty list. See the [module docs](super).
 ///
 /// It is the last resort: put it above [`StaleIfErrorLayer`], so a stored
-/// copy of the real page is preferred, and below the error mapping.
+/// copy of the real page is preferred, and below the error mapping. The
+/// response is built once and copied for each failure it answers; an
+/// answer the upstream meant (a `500`, a `429`, by default) passes through.
+///
+/// # Example
+///
+/// ```
+/// use std::io;
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::{BodyExt, Empty};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+/// use tower_steady::fallback::FallbackLayer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_steady::BoxError> {
+/// let maintenance = Response::builder()
+///     .status(StatusCode::SERVICE_UNAVAILABLE)
+///     .header("retry-after", "60")
+///     .header("content-type", "text/html")
+///     .body("<h1>Back in a minute</h1>")?;
+///
+/// // An upstream that cannot be reached.
+/// let upstream = service_fn(|_: Request<()>| async {
+///     Err::<Response<Empty<bytes::Bytes>>, _>(io::Error::from(io::ErrorKind::ConnectionRefused))
+/// });
+/// let svc = ServiceBuilder::new()
+///     .layer(FallbackLayer::builder(maintenance).build()?)
+///     .service(upstream);
+///
+/// let response = svc.oneshot(Request::new(())).await?;
+/// assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+/// assert_eq!(response.headers()["retry-after"], "60");
+/// assert_eq!(response.into_body().collect().await?.to_bytes(), "<h1>Back in a minute</h1>");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct FallbackLayer<C = HttpClassifier> {
     template: Arc<Template>,
