@@ -14,7 +14,10 @@ use http_body_util::{BodyExt, Full};
 use tokio::time::advance;
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 use tower_steady::classify::FailureKind;
-use tower_steady::fallback::{Failures, FallbackLayer, StaleIfErrorLayer, StaleIfErrorStats};
+use tower_steady::fallback::{
+    Failures, FallbackLayer, StaleIfError, StaleIfErrorBody, StaleIfErrorHandle, StaleIfErrorLayer,
+    StaleIfErrorStats,
+};
 
 type Headers = &'static [(&'static str, &'static str)];
 
@@ -135,6 +138,16 @@ where
     })
 }
 
+/// A call that must succeed (with whatever status).
+async fn ok<S, B>(svc: &mut S, request: Request<()>) -> Seen
+where
+    S: Service<Request<()>, Response = Response<B>, Error = BoxError>,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    call(svc, request).await.unwrap()
+}
+
 fn get(path: &str, headers: &[(&'static str, &'static str)]) -> Request<()> {
     let mut request = Request::get(format!("http://site.test{path}"))
         .body(())
@@ -190,7 +203,7 @@ async fn a_502_is_answered_with_the_last_good_copy_its_age_and_a_marker() {
     stored_then(&mut svc, &origin, "/", &[], Answer::Status(502)).await;
 
     advance(Duration::from_secs(7)).await;
-    let seen = call(&mut svc, get("/", &[])).await.unwrap();
+    let seen = ok(&mut svc, get("/", &[])).await;
     assert_eq!(seen.status, StatusCode::OK);
     assert_eq!(seen.body, "home");
     assert_eq!(seen.age(), Some(7));
@@ -202,7 +215,7 @@ async fn a_502_is_answered_with_the_last_good_copy_its_age_and_a_marker() {
 
     // A refused connection (an error, not a response) too.
     origin.set(Answer::Refused);
-    let seen = call(&mut svc, get("/", &[])).await.unwrap();
+    let seen = ok(&mut svc, get("/", &[])).await;
     assert_eq!((seen.status, seen.body.as_str()), (StatusCode::OK, "home"));
 
     assert_eq!(
@@ -234,15 +247,15 @@ async fn the_failure_passes_on_once_the_copy_is_older_than_max_stale() {
 
     // Fresh for 10 s, then 60 s of max_stale.
     advance(Duration::from_secs(70)).await;
-    let seen = call(&mut svc, get("/", &[])).await.unwrap();
+    let seen = ok(&mut svc, get("/", &[])).await;
     assert_eq!((seen.status, seen.age()), (StatusCode::OK, Some(70)));
     advance(Duration::from_secs(1)).await;
-    let seen = call(&mut svc, get("/", &[])).await.unwrap();
+    let seen = ok(&mut svc, get("/", &[])).await;
     assert_eq!(seen.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(seen.body, "upstream error page");
     assert!(!seen.is_stale());
     // The copy too old to serve was dropped: the next failure is a miss.
-    let seen = call(&mut svc, get("/", &[])).await.unwrap();
+    let seen = ok(&mut svc, get("/", &[])).await;
     assert_eq!(seen.status, StatusCode::SERVICE_UNAVAILABLE);
     let stats = handle.stats();
     assert_eq!(
@@ -266,14 +279,14 @@ async fn a_response_stale_if_error_overrides_max_stale_both_ways() {
         let mut svc = layer().layer(origin.service());
         stored_then(&mut svc, &origin, "/", &[], Answer::Status(504)).await;
         advance(Duration::from_secs(last_ok)).await;
-        let seen = call(&mut svc, get("/", &[])).await.unwrap();
+        let seen = ok(&mut svc, get("/", &[])).await;
         assert_eq!(
             (seen.status, seen.age()),
             (StatusCode::OK, Some(last_ok)),
             "{cc}"
         );
         advance(Duration::from_secs(1)).await;
-        let seen = call(&mut svc, get("/", &[])).await.unwrap();
+        let seen = ok(&mut svc, get("/", &[])).await;
         assert_eq!(seen.status, StatusCode::GATEWAY_TIMEOUT, "{cc}");
     }
 }
@@ -287,11 +300,11 @@ async fn the_age_a_response_arrived_with_counts() {
     let mut svc = layer().layer(origin.service());
     stored_then(&mut svc, &origin, "/", &[], Answer::Status(502)).await;
     advance(Duration::from_secs(65)).await;
-    let seen = call(&mut svc, get("/", &[])).await.unwrap();
+    let seen = ok(&mut svc, get("/", &[])).await;
     assert_eq!((seen.status, seen.age()), (StatusCode::OK, Some(90)));
     advance(Duration::from_secs(1)).await;
     assert_eq!(
-        call(&mut svc, get("/", &[])).await.unwrap().status,
+        ok(&mut svc, get("/", &[])).await.status,
         StatusCode::BAD_GATEWAY
     );
 }
@@ -357,7 +370,7 @@ async fn private_responses_are_never_served_to_another_request() {
             &[],
             alice,
         ] {
-            let seen = call(&mut svc, get("/me", who)).await.unwrap();
+            let seen = ok(&mut svc, get("/me", who)).await;
             assert_eq!(seen.status, StatusCode::BAD_GATEWAY, "{name}: {who:?}");
             assert_ne!(seen.body, "alice's page", "{name}");
         }
@@ -376,7 +389,7 @@ async fn a_public_response_to_a_credentialed_request_is_shared() {
         Answer::Status(502),
     )
     .await;
-    let seen = call(&mut svc, get("/news", &[])).await.unwrap();
+    let seen = ok(&mut svc, get("/news", &[])).await;
     assert_eq!((seen.status, seen.body.as_str()), (StatusCode::OK, "news"));
 }
 
@@ -387,17 +400,13 @@ async fn vary_keeps_variants_apart() {
     let handle = layer.handle();
     let mut svc = layer.layer(origin.service());
     for enc in ["gzip", "br"] {
-        let seen = call(&mut svc, get("/", &[("accept-encoding", enc)]))
-            .await
-            .unwrap();
+        let seen = ok(&mut svc, get("/", &[("accept-encoding", enc)])).await;
         assert_eq!(seen.body, enc);
     }
     assert_eq!(handle.stats().entries, 2);
     origin.set(Answer::Refused);
     for enc in ["br", "gzip"] {
-        let seen = call(&mut svc, get("/", &[("accept-encoding", enc)]))
-            .await
-            .unwrap();
+        let seen = ok(&mut svc, get("/", &[("accept-encoding", enc)])).await;
         assert_eq!((seen.status, seen.body.as_str()), (StatusCode::OK, enc));
         assert!(seen.is_stale());
     }
@@ -423,47 +432,23 @@ async fn host_method_and_uri_make_the_key() {
             .body(())
             .unwrap()
     };
-    call(&mut svc, on("a.test", "GET", "/x")).await.unwrap();
+    ok(&mut svc, on("a.test", "GET", "/x")).await;
     origin.set(page(&[], "b"));
-    call(&mut svc, on("b.test", "GET", "/x")).await.unwrap();
-    call(&mut svc, on("a.test", "GET", "/x?q=1")).await.unwrap();
+    ok(&mut svc, on("b.test", "GET", "/x")).await;
+    ok(&mut svc, on("a.test", "GET", "/x?q=1")).await;
     origin.set(Answer::Status(502));
-    assert_eq!(
-        call(&mut svc, on("a.test", "GET", "/x"))
-            .await
-            .unwrap()
-            .body,
-        "a"
-    );
-    assert_eq!(
-        call(&mut svc, on("b.test", "GET", "/x"))
-            .await
-            .unwrap()
-            .body,
-        "b"
-    );
-    assert_eq!(
-        call(&mut svc, on("a.test", "GET", "/x?q=1"))
-            .await
-            .unwrap()
-            .body,
-        "b"
-    );
     // HEAD was never stored; neither is POST ever answered from the store.
-    assert_eq!(
-        call(&mut svc, on("a.test", "HEAD", "/x"))
-            .await
-            .unwrap()
-            .status,
-        StatusCode::BAD_GATEWAY
-    );
-    assert_eq!(
-        call(&mut svc, on("a.test", "POST", "/x"))
-            .await
-            .unwrap()
-            .status,
-        StatusCode::BAD_GATEWAY
-    );
+    let expected = [
+        ("a.test", "GET", "/x", "a"),
+        ("b.test", "GET", "/x", "b"),
+        ("a.test", "GET", "/x?q=1", "b"),
+        ("a.test", "HEAD", "/x", "upstream error page"),
+        ("a.test", "POST", "/x", "upstream error page"),
+    ];
+    for (host, method, path, body) in expected {
+        let seen = ok(&mut svc, on(host, method, path)).await;
+        assert_eq!(seen.body, body, "{method} {host}{path}");
+    }
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -476,22 +461,15 @@ async fn only_the_chosen_failures_are_answered() {
         .build()
         .unwrap()
         .layer(origin.service());
-    call(&mut default, get("/", &[])).await.unwrap();
-    call(&mut all, get("/", &[])).await.unwrap();
+    ok(&mut default, get("/", &[])).await;
+    ok(&mut all, get("/", &[])).await;
     for status in [500, 429] {
         origin.set(Answer::Status(status));
         assert_eq!(
-            call(&mut default, get("/", &[]))
-                .await
-                .unwrap()
-                .status
-                .as_u16(),
+            ok(&mut default, get("/", &[])).await.status.as_u16(),
             status
         );
-        assert_eq!(
-            call(&mut all, get("/", &[])).await.unwrap().status,
-            StatusCode::OK
-        );
+        assert_eq!(ok(&mut all, get("/", &[])).await.status, StatusCode::OK);
     }
     // A 404 is an answer, and is stored as the latest copy.
     origin.set(Answer::Page {
@@ -500,11 +478,11 @@ async fn only_the_chosen_failures_are_answered() {
         body: "gone".into(),
     });
     assert_eq!(
-        call(&mut default, get("/", &[])).await.unwrap().status,
+        ok(&mut default, get("/", &[])).await.status,
         StatusCode::NOT_FOUND
     );
     origin.set(Answer::Status(502));
-    let seen = call(&mut default, get("/", &[])).await.unwrap();
+    let seen = ok(&mut default, get("/", &[])).await;
     assert_eq!(
         (seen.status, seen.body.as_str()),
         (StatusCode::NOT_FOUND, "gone")
@@ -520,19 +498,19 @@ async fn a_popular_key_is_stored_once_per_refresh_interval() {
         .unwrap();
     let handle = layer.handle();
     let mut svc = layer.layer(origin.service());
-    call(&mut svc, get("/", &[])).await.unwrap();
+    ok(&mut svc, get("/", &[])).await;
     origin.set(page(&[], "v2"));
     for _ in 0..100 {
-        call(&mut svc, get("/", &[])).await.unwrap();
+        ok(&mut svc, get("/", &[])).await;
         advance(Duration::from_millis(5)).await;
     }
     assert_eq!(handle.stats().stored, 1, "within the second: stored once");
     advance(Duration::from_millis(500)).await;
-    call(&mut svc, get("/", &[])).await.unwrap();
+    ok(&mut svc, get("/", &[])).await;
     assert_eq!(handle.stats().stored, 2);
     origin.set(Answer::Status(502));
     advance(Duration::from_secs(3)).await;
-    let seen = call(&mut svc, get("/", &[])).await.unwrap();
+    let seen = ok(&mut svc, get("/", &[])).await;
     assert_eq!((seen.body.as_str(), seen.age()), ("v2", Some(3)));
 }
 
@@ -546,16 +524,12 @@ async fn a_varying_key_keeps_finding_its_variants_between_stores() {
     let handle = layer.handle();
     let mut svc = layer.layer(origin.service());
     for enc in ["gzip", "br", "gzip", "br"] {
-        call(&mut svc, get("/", &[("accept-encoding", enc)]))
-            .await
-            .unwrap();
+        ok(&mut svc, get("/", &[("accept-encoding", enc)])).await;
     }
     assert_eq!(handle.stats().stored, 2, "each variant once");
     origin.set(Answer::Status(502));
     for enc in ["gzip", "br"] {
-        let seen = call(&mut svc, get("/", &[("accept-encoding", enc)]))
-            .await
-            .unwrap();
+        let seen = ok(&mut svc, get("/", &[("accept-encoding", enc)])).await;
         assert_eq!((seen.status, seen.body.as_str()), (StatusCode::OK, enc));
     }
 }
@@ -578,10 +552,10 @@ async fn a_body_over_the_entry_limit_streams_through_and_is_not_stored() {
     let handle = layer.handle();
     let origin = big_origin(5000);
     let mut svc = layer.layer(origin.service());
-    let seen = call(&mut svc, get("/big", &[])).await.unwrap();
+    let seen = ok(&mut svc, get("/big", &[])).await;
     assert_eq!(seen.body.len(), 5000);
     origin.set(page(&[], "small"));
-    call(&mut svc, get("/small", &[])).await.unwrap();
+    ok(&mut svc, get("/small", &[])).await;
     let stats = handle.stats();
     assert_eq!((stats.entries, stats.stored), (1, 1));
     assert!(stats.bytes <= 4096);
@@ -599,19 +573,19 @@ async fn the_byte_budget_evicts_the_least_recently_used() {
     let origin = big_origin(3000);
     let mut svc = layer.layer(origin.service());
     for path in ["/a", "/b", "/c", "/d"] {
-        call(&mut svc, get(path, &[])).await.unwrap();
+        ok(&mut svc, get(path, &[])).await;
         let StaleIfErrorStats { bytes, .. } = handle.stats();
         assert!(bytes <= 10_000, "{bytes}");
     }
     assert_eq!(handle.stats().entries, 3);
     origin.set(Answer::Status(502));
     assert_eq!(
-        call(&mut svc, get("/a", &[])).await.unwrap().status,
+        ok(&mut svc, get("/a", &[])).await.status,
         StatusCode::BAD_GATEWAY
     );
     for path in ["/b", "/c", "/d"] {
         assert_eq!(
-            call(&mut svc, get(path, &[])).await.unwrap().status,
+            ok(&mut svc, get(path, &[])).await.status,
             StatusCode::OK,
             "{path}"
         );
@@ -658,8 +632,19 @@ fn streaming_origin() -> (
     (svc, tx)
 }
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn storing_hands_each_frame_on_as_it_arrives() {
+/// A layer over a streaming origin, and the response to a first `GET` of
+/// `path`, its body still open: the handle, the service, the sender that
+/// feeds the body, and the body.
+async fn streaming_get(
+    path: &str,
+) -> (
+    StaleIfErrorHandle,
+    StaleIfError<
+        impl Service<Request<()>, Response = Response<ChannelBody>, Error = BoxError> + Clone,
+    >,
+    Chunks,
+    StaleIfErrorBody<ChannelBody>,
+) {
     let layer = layer();
     let handle = layer.handle();
     let (origin, tx) = streaming_origin();
@@ -668,10 +653,15 @@ async fn storing_hands_each_frame_on_as_it_arrives() {
         .ready()
         .await
         .unwrap()
-        .call(get("/live", &[]))
+        .call(get(path, &[]))
         .await
         .unwrap();
-    let mut body = response.into_body();
+    (handle, svc, tx, response.into_body())
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn storing_hands_each_frame_on_as_it_arrives() {
+    let (handle, mut svc, tx, mut body) = streaming_get("/live").await;
     for chunk in ["one ", "two ", "three"] {
         tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.unwrap();
         // The frame reaches the client before the next one exists.
@@ -682,25 +672,14 @@ async fn storing_hands_each_frame_on_as_it_arrives() {
     drop(tx);
     assert!(body.frame().await.is_none());
     assert_eq!(handle.stats().entries, 1);
-    let seen = call(&mut svc, get("/live", &[])).await.unwrap();
+    let seen = ok(&mut svc, get("/live", &[])).await;
     assert_eq!(seen.body, "one two three");
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_body_that_fails_or_is_dropped_is_not_stored() {
     for fail in [true, false] {
-        let layer = layer();
-        let handle = layer.handle();
-        let (origin, tx) = streaming_origin();
-        let mut svc = layer.layer(origin);
-        let response = svc
-            .ready()
-            .await
-            .unwrap()
-            .call(get("/", &[]))
-            .await
-            .unwrap();
-        let mut body = response.into_body();
+        let (handle, mut svc, tx, mut body) = streaming_get("/").await;
         tx.send(Ok(Frame::data(Bytes::from("half")))).await.unwrap();
         body.frame().await.unwrap().unwrap();
         if fail {
@@ -729,23 +708,23 @@ async fn the_fallback_answers_the_chosen_failures_below_the_stale_copy() {
     let fallback = FallbackLayer::builder(maintenance()).build().unwrap();
     let mut svc = fallback.layer(layer().layer(origin.service()));
 
-    call(&mut svc, get("/", &[])).await.unwrap();
+    ok(&mut svc, get("/", &[])).await;
     origin.set(Answer::Refused);
     // A stored copy wins.
-    assert_eq!(call(&mut svc, get("/", &[])).await.unwrap().body, "home");
+    assert_eq!(ok(&mut svc, get("/", &[])).await.body, "home");
     // No copy: the maintenance page.
-    let seen = call(&mut svc, get("/other", &[])).await.unwrap();
+    let seen = ok(&mut svc, get("/other", &[])).await;
     assert_eq!(seen.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(seen.headers["retry-after"], "30");
     assert_eq!(seen.body, "<h1>Back soon</h1>");
     origin.set(Answer::Status(502));
     assert_eq!(
-        call(&mut svc, get("/other", &[])).await.unwrap().body,
+        ok(&mut svc, get("/other", &[])).await.body,
         "<h1>Back soon</h1>"
     );
     // An answer the origin meant (500) passes through.
     origin.set(Answer::Status(500));
-    let seen = call(&mut svc, get("/other", &[])).await.unwrap();
+    let seen = ok(&mut svc, get("/other", &[])).await;
     assert_eq!(
         (seen.status, seen.body.as_str()),
         (StatusCode::INTERNAL_SERVER_ERROR, "upstream error page")
@@ -762,11 +741,11 @@ async fn the_fallback_answers_only_its_failures() {
         .unwrap()
         .layer(origin.service());
     assert_eq!(
-        call(&mut svc, get("/", &[])).await.unwrap().status,
+        ok(&mut svc, get("/", &[])).await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
     origin.set(Answer::Status(504));
-    let seen = call(&mut svc, get("/", &[])).await.unwrap();
+    let seen = ok(&mut svc, get("/", &[])).await;
     assert_eq!(
         (seen.status, seen.body.as_str()),
         (StatusCode::GATEWAY_TIMEOUT, "upstream error page")

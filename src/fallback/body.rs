@@ -9,6 +9,7 @@ use pin_project_lite::pin_project;
 
 use super::stale::Shared;
 use super::store::Entry;
+use crate::http::ResponseBody;
 
 pin_project! {
     /// The body of a response from [`StaleIfError`](super::StaleIfError):
@@ -30,9 +31,9 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
-        Live { #[pin] body: B },
+        // The inner service's body as it is, or a stored copy.
+        Plain { #[pin] body: ResponseBody<B> },
         Tee { #[pin] body: B, pending: Option<Box<Pending>> },
-        Stored { data: Option<Bytes> },
     }
 }
 
@@ -61,7 +62,9 @@ impl Pending {
 impl<B> StaleIfErrorBody<B> {
     pub(crate) fn live(body: B) -> Self {
         Self {
-            kind: Kind::Live { body },
+            kind: Kind::Plain {
+                body: ResponseBody::inner(body),
+            },
         }
     }
 
@@ -76,8 +79,8 @@ impl<B> StaleIfErrorBody<B> {
 
     pub(crate) fn stored(data: Bytes) -> Self {
         Self {
-            kind: Kind::Stored {
-                data: (!data.is_empty()).then_some(data),
+            kind: Kind::Plain {
+                body: ResponseBody::full(data),
             },
         }
     }
@@ -95,8 +98,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
-            KindProj::Live { body } => body.poll_frame(cx),
-            KindProj::Stored { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Plain { body } => body.poll_frame(cx),
             KindProj::Tee { mut body, pending } => {
                 let frame = ready!(body.as_mut().poll_frame(cx));
                 match &frame {
@@ -141,17 +143,15 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Live { body } | Kind::Tee { body, .. } => body.is_end_stream(),
-            Kind::Stored { data } => data.is_none(),
+            Kind::Plain { body } => body.is_end_stream(),
+            Kind::Tee { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Live { body } | Kind::Tee { body, .. } => body.size_hint(),
-            Kind::Stored { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            Kind::Plain { body } => body.size_hint(),
+            Kind::Tee { body, .. } => body.size_hint(),
         }
     }
 }
@@ -159,9 +159,8 @@ where
 impl<B> fmt::Debug for StaleIfErrorBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
-            Kind::Live { .. } => "live",
-            Kind::Tee { .. } => "live, being stored",
-            Kind::Stored { .. } => "stored copy",
+            Kind::Plain { .. } => "plain",
+            Kind::Tee { .. } => "being stored",
         };
         f.debug_struct("StaleIfErrorBody")
             .field("kind", &kind)
