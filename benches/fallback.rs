@@ -17,6 +17,8 @@
 //!   is copied and stored (a headers copy, the body copy, the lock).
 //! * `stale_if_error_post`: a `POST` (never stored): the cost for requests
 //!   the layer does not touch.
+//! * `stale_if_error_no_store`: a `GET` of a page answered with
+//!   `Cache-Control: no-store`, so never stored.
 //!
 //! `failing` (every answer a 502):
 //! * `no_layer`, `tower_resilience_fallback` (its value), `fallback` (our
@@ -73,6 +75,7 @@ static PAGE: [u8; 1024] = [b'x'; 1024];
 #[derive(Clone, Copy, Debug)]
 struct Origin {
     failing: bool,
+    cache_control: &'static str,
 }
 
 impl Service<Request<()>> for Origin {
@@ -93,7 +96,7 @@ impl Service<Request<()>> for Origin {
             let mut r = Response::new(Page(Some(Bytes::from_static(&PAGE))));
             r.headers_mut().insert(
                 http::header::CACHE_CONTROL,
-                http::HeaderValue::from_static("max-age=60"),
+                http::HeaderValue::from_static(self.cache_control),
             );
             r
         };
@@ -179,8 +182,18 @@ fn ours(inner: Origin) -> tower_steady::fallback::Fallback<Origin> {
 
 fn bench(c: &mut Criterion) {
     let rt = single_runtime();
-    let up = Origin { failing: false };
-    let down = Origin { failing: true };
+    let up = Origin {
+        failing: false,
+        cache_control: "max-age=60",
+    };
+    let down = Origin {
+        failing: true,
+        ..up
+    };
+    let no_store = Origin {
+        cache_control: "no-store",
+        ..up
+    };
 
     let mut group = c.benchmark_group("fallback/succeeding");
     bench_one(&mut group, &rt, "no_layer", Method::GET, up);
@@ -216,6 +229,13 @@ fn bench(c: &mut Criterion) {
         "stale_if_error_post",
         Method::POST,
         StaleIfErrorLayer::new().layer(up),
+    );
+    bench_one(
+        &mut group,
+        &rt,
+        "stale_if_error_no_store",
+        Method::GET,
+        StaleIfErrorLayer::new().layer(no_store),
     );
     group.finish();
 

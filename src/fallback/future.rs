@@ -89,14 +89,18 @@ fn on_success<B: http_body::Body>(
         headers: request,
         authorized,
     } = *captured;
+    let now = Instant::now();
     let storable = match policy::storable(response.status(), response.headers(), authorized) {
         Ok(storable) => storable,
         Err(why) => {
             tracing::trace!(target: TARGET, %uri, why = why.as_str(), "response not stored");
+            // The decision counts as this key's store for the refresh
+            // interval: the next requests for a page that cannot be stored
+            // (`no-store`, `private`, ...) skip copying their headers.
+            shared.gate.claim(id.hash, false, now);
             return response.map(StaleIfErrorBody::live);
         }
     };
-    let now = Instant::now();
     let vary = vary_values(&storable.vary, &request);
     let claimed = if vary.is_empty() {
         shared.gate.claim(id.hash, false, now)
