@@ -76,8 +76,9 @@
 //! Storing a copy needs an allocation and the store's lock, so the layer
 //! stores each key at most once per [`refresh`](StaleIfErrorBuilder::refresh)
 //! interval (1 s). A table of 4096 atomics remembers which keys were stored
-//! recently; for those, a successful request costs a hash of its key and
-//! one atomic load, and takes no lock and allocates nothing. Requests that
+//! (or found not storable) recently; for those, a successful request costs
+//! a keyed hash of its key, a clock read and one atomic load, and takes no
+//! lock and allocates nothing. Requests that
 //! will be stored, and requests for a key whose responses have a `Vary`,
 //! keep a copy of the request's headers (to store under, or to find, the
 //! right variant). Requests that are not `GET` or `HEAD` cost one header
