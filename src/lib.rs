@@ -19,6 +19,7 @@
 //! | [`load_shed`] | sheds load early with `503` + `Retry-After`: an adaptive concurrency limit for servers, adaptive throttling for clients |
 //! | [`fallback`] | answers a failure with the last good copy of a shareable page (stale-if-error), or with a page of your own |
 //! | [`upstream`] | balances over an upstream's replicas (p2c + peak-EWMA), ejects the failing ones, probes them back and ramps them up slowly; static, discovered or DNS sets |
+//! | [`observability`] | the `tracing` targets, and the metrics every layer reports with the `metrics` feature |
 //! | [`http`] | `Retry-After` parsing, and every error turned into an honest response |
 //! | [`chaos`] | fault injection for tests, examples and benchmarks |
 //!
@@ -64,6 +65,7 @@
 //! | `upstream` | [`upstream`] (turns on `retry`; adds `tower`'s `discover` and tokio's `rt`, `net`, `sync`) |
 //! | `fallback` | [`fallback`] |
 //! | `chaos` | [`chaos`] |
+//! | `metrics` (off by default) | counters, gauges and histograms through the `metrics` facade ([`observability`]) |
 //! | `hyper` | classifying `hyper::Error` |
 //! | `hyper-util` | classifying `hyper_util::client::legacy::Error` (`is_connect()`) |
 //!
@@ -82,6 +84,7 @@
 
 pub mod classify;
 pub mod http;
+pub mod observability;
 
 #[cfg(feature = "chaos")]
 pub mod chaos;

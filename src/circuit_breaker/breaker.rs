@@ -22,7 +22,7 @@
 //! compare-and-swap.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -163,7 +163,8 @@ struct Cold {
 #[derive(Debug)]
 #[repr(align(128))]
 pub(crate) struct Breaker {
-    name: Box<str>,
+    // Shared, so that a metric label is a reference count, not a copy.
+    name: Arc<str>,
     settings: Settings,
     start: Instant,
     word: AtomicU64,
@@ -177,7 +178,7 @@ pub(crate) struct Breaker {
 }
 
 impl Breaker {
-    pub(crate) fn new(name: Box<str>, settings: Settings, rng: Rng, start: Instant) -> Self {
+    pub(crate) fn new(name: Arc<str>, settings: Settings, rng: Rng, start: Instant) -> Self {
         // One stripe of counts per core, so that calls completing on
         // different cores do not write the same cache line.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -196,6 +197,10 @@ impl Breaker {
     }
 
     pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn name_arc(&self) -> &Arc<str> {
         &self.name
     }
 
@@ -265,6 +270,7 @@ impl Breaker {
                             breaker = %self.name,
                             "circuit half-open: probing the upstream"
                         );
+                        crate::observability::emit::breaker_transition(&self.name, "half_open", 1);
                         return Ok(Permit {
                             generation: generation.wrapping_add(1),
                             kind: PermitKind::Probe,
@@ -451,6 +457,7 @@ impl Breaker {
             open_for_ms = duration.as_millis() as u64,
             "circuit opened: failing fast"
         );
+        crate::observability::emit::breaker_transition(&self.name, "open", 2);
     }
 
     /// Closes the breaker after a successful probing period, if it is still
@@ -469,6 +476,7 @@ impl Breaker {
             breaker = %self.name,
             "circuit closed: the upstream is back"
         );
+        crate::observability::emit::breaker_transition(&self.name, "closed", 0);
         true
     }
 
@@ -538,6 +546,14 @@ impl Breaker {
             state = ?State::from_bits(state),
             "circuit state set by hand"
         );
+        let (to, gauge) = match state {
+            FORCED_OPEN => ("forced_open", 3),
+            FORCED_CLOSED => ("forced_closed", 4),
+            OPEN => ("open", 2),
+            HALF_OPEN => ("half_open", 1),
+            _ => ("closed", 0),
+        };
+        crate::observability::emit::breaker_transition(&self.name, to, gauge);
     }
 
     /// Any state => ForcedOpen.

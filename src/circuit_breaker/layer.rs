@@ -282,7 +282,7 @@ impl<C> CircuitBreakerBuilder<C> {
             ));
         }
         let rng = self.seed.map_or_else(Rng::from_entropy, Rng::from_seed);
-        let breaker = Breaker::new(self.name.into_boxed_str(), s, rng, Instant::now());
+        let breaker = Breaker::new(self.name.into(), s, rng, Instant::now());
         Ok(CircuitBreakerLayer {
             breaker: Arc::new(breaker),
             classifier: self.classifier,

@@ -261,6 +261,7 @@ where
                     retry_after_ms = retry_after.as_millis() as u64,
                     "call turned away"
                 );
+                crate::observability::emit::breaker_rejected(self.breaker.name_arc());
                 ResponseFuture::rejected(retry_after, self.classifier.clone())
             }
         }

@@ -69,6 +69,7 @@ where
                 }
                 ready!(timer.poll_elapsed(cx));
                 tracing::debug!(target: "tower_steady::deadline", "request deadline exceeded");
+                crate::observability::emit::deadline_exceeded("in_flight");
                 Poll::Ready(Err(DeadlineExceeded::while_running().into()))
             }
             StateProj::Expired => Poll::Ready(Err(DeadlineExceeded::before_sending().into())),

@@ -214,6 +214,7 @@ where
                 target: "tower_steady::deadline",
                 "request arrived with no time left; not calling the service"
             );
+            crate::observability::emit::deadline_exceeded("arrival");
             return ResponseFuture::expired();
         }
 

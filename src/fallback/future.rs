@@ -196,6 +196,7 @@ where
         match this.classifier.classify_result(&result).kind() {
             Some(kind) if this.failures.contains(kind) => {
                 tracing::debug!(target: TARGET, %kind, status = %this.template.status, "fallback response served");
+                crate::observability::emit::fallback_served(kind.as_str());
                 Poll::Ready(Ok(this.template.response()))
             }
             _ => Poll::Ready(result.map(|r| r.map(ResponseBody::inner))),

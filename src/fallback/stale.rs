@@ -282,6 +282,7 @@ impl Shared {
             age_secs = age.as_secs(),
             "stale copy served"
         );
+        crate::observability::emit::stale_served(kind.as_str());
         let Entry {
             status,
             mut headers,

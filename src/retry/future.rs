@@ -195,7 +195,7 @@ where
                     if let Err(e) = ready!(this.ctx.service.poll_ready(cx)) {
                         // The retry was not sent: its token goes back.
                         this.ctx.token = None;
-                        return Poll::Ready(Err(e.into()));
+                        return Poll::Ready(this.ctx.finished(Err(e.into())));
                     }
                     if let Some(token) = this.ctx.token.take() {
                         token.spend();
@@ -213,7 +213,7 @@ where
                         this.hedge.as_mut(),
                         this.timer.as_mut(),
                     ) {
-                        Step::Answered(out) => return Poll::Ready(out),
+                        Step::Answered(out) => return Poll::Ready(this.ctx.finished(out)),
                         Step::Retry => continue,
                         Step::Running => {}
                     }
@@ -223,7 +223,7 @@ where
                         this.primary.as_mut(),
                         this.timer.as_mut(),
                     ) {
-                        Step::Answered(out) => return Poll::Ready(out),
+                        Step::Answered(out) => return Poll::Ready(this.ctx.finished(out)),
                         Step::Retry => continue,
                         Step::Running => {}
                     }
@@ -249,6 +249,21 @@ where
     B: Body,
     C: Classify,
 {
+    /// Reports a request's final outcome and time (with the `metrics`
+    /// feature) and hands the result on.
+    fn finished(&self, out: Result<Response<RB>, BoxError>) -> Result<Response<RB>, BoxError> {
+        #[cfg(feature = "metrics")]
+        {
+            let outcome = self.shared.classifier.classify_result(&out);
+            let elapsed = Instant::now().saturating_duration_since(self.started);
+            crate::observability::emit::request(
+                outcome.kind().map_or("success", |k| k.as_str()),
+                elapsed.as_secs_f64(),
+            );
+        }
+        out
+    }
+
     /// Polls one running attempt (`mine`) while `rival` may be running too:
     /// the first success wins and drops the rival.
     fn poll_attempt(
@@ -375,6 +390,7 @@ where
                 kind = kind.as_str(),
                 "retry budget exhausted; returning the failure"
             );
+            crate::observability::emit::budget_exhausted("retry");
             return None;
         };
         self.token = Some(Token {
@@ -388,6 +404,7 @@ where
             wait_ms = wait.as_millis() as u64,
             "retrying"
         );
+        crate::observability::emit::retry(kind.as_str());
         Some(wait)
     }
 
@@ -432,11 +449,13 @@ where
             self.hedge_at = None;
             timer.set(None);
             tracing::info!(target: TARGET, "retry budget exhausted; not hedging");
+            crate::observability::emit::budget_exhausted("hedge");
             return Poll::Ready(None);
         }
         self.hedge_at = None;
         timer.set(None);
         tracing::debug!(target: TARGET, attempt = self.attempts + 1, "hedging");
+        crate::observability::emit::hedge();
         Poll::Ready(Some(self.next_request(true)))
     }
 

@@ -294,6 +294,7 @@ impl Registry {
             .unwrap_or(u64::MAX);
         self.healthy.store(healthy, Ordering::Release);
         self.next_probe.store(next_probe, Ordering::Release);
+        crate::observability::emit::healthy_endpoints(healthy);
     }
 
     /// How long a caller should wait when no endpoint can take a request.
@@ -412,6 +413,7 @@ impl Registry {
             healthy = self.healthy(),
             "endpoint ejected"
         );
+        crate::observability::emit::ejection(reason.as_str());
     }
 
     /// `base × multiplier`, capped, then shortened by up to `jitter` of
@@ -460,6 +462,7 @@ impl Registry {
                     slow_start_ms = self.config.slow_start.as_millis() as u64,
                     "endpoint re-admitted after a successful probe"
                 );
+                crate::observability::emit::readmission();
             }
             Verdict::Failure | Verdict::GatewayFailure => {
                 let multiplier = health.multiplier.load(Ordering::Relaxed).saturating_add(1);
@@ -516,6 +519,7 @@ impl Registry {
                     passes,
                     "endpoint re-admitted: health checks pass"
                 );
+                crate::observability::emit::readmission();
             }
         } else {
             health.passes.store(0, Ordering::Relaxed);
@@ -529,6 +533,7 @@ impl Registry {
                     healthy = self.healthy(),
                     "endpoint ejected: health checks fail"
                 );
+                crate::observability::emit::ejection("health_check");
             }
         }
     }

@@ -100,6 +100,7 @@ fn pass_on<B>(response: Response<B>, settings: &Settings, json: bool) -> Respons
             upstream_status = 502,
             "rewriting the upstream's 502 to 503"
         );
+        crate::observability::emit::error_response("503", FailureKind::BadGateway.as_str());
         return page::response(
             StatusCode::SERVICE_UNAVAILABLE,
             settings.retry_after_secs,
@@ -129,6 +130,13 @@ fn answer<B, C: Classify>(
     } else {
         tracing::warn!(target: "tower_steady::http", status = status.as_u16(), kind = kind.as_str(), %cause, "answering an error");
     }
+    let label = match status.as_u16() {
+        503 => "503",
+        504 => "504",
+        502 => "502",
+        _ => "500",
+    };
+    crate::observability::emit::error_response(label, kind.as_str());
     page::response(status, retry_after, json)
 }
 

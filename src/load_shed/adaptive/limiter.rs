@@ -254,6 +254,7 @@ impl Limiter {
                 max_in_flight,
                 "concurrency limit changed"
             );
+            crate::observability::emit::concurrency_limit(after);
         } else if reason == Reason::ProbeDone {
             tracing::debug!(
                 target: "tower_steady::load_shed",

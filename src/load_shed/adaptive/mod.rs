@@ -95,6 +95,7 @@ where
                     criticality = criticality.as_str(),
                     "request shed"
                 );
+                crate::observability::emit::shed("adaptive_limit");
                 LimitFuture::shed(self.limiter.retry_after())
             }
         }

@@ -87,6 +87,7 @@ where
                     probability,
                     "request throttled"
                 );
+                crate::observability::emit::shed("throttle");
                 ThrottleFuture::refused(self.throttler.retry_after())
             }
         }

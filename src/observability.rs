@@ -1,0 +1,225 @@
+//! What the layers report: `tracing` events and, with the `metrics`
+//! feature, counters, gauges and histograms through the [`metrics`] facade.
+//!
+//! # Metrics
+//!
+//! Off by default; turn on the `metrics` feature and install any `metrics`
+//! recorder (`metrics-exporter-prometheus`, an OpenTelemetry bridge, ...).
+//! Without a recorder every call is a no-op. Every name starts with
+//! `tower_steady_`; labels take a bounded set of values (a failure kind, a
+//! status, a state, a breaker's name), never a path or an address.
+//! [`describe_metrics`] registers the descriptions and units below with the
+//! installed recorder.
+//!
+//! | name | type | labels | when |
+//! |---|---|---|---|
+//! | `tower_steady_timeouts_total` | counter | | an attempt timed out ([`timeout`](crate::timeout)) |
+//! | `tower_steady_deadline_exceeded_total` | counter | `when`: `arrival`, `in_flight` | a request's deadline passed ([`deadline`](crate::deadline)) |
+//! | `tower_steady_requests_total` | counter | `outcome`: `success` or a [failure kind](crate::classify::FailureKind::as_str) | a request left the retry layer, after its retries |
+//! | `tower_steady_request_duration_seconds` | histogram | `outcome` | the same, its whole time, retries and backoff included |
+//! | `tower_steady_retries_total` | counter | `kind`: the failure retried | a retry was sent |
+//! | `tower_steady_hedges_total` | counter | | a hedge was sent |
+//! | `tower_steady_retry_budget_exhausted_total` | counter | `for`: `retry`, `hedge` | the budget refused a retry or a hedge |
+//! | `tower_steady_breaker_transitions_total` | counter | `breaker`, `to`: `open`, `half_open`, `closed`, `forced_open`, `forced_closed` | a circuit breaker changed state |
+//! | `tower_steady_breaker_state` | gauge | `breaker` | its state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed |
+//! | `tower_steady_breaker_rejected_total` | counter | `breaker` | a request was failed fast |
+//! | `tower_steady_shed_total` | counter | `layer`: `adaptive_limit`, `throttle` | a request was shed or throttled |
+//! | `tower_steady_concurrency_limit` | gauge | | the adaptive limit, when it changes |
+//! | `tower_steady_upstream_ejections_total` | counter | `reason`: `consecutive_failures`, `success_rate`, `probe_failed`, `health_check` | an endpoint was ejected |
+//! | `tower_steady_upstream_readmissions_total` | counter | | an ejected endpoint came back |
+//! | `tower_steady_upstream_healthy_endpoints` | gauge | | endpoints taking requests, after each change |
+//! | `tower_steady_stale_served_total` | counter | `kind`: the failure answered | a stale copy was served |
+//! | `tower_steady_fallback_served_total` | counter | `kind` | a fallback response was served |
+//! | `tower_steady_error_responses_total` | counter | `status`, `kind` | an error was turned into a response ([`ErrorResponseLayer`](crate::http::ErrorResponseLayer)) |
+//!
+//! Every metric is per process, as the layers' state is: a fleet is watched
+//! by scraping each process and summing (see the README).
+//!
+//! # Tracing
+//!
+//! Each layer logs under its own target: `tower_steady::timeout`,
+//! `::deadline`, `::retry`, `::circuit_breaker`, `::load_shed`,
+//! `::upstream`, `::fallback`, `::http`, `::chaos`. State changes (a breaker
+//! opening, an endpoint ejected, a budget exhausted) are `info` or `warn`;
+//! per-request decisions are `debug`.
+
+#[cfg(feature = "metrics")]
+pub use self::enabled::describe_metrics;
+
+#[cfg(feature = "metrics")]
+mod enabled {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+    /// Registers the description and unit of every metric in the
+    /// [table](super#metrics) with the installed recorder. Call it once,
+    /// after installing the recorder.
+    pub fn describe_metrics() {
+        describe_counter!("tower_steady_timeouts_total", "Attempts that timed out.");
+        describe_counter!(
+            "tower_steady_deadline_exceeded_total",
+            "Requests whose deadline passed, on arrival or in flight."
+        );
+        describe_counter!(
+            "tower_steady_requests_total",
+            "Requests that left the retry layer, by final outcome."
+        );
+        describe_histogram!(
+            "tower_steady_request_duration_seconds",
+            Unit::Seconds,
+            "Time from a request entering the retry layer to its final outcome."
+        );
+        describe_counter!(
+            "tower_steady_retries_total",
+            "Retries sent, by the failure retried."
+        );
+        describe_counter!("tower_steady_hedges_total", "Hedged requests sent.");
+        describe_counter!(
+            "tower_steady_retry_budget_exhausted_total",
+            "Retries or hedges the retry budget refused."
+        );
+        describe_counter!(
+            "tower_steady_breaker_transitions_total",
+            "Circuit breaker state changes, by breaker and new state."
+        );
+        describe_gauge!(
+            "tower_steady_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed."
+        );
+        describe_counter!(
+            "tower_steady_breaker_rejected_total",
+            "Requests failed fast by an open circuit breaker."
+        );
+        describe_counter!(
+            "tower_steady_shed_total",
+            "Requests shed or throttled, by layer."
+        );
+        describe_gauge!(
+            "tower_steady_concurrency_limit",
+            "The adaptive concurrency limit."
+        );
+        describe_counter!(
+            "tower_steady_upstream_ejections_total",
+            "Endpoints ejected, by reason."
+        );
+        describe_counter!(
+            "tower_steady_upstream_readmissions_total",
+            "Ejected endpoints taken back."
+        );
+        describe_gauge!(
+            "tower_steady_upstream_healthy_endpoints",
+            "Endpoints taking requests."
+        );
+        describe_counter!(
+            "tower_steady_stale_served_total",
+            "Stale copies served after a failure, by failure kind."
+        );
+        describe_counter!(
+            "tower_steady_fallback_served_total",
+            "Fallback responses served, by failure kind."
+        );
+        describe_counter!(
+            "tower_steady_error_responses_total",
+            "Errors turned into responses, by status and failure kind."
+        );
+    }
+}
+
+/// The calls the layers make. Each is a no-op without the `metrics` feature,
+/// and costs a load of the global recorder with it and no recorder.
+#[allow(dead_code, unused_variables)]
+pub(crate) mod emit {
+    #[cfg(feature = "metrics")]
+    use metrics::{counter, gauge, histogram};
+
+    pub(crate) fn timeout() {
+        #[cfg(feature = "metrics")]
+        counter!("tower_steady_timeouts_total").increment(1);
+    }
+
+    pub(crate) fn deadline_exceeded(when: &'static str) {
+        #[cfg(feature = "metrics")]
+        counter!("tower_steady_deadline_exceeded_total", "when" => when).increment(1);
+    }
+
+    pub(crate) fn request(outcome: &'static str, seconds: f64) {
+        #[cfg(feature = "metrics")]
+        {
+            counter!("tower_steady_requests_total", "outcome" => outcome).increment(1);
+            histogram!("tower_steady_request_duration_seconds", "outcome" => outcome)
+                .record(seconds);
+        }
+    }
+
+    pub(crate) fn retry(kind: &'static str) {
+        #[cfg(feature = "metrics")]
+        counter!("tower_steady_retries_total", "kind" => kind).increment(1);
+    }
+
+    pub(crate) fn hedge() {
+        #[cfg(feature = "metrics")]
+        counter!("tower_steady_hedges_total").increment(1);
+    }
+
+    pub(crate) fn budget_exhausted(for_: &'static str) {
+        #[cfg(feature = "metrics")]
+        counter!("tower_steady_retry_budget_exhausted_total", "for" => for_).increment(1);
+    }
+
+    /// `state`: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced
+    /// closed.
+    pub(crate) fn breaker_transition(breaker: &std::sync::Arc<str>, to: &'static str, state: u8) {
+        #[cfg(feature = "metrics")]
+        {
+            counter!("tower_steady_breaker_transitions_total", "breaker" => breaker.clone(), "to" => to)
+                .increment(1);
+            gauge!("tower_steady_breaker_state", "breaker" => breaker.clone())
+                .set(f64::from(state));
+        }
+    }
+
+    pub(crate) fn breaker_rejected(breaker: &std::sync::Arc<str>) {
+        #[cfg(feature = "metrics")]
+        counter!("tower_steady_breaker_rejected_total", "breaker" => breaker.clone()).increment(1);
+    }
+
+    pub(crate) fn shed(layer: &'static str) {
+        #[cfg(feature = "metrics")]
+        counter!("tower_steady_shed_total", "layer" => layer).increment(1);
+    }
+
+    pub(crate) fn concurrency_limit(limit: u32) {
+        #[cfg(feature = "metrics")]
+        gauge!("tower_steady_concurrency_limit").set(f64::from(limit));
+    }
+
+    pub(crate) fn ejection(reason: &'static str) {
+        #[cfg(feature = "metrics")]
+        counter!("tower_steady_upstream_ejections_total", "reason" => reason).increment(1);
+    }
+
+    pub(crate) fn readmission() {
+        #[cfg(feature = "metrics")]
+        counter!("tower_steady_upstream_readmissions_total").increment(1);
+    }
+
+    pub(crate) fn healthy_endpoints(healthy: usize) {
+        #[cfg(feature = "metrics")]
+        gauge!("tower_steady_upstream_healthy_endpoints").set(healthy as f64);
+    }
+
+    pub(crate) fn stale_served(kind: &'static str) {
+        #[cfg(feature = "metrics")]
+        counter!("tower_steady_stale_served_total", "kind" => kind).increment(1);
+    }
+
+    pub(crate) fn fallback_served(kind: &'static str) {
+        #[cfg(feature = "metrics")]
+        counter!("tower_steady_fallback_served_total", "kind" => kind).increment(1);
+    }
+
+    pub(crate) fn error_response(status: &'static str, kind: &'static str) {
+        #[cfg(feature = "metrics")]
+        counter!("tower_steady_error_responses_total", "status" => status, "kind" => kind)
+            .increment(1);
+    }
+}

@@ -1,0 +1,526 @@
+//! Every layer emits the metrics documented in `tower_steady::observability`,
+//! with the documented labels, seen through `metrics-util`'s debugging
+//! recorder (installed for the test's thread only). Paused time throughout.
+#![cfg(feature = "metrics")]
+
+use std::convert::Infallible;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::CompositeKey;
+use tokio::time::advance;
+use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
+use tower_steady::circuit_breaker::CircuitBreakerLayer;
+use tower_steady::deadline::DeadlineLayer;
+use tower_steady::fallback::{FallbackLayer, StaleIfErrorLayer};
+use tower_steady::http::ErrorResponseLayer;
+use tower_steady::load_shed::AdaptiveLimitLayer;
+use tower_steady::retry::{Backoff, Budget, RetryLayer};
+use tower_steady::timeout::TimeoutLayer;
+use tower_steady::upstream::Upstreams;
+
+type Taken = Vec<(
+    CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    DebugValue,
+)>;
+
+/// What the recorder holds now. Taking it resets the recorder (counters to
+/// zero, gauges to zero, histograms emptied): each `take` sees what
+/// happened since the one before.
+fn take(snap: &Snapshotter) -> Taken {
+    snap.snapshot().into_vec()
+}
+
+/// The value of every series of `name` whose labels include `labels`.
+fn values<'a>(taken: &'a Taken, name: &str, labels: &[(&str, &str)]) -> Vec<&'a DebugValue> {
+    taken
+        .iter()
+        .filter(|(key, ..)| {
+            let key = key.key();
+            key.name() == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v))
+        })
+        .map(|(.., value)| value)
+        .collect()
+}
+
+fn counter(snap: &Taken, name: &str, labels: &[(&str, &str)]) -> u64 {
+    values(snap, name, labels)
+        .into_iter()
+        .map(|v| match v {
+            DebugValue::Counter(n) => *n,
+            other => panic!("{name} is not a counter: {other:?}"),
+        })
+        .sum()
+}
+
+fn gauge(snap: &Taken, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    values(snap, name, labels)
+        .into_iter()
+        .find_map(|v| match v {
+            DebugValue::Gauge(g) => Some(g.into_inner()),
+            _ => None,
+        })
+}
+
+fn status(code: u16) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::default());
+    *r.status_mut() = StatusCode::from_u16(code).unwrap();
+    r
+}
+
+/// An inner service answering the statuses in `script` in turn, then 200,
+/// whatever the request's body type.
+#[derive(Clone)]
+struct Scripted {
+    script: &'static [u16],
+    n: Arc<AtomicUsize>,
+}
+
+fn scripted(script: &'static [u16]) -> Scripted {
+    Scripted {
+        script,
+        n: Arc::default(),
+    }
+}
+
+impl<B> Service<Request<B>> for Scripted {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<B>) -> Self::Future {
+        let i = self.n.fetch_add(1, Ordering::Relaxed);
+        std::future::ready(Ok(status(self.script.get(i).copied().unwrap_or(200))))
+    }
+}
+
+fn get() -> Request<Empty<Bytes>> {
+    Request::get("http://site.test/")
+        .body(Empty::new())
+        .unwrap()
+}
+
+macro_rules! recording {
+    () => {{
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        (recorder, snapshotter)
+    }};
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn timeouts_and_deadlines_are_counted() {
+    let (recorder, rec) = recording!();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let hang = service_fn(|_: Request<Empty<Bytes>>| {
+        std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>()
+    });
+
+    let svc = TimeoutLayer::new(Duration::from_millis(10)).layer(hang);
+    assert!(svc.oneshot(get()).await.is_err());
+    let snap = take(&rec);
+    assert_eq!(counter(&snap, "tower_steady_timeouts_total", &[]), 1);
+
+    let deadline = DeadlineLayer::server().build().unwrap();
+    let expired = Request::get("/")
+        .header("x-request-timeout-ms", "0")
+        .body(Empty::new())
+        .unwrap();
+    assert!(deadline.layer(hang).oneshot(expired).await.is_err());
+    assert!(deadline.layer(hang).oneshot(get()).await.is_err());
+    let snap = take(&rec);
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_deadline_exceeded_total",
+            &[("when", "arrival")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_deadline_exceeded_total",
+            &[("when", "in_flight")]
+        ),
+        1
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn retries_outcomes_durations_and_the_budget_are_counted() {
+    let (recorder, rec) = recording!();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let retry = RetryLayer::builder()
+        .backoff(Backoff::none())
+        .build()
+        .unwrap();
+    let response = retry
+        .layer(scripted(&[503, 502]))
+        .oneshot(get())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let snap = take(&rec);
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_retries_total",
+            &[("kind", "unavailable")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_retries_total",
+            &[("kind", "bad_gateway")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_requests_total",
+            &[("outcome", "success")]
+        ),
+        1
+    );
+    let durations = values(
+        &snap,
+        "tower_steady_request_duration_seconds",
+        &[("outcome", "success")],
+    );
+    assert!(
+        matches!(&durations[..], [DebugValue::Histogram(v)] if v.len() == 1),
+        "{durations:?}"
+    );
+
+    let none = Budget::builder()
+        .ratio(0.0)
+        .min_per_second(0)
+        .build()
+        .unwrap();
+    let stingy = RetryLayer::builder().budget(none).build().unwrap();
+    let response = stingy.layer(scripted(&[503])).oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let snap = take(&rec);
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_retry_budget_exhausted_total",
+            &[("for", "retry")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_requests_total",
+            &[("outcome", "unavailable")]
+        ),
+        1
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn breaker_transitions_state_and_rejections_are_reported_by_name() {
+    let (recorder, rec) = recording!();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let layer = CircuitBreakerLayer::builder()
+        .name("payments")
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(scripted(&[]));
+    handle.force_open();
+    assert!(ServiceExt::<Request<Empty<Bytes>>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(get())
+        .await
+        .is_err());
+    let breaker = [("breaker", "payments")];
+    let snap = take(&rec);
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_breaker_transitions_total",
+            &[("breaker", "payments"), ("to", "forced_open")]
+        ),
+        1
+    );
+    assert_eq!(
+        gauge(&snap, "tower_steady_breaker_state", &breaker),
+        Some(3.0)
+    );
+    assert_eq!(
+        counter(&snap, "tower_steady_breaker_rejected_total", &breaker),
+        1
+    );
+    handle.force_closed();
+    let snap = take(&rec);
+    assert_eq!(
+        gauge(&snap, "tower_steady_breaker_state", &breaker),
+        Some(4.0)
+    );
+
+    // Opened by failures: 20 calls, all 503.
+    let layer = CircuitBreakerLayer::builder()
+        .name("search")
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(scripted(&[503; 20]));
+    for _ in 0..20 {
+        ServiceExt::<Request<Empty<Bytes>>>::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(get())
+            .await
+            .unwrap();
+    }
+    let search = [("breaker", "search")];
+    let snap = take(&rec);
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_breaker_transitions_total",
+            &[("breaker", "search"), ("to", "open")]
+        ),
+        1
+    );
+    assert_eq!(
+        gauge(&snap, "tower_steady_breaker_state", &search),
+        Some(2.0)
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn shed_requests_and_the_adaptive_limit_are_reported() {
+    let (recorder, rec) = recording!();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let slow = service_fn(|_: Request<Empty<Bytes>>| async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Ok::<_, Infallible>(status(200))
+    });
+    let mut fixed = AdaptiveLimitLayer::builder()
+        .fixed(1)
+        .build()
+        .unwrap()
+        .layer(slow);
+    let first = fixed.ready().await.unwrap().call(get());
+    assert!(fixed.ready().await.unwrap().call(get()).await.is_err());
+    first.await.unwrap();
+    let snap = take(&rec);
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_shed_total",
+            &[("layer", "adaptive_limit")]
+        ),
+        1
+    );
+
+    // 16 clients in a closed loop against an unloaded service: the limit
+    // grows from its initial 20, and each change is reported.
+    let adaptive = AdaptiveLimitLayer::new().layer(slow);
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let mut svc = adaptive.clone();
+            async move {
+                for _ in 0..200 {
+                    let _ = svc.ready().await.unwrap().call(get()).await;
+                }
+            }
+        })
+        .collect();
+    futures_join(clients).await;
+    let snap = take(&rec);
+    let limit =
+        gauge(&snap, "tower_steady_concurrency_limit", &[]).expect("the limit was reported");
+    assert!(limit > 20.0, "{limit}");
+}
+
+/// Runs futures to completion on this task (no spawning: the recorder is
+/// the thread's).
+async fn futures_join<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        futures.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if futures.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn ejections_readmissions_and_healthy_endpoints_are_reported() {
+    let (recorder, rec) = recording!();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let addrs: Vec<std::net::SocketAddr> = (1..=3).map(|p| ([127, 0, 0, 1], p).into()).collect();
+    let bad = addrs[0];
+    let b = broken.clone();
+    let mut svc = Upstreams::builder()
+        .ejection_jitter(0.0)
+        .slow_start(Duration::ZERO)
+        .seed(7)
+        .build(addrs, move |addr| {
+            let b = b.clone();
+            service_fn(move |_: Request<Empty<Bytes>>| {
+                let failing = addr == bad && b.load(Ordering::Relaxed);
+                async move { Ok::<_, Infallible>(status(if failing { 502 } else { 200 })) }
+            })
+        })
+        .unwrap();
+    for _ in 0..100 {
+        let _ = svc.ready().await.unwrap().call(get()).await;
+    }
+    let consecutive = [("reason", "consecutive_failures")];
+    let snap = take(&rec);
+    assert_eq!(
+        counter(&snap, "tower_steady_upstream_ejections_total", &consecutive),
+        1
+    );
+    assert_eq!(
+        gauge(&snap, "tower_steady_upstream_healthy_endpoints", &[]),
+        Some(2.0)
+    );
+
+    broken.store(false, Ordering::Relaxed);
+    advance(Duration::from_secs(31)).await;
+    for _ in 0..10 {
+        let _ = svc.ready().await.unwrap().call(get()).await;
+    }
+    let snap = take(&rec);
+    assert_eq!(
+        counter(&snap, "tower_steady_upstream_readmissions_total", &[]),
+        1
+    );
+    assert_eq!(
+        gauge(&snap, "tower_steady_upstream_healthy_endpoints", &[]),
+        Some(3.0)
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn stale_copies_fallbacks_and_error_responses_are_counted() {
+    let (recorder, rec) = recording!();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let stale = StaleIfErrorLayer::new().layer(scripted(&[200, 502]));
+    stale
+        .clone()
+        .oneshot(get())
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(stale.oneshot(get()).await.unwrap().status(), StatusCode::OK);
+    let snap = take(&rec);
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_stale_served_total",
+            &[("kind", "bad_gateway")]
+        ),
+        1
+    );
+
+    let refused = service_fn(|_: Request<Empty<Bytes>>| async {
+        Err::<Response<Full<Bytes>>, BoxError>(
+            io::Error::from(io::ErrorKind::ConnectionRefused).into(),
+        )
+    });
+    let page = Response::builder().status(503).body("later").unwrap();
+    let fallback = FallbackLayer::builder(page).build().unwrap().layer(refused);
+    assert_eq!(
+        fallback.oneshot(get()).await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let snap = take(&rec);
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_fallback_served_total",
+            &[("kind", "connect")]
+        ),
+        1
+    );
+
+    let answered = ErrorResponseLayer::new()
+        .layer(refused)
+        .oneshot(get())
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let rewritten = ErrorResponseLayer::new()
+        .layer(scripted(&[502]))
+        .oneshot(get())
+        .await
+        .unwrap();
+    assert_eq!(rewritten.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let snap = take(&rec);
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_error_responses_total",
+            &[("status", "503"), ("kind", "connect")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            "tower_steady_error_responses_total",
+            &[("status", "503"), ("kind", "bad_gateway")]
+        ),
+        1
+    );
+}
+
+#[test]
+fn every_metric_is_described() {
+    let recorder = DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        tower_steady::observability::describe_metrics();
+        // Descriptions show up with the first value of each metric.
+        metrics::counter!("tower_steady_timeouts_total").increment(1);
+        metrics::histogram!("tower_steady_request_duration_seconds").record(0.5);
+    });
+    let described: Vec<_> = snap
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, unit, description, _)| {
+            (key.key().name().to_owned(), unit, description.is_some())
+        })
+        .collect();
+    assert!(described.iter().all(|(_, _, has)| *has), "{described:?}");
+    assert!(described.iter().any(|(name, unit, _)| name
+        == "tower_steady_request_duration_seconds"
+        && *unit == Some(metrics::Unit::Seconds)));
+}
