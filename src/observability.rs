@@ -16,7 +16,7 @@
 //! | `tower_steady_timeouts_total` | counter | | an attempt timed out ([`timeout`](crate::timeout)) |
 //! | `tower_steady_deadline_exceeded_total` | counter | `when`: `arrival`, `in_flight` | a request's deadline passed ([`deadline`](crate::deadline)) |
 //! | `tower_steady_requests_total` | counter | `outcome`: `success` or a [failure kind](crate::classify::FailureKind::as_str) | a request left the retry layer, after its retries |
-//! | `tower_steady_request_duration_seconds` | histogram | `outcome` | the same, its whole time, retries and backoff included |
+//! | `tower_steady_request_duration_seconds` | histogram | `outcome` | the same, its whole time, retries and backoff included; only with [`record_durations`](crate::retry::RetryLayerBuilder::record_durations) (a clock read per request) |
 //! | `tower_steady_retries_total` | counter | `kind`: the failure retried | a retry was sent |
 //! | `tower_steady_hedges_total` | counter | | a hedge was sent |
 //! | `tower_steady_retry_budget_exhausted_total` | counter | `for`: `retry`, `hedge` | the budget refused a retry or a hedge |
@@ -124,12 +124,81 @@ mod enabled {
     }
 }
 
+#[cfg(feature = "metrics")]
+mod keys {
+    use metrics::{Key, Label, Level, Metadata};
+
+    use crate::classify::FailureKind;
+
+    // One static per label: a temporary in a static's initialiser cannot
+    // hold a `Label`, which has a destructor.
+    static SUCCESS: [Label; 1] = [Label::from_static_parts("outcome", "success")];
+    static BAD_GATEWAY: [Label; 1] = [Label::from_static_parts("outcome", "bad_gateway")];
+    static UNAVAILABLE: [Label; 1] = [Label::from_static_parts("outcome", "unavailable")];
+    static GATEWAY_TIMEOUT: [Label; 1] = [Label::from_static_parts("outcome", "gateway_timeout")];
+    static TOO_MANY_REQUESTS: [Label; 1] =
+        [Label::from_static_parts("outcome", "too_many_requests")];
+    static SERVER_ERROR: [Label; 1] = [Label::from_static_parts("outcome", "server_error")];
+    static TIMEOUT: [Label; 1] = [Label::from_static_parts("outcome", "timeout")];
+    static DEADLINE_EXCEEDED: [Label; 1] =
+        [Label::from_static_parts("outcome", "deadline_exceeded")];
+    static CONNECT: [Label; 1] = [Label::from_static_parts("outcome", "connect")];
+    static RESET: [Label; 1] = [Label::from_static_parts("outcome", "reset")];
+    static REJECTED: [Label; 1] = [Label::from_static_parts("outcome", "rejected")];
+    static PROTOCOL: [Label; 1] = [Label::from_static_parts("outcome", "protocol")];
+    static OTHER: [Label; 1] = [Label::from_static_parts("outcome", "other")];
+
+    macro_rules! by_outcome {
+        ($name:literal) => {
+            [
+                Key::from_static_parts($name, &SUCCESS),
+                Key::from_static_parts($name, &BAD_GATEWAY),
+                Key::from_static_parts($name, &UNAVAILABLE),
+                Key::from_static_parts($name, &GATEWAY_TIMEOUT),
+                Key::from_static_parts($name, &TOO_MANY_REQUESTS),
+                Key::from_static_parts($name, &SERVER_ERROR),
+                Key::from_static_parts($name, &TIMEOUT),
+                Key::from_static_parts($name, &DEADLINE_EXCEEDED),
+                Key::from_static_parts($name, &CONNECT),
+                Key::from_static_parts($name, &RESET),
+                Key::from_static_parts($name, &REJECTED),
+                Key::from_static_parts($name, &PROTOCOL),
+                Key::from_static_parts($name, &OTHER),
+            ]
+        };
+    }
+
+    pub(crate) static REQUESTS: [Key; 13] = by_outcome!("tower_steady_requests_total");
+    pub(crate) static DURATIONS: [Key; 13] = by_outcome!("tower_steady_request_duration_seconds");
+    pub(crate) static METADATA: Metadata<'static> =
+        Metadata::new("tower_steady::retry", Level::INFO, Some(module_path!()));
+
+    /// The place of an outcome in the arrays above.
+    pub(crate) fn index(kind: Option<FailureKind>) -> usize {
+        match kind {
+            None => 0,
+            Some(FailureKind::BadGateway) => 1,
+            Some(FailureKind::Unavailable) => 2,
+            Some(FailureKind::GatewayTimeout) => 3,
+            Some(FailureKind::TooManyRequests) => 4,
+            Some(FailureKind::ServerError) => 5,
+            Some(FailureKind::Timeout) => 6,
+            Some(FailureKind::DeadlineExceeded) => 7,
+            Some(FailureKind::Connect) => 8,
+            Some(FailureKind::Reset) => 9,
+            Some(FailureKind::Rejected) => 10,
+            Some(FailureKind::Protocol) => 11,
+            Some(FailureKind::Other) => 12,
+        }
+    }
+}
+
 /// The calls the layers make. Each is a no-op without the `metrics` feature,
 /// and costs a load of the global recorder with it and no recorder.
 #[allow(dead_code, unused_variables)]
 pub(crate) mod emit {
     #[cfg(feature = "metrics")]
-    use metrics::{counter, gauge, histogram};
+    use metrics::{counter, gauge};
 
     pub(crate) fn timeout() {
         #[cfg(feature = "metrics")]
@@ -141,12 +210,25 @@ pub(crate) mod emit {
         counter!("tower_steady_deadline_exceeded_total", "when" => when).increment(1);
     }
 
-    pub(crate) fn request(outcome: &'static str, seconds: f64) {
+    /// Every request leaving the retry layer: the success path, so its keys
+    /// are built at compile time (a label value the macros take from a
+    /// variable would cost an allocation per call).
+    pub(crate) fn request(
+        kind: Option<crate::classify::FailureKind>,
+        elapsed: Option<std::time::Duration>,
+    ) {
         #[cfg(feature = "metrics")]
         {
-            counter!("tower_steady_requests_total", "outcome" => outcome).increment(1);
-            histogram!("tower_steady_request_duration_seconds", "outcome" => outcome)
-                .record(seconds);
+            use super::keys;
+            let i = keys::index(kind);
+            metrics::with_recorder(|r| {
+                r.register_counter(&keys::REQUESTS[i], &keys::METADATA)
+                    .increment(1);
+                if let Some(elapsed) = elapsed {
+                    r.register_histogram(&keys::DURATIONS[i], &keys::METADATA)
+                        .record(elapsed.as_secs_f64());
+                }
+            });
         }
     }
 

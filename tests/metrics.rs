@@ -171,6 +171,7 @@ async fn retries_outcomes_durations_and_the_budget_are_counted() {
     let _guard = metrics::set_default_local_recorder(&recorder);
     let retry = RetryLayer::builder()
         .backoff(Backoff::none())
+        .record_durations(true)
         .build()
         .unwrap();
     let response = retry
@@ -239,6 +240,8 @@ async fn retries_outcomes_durations_and_the_budget_are_counted() {
         ),
         1
     );
+    // Durations are recorded only when asked for.
+    assert!(values(&snap, "tower_steady_request_duration_seconds", &[]).is_empty());
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -255,11 +255,11 @@ where
         #[cfg(feature = "metrics")]
         {
             let outcome = self.shared.classifier.classify_result(&out);
-            let elapsed = Instant::now().saturating_duration_since(self.started);
-            crate::observability::emit::request(
-                outcome.kind().map_or("success", |k| k.as_str()),
-                elapsed.as_secs_f64(),
-            );
+            let elapsed = self
+                .shared
+                .durations
+                .then(|| Instant::now().saturating_duration_since(self.started));
+            crate::observability::emit::request(outcome.kind(), elapsed);
         }
         out
     }
