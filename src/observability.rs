@@ -39,11 +39,60 @@
 //!
 //! # Tracing
 //!
-//! Each layer logs under its own target: `tower_steady::timeout`,
-//! `::deadline`, `::retry`, `::circuit_breaker`, `::load_shed`,
-//! `::upstream`, `::fallback`, `::http`, `::chaos`. State changes (a breaker
-//! opening, an endpoint ejected, a budget exhausted) are `info` or `warn`;
-//! per-request decisions are `debug`.
+//! Each layer logs under its own target. State changes (a breaker opening,
+//! an endpoint ejected, a budget exhausted) are `info` or `warn`;
+//! per-request decisions are `debug`; bookkeeping is `trace`. Fields keep
+//! one name and one form across layers:
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `attempt` | the attempt's number, 1 for the first ([`Attempt`](crate::retry::Attempt)) |
+//! | `kind` | a [failure kind](crate::classify::FailureKind::as_str), as text |
+//! | `status` | an HTTP status, as a number |
+//! | `reason` | why a decision was taken, as a fixed text |
+//! | `breaker` | the circuit breaker's name |
+//! | `endpoint` | an upstream endpoint's address |
+//! | `upstream` | the host name an endpoint set is resolved from |
+//! | `*_ms`, `*_us`, `*_secs` | a duration, in the unit its suffix names |
+//!
+//! The retry layer runs each attempt in a `debug` span named `attempt`
+//! (target `tower_steady::retry`, fields `attempt` and `hedge`), entered
+//! while the attempt is called and polled: what the layers below it log
+//! (a timeout, an ejection, a breaker opening) carries the attempt's
+//! number. A span nobody subscribes to costs a check and no allocation.
+//!
+//! | target | level | message | fields |
+//! |---|---|---|---|
+//! | `tower_steady::timeout` | debug | attempt timed out | |
+//! | `tower_steady::deadline` | debug | request deadline exceeded | |
+//! | `tower_steady::deadline` | debug | request arrived with no time left; not calling the service | |
+//! | `tower_steady::deadline` | debug | ignoring malformed deadline header | `header`, `value` |
+//! | `tower_steady::retry` | debug | retrying | `attempt`, `kind`, `wait_ms` |
+//! | `tower_steady::retry` | debug | not retrying | `attempt`, `kind`, `reason` |
+//! | `tower_steady::retry` | info | retry budget exhausted; returning the failure | `attempt`, `kind` |
+//! | `tower_steady::retry` | debug | hedging | `attempt` |
+//! | `tower_steady::retry` | info | retry budget exhausted; not hedging | |
+//! | `tower_steady::circuit_breaker` | warn | circuit opened: failing fast | `breaker`, `reason`, `calls`, `failures`, `slow_calls`, `open_for_ms` |
+//! | `tower_steady::circuit_breaker` | info | circuit half-open: probing the upstream | `breaker` |
+//! | `tower_steady::circuit_breaker` | info | circuit closed: the upstream is back | `breaker` |
+//! | `tower_steady::circuit_breaker` | info | circuit state set by hand | `breaker`, `state` |
+//! | `tower_steady::circuit_breaker` | debug | call turned away | `breaker`, `retry_after_ms` |
+//! | `tower_steady::load_shed` | debug | request shed | `in_flight`, `limit`, `criticality` |
+//! | `tower_steady::load_shed` | debug | request throttled | `probability` |
+//! | `tower_steady::load_shed` | debug | concurrency limit changed | `from`, `to`, `reason` |
+//! | `tower_steady::upstream` | warn | endpoint ejected | `endpoint`, `reason`, `ejections`, `duration_ms`, `healthy` |
+//! | `tower_steady::upstream` | warn | endpoint ejected: health checks fail | `endpoint`, `reason`, `fails`, `healthy` |
+//! | `tower_steady::upstream` | info | endpoint re-admitted after a successful probe | `endpoint`, `slow_start_ms` |
+//! | `tower_steady::upstream` | info | endpoint re-admitted: health checks pass | `endpoint`, `passes` |
+//! | `tower_steady::upstream` | debug | no healthy upstream | `retry_after_ms` |
+//! | `tower_steady::upstream` | info | address found in DNS / address gone from DNS | `upstream`, `endpoint` |
+//! | `tower_steady::fallback` | debug | stale copy served | `uri`, `kind`, `status`, `age_secs` |
+//! | `tower_steady::fallback` | debug | fallback response served | `kind`, `status` |
+//! | `tower_steady::http` | debug (503, 504) or warn (others) | answering an error | `status`, `kind`, `cause` |
+//! | `tower_steady::http` | debug | rewriting the upstream's 502 to 503 | `status`, `upstream_status` |
+//! | `tower_steady::chaos` | debug | injecting a fault | `fault` |
+//!
+//! Messages are for people; match on the target, the level and the fields.
 
 #[cfg(feature = "metrics")]
 pub use self::enabled::describe_metrics;

@@ -3,9 +3,11 @@
 //! recorder (installed for the test's thread only). Paused time throughout.
 #![cfg(feature = "metrics")]
 
+mod common;
+
 use std::convert::Infallible;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +26,8 @@ use tower_steady::load_shed::AdaptiveLimitLayer;
 use tower_steady::retry::{Backoff, Budget, RetryLayer};
 use tower_steady::timeout::TimeoutLayer;
 use tower_steady::upstream::Upstreams;
+
+use common::{scripted, status};
 
 type Taken = Vec<(
     CompositeKey,
@@ -71,45 +75,6 @@ fn gauge(snap: &Taken, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             DebugValue::Gauge(g) => Some(g.into_inner()),
             _ => None,
         })
-}
-
-fn status(code: u16) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::default());
-    *r.status_mut() = StatusCode::from_u16(code).unwrap();
-    r
-}
-
-/// An inner service answering the statuses in `script` in turn, then 200,
-/// whatever the request's body type.
-#[derive(Clone)]
-struct Scripted {
-    script: &'static [u16],
-    n: Arc<AtomicUsize>,
-}
-
-fn scripted(script: &'static [u16]) -> Scripted {
-    Scripted {
-        script,
-        n: Arc::default(),
-    }
-}
-
-impl<B> Service<Request<B>> for Scripted {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<B>) -> Self::Future {
-        let i = self.n.fetch_add(1, Ordering::Relaxed);
-        std::future::ready(Ok(status(self.script.get(i).copied().unwrap_or(200))))
-    }
 }
 
 fn get() -> Request<Empty<Bytes>> {

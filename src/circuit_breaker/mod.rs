@@ -255,7 +255,7 @@ where
                 self.classifier.clone(),
             ),
             Err(retry_after) => {
-                tracing::trace!(
+                tracing::debug!(
                     target: "tower_steady::circuit_breaker",
                     breaker = %self.breaker.name(),
                     retry_after_ms = retry_after.as_millis() as u64,

@@ -195,7 +195,7 @@ where
         let result = ready!(this.inner.poll(cx)).map_err(Into::into);
         match this.classifier.classify_result(&result).kind() {
             Some(kind) if this.failures.contains(kind) => {
-                tracing::debug!(target: TARGET, %kind, status = %this.template.status, "fallback response served");
+                tracing::debug!(target: TARGET, kind = kind.as_str(), status = this.template.status.as_u16(), "fallback response served");
                 crate::observability::emit::fallback_served(kind.as_str());
                 Poll::Ready(Ok(this.template.response()))
             }

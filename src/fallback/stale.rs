@@ -232,9 +232,9 @@ impl Shared {
         };
         if stored {
             self.counters.stored.fetch_add(1, Ordering::Relaxed);
-            tracing::trace!(target: TARGET, %uri, %status, body_bytes = len, "response stored");
+            tracing::trace!(target: TARGET, %uri, status = status.as_u16(), body_bytes = len, "response stored");
         } else {
-            tracing::debug!(target: TARGET, %uri, %status, body_bytes = len, "response not stored: over the per-entry limit");
+            tracing::debug!(target: TARGET, %uri, status = status.as_u16(), body_bytes = len, "response not stored: over the per-entry limit");
         }
     }
 
@@ -260,7 +260,7 @@ impl Shared {
                 tracing::debug!(
                     target: TARGET,
                     %uri,
-                    %kind,
+                    kind = kind.as_str(),
                     age_secs = age.as_secs(),
                     "stored copy too old to serve; failure passed on"
                 );
@@ -268,7 +268,7 @@ impl Shared {
             }
             Lookup::Miss => {
                 self.counters.misses.fetch_add(1, Ordering::Relaxed);
-                tracing::trace!(target: TARGET, %kind, "no stored copy; failure passed on");
+                tracing::trace!(target: TARGET, kind = kind.as_str(), "no stored copy; failure passed on");
                 return None;
             }
         };
@@ -277,8 +277,8 @@ impl Shared {
         tracing::debug!(
             target: TARGET,
             uri = %entry.uri,
-            %kind,
-            status = %entry.status,
+            kind = kind.as_str(),
+            status = entry.status.as_u16(),
             age_secs = age.as_secs(),
             "stale copy served"
         );

@@ -13,6 +13,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tower_service::Service;
+use tracing::Span;
 
 use super::attempt::{unwrap_endpoint, Attempt, Endpoint};
 use super::body::{Replay, ReplayBody};
@@ -70,6 +71,11 @@ struct Ctx<S, B, C> {
     hedge_at: Option<Instant>,
     /// A retry taken from the budget and not sent yet.
     token: Option<Token>,
+    /// The `attempt` spans of the primary and the hedge, entered while
+    /// their futures are called and polled; `None` while no subscriber
+    /// wants them (`debug` for this target), which keeps the future small
+    /// and the request path free of allocation.
+    spans: Option<Box<[Span; 2]>>,
     /// Whether a retry was scheduled (latencies are then not recorded).
     retried: bool,
 }
@@ -147,7 +153,13 @@ where
             None => None,
         };
 
-        let primary = service.call(Request::from_parts(parts, first));
+        let span = attempt_span(1, false);
+        let primary = {
+            let _entered = span.enter();
+            service.call(Request::from_parts(parts, first))
+        };
+        // Cold path: only with a subscriber for the span.
+        let spans = (!span.is_disabled()).then(|| Box::new([span, Span::none()]));
         Self {
             primary: Some(primary),
             hedge: None,
@@ -165,6 +177,7 @@ where
                 idempotent,
                 hedge_at,
                 token: None,
+                spans,
                 retried: false,
             },
         }
@@ -201,7 +214,8 @@ where
                         token.spend();
                     }
                     let request = this.ctx.next_request(false);
-                    this.primary.set(Some(this.ctx.service.call(request)));
+                    let call = this.ctx.call(PRIMARY, request);
+                    this.primary.set(Some(call));
                     this.ctx.phase = Phase::Running;
                 }
                 Phase::Running => {
@@ -209,6 +223,7 @@ where
                     // other as its rival.
                     match this.ctx.poll_attempt(
                         cx,
+                        PRIMARY,
                         this.primary.as_mut(),
                         this.hedge.as_mut(),
                         this.timer.as_mut(),
@@ -219,6 +234,7 @@ where
                     }
                     match this.ctx.poll_attempt(
                         cx,
+                        HEDGE,
                         this.hedge.as_mut(),
                         this.primary.as_mut(),
                         this.timer.as_mut(),
@@ -231,7 +247,8 @@ where
                         if let Poll::Ready(Some(request)) =
                             this.ctx.poll_hedge(cx, this.timer.as_mut())
                         {
-                            this.hedge.set(Some(this.ctx.service.call(request)));
+                            let call = this.ctx.call(HEDGE, request);
+                            this.hedge.set(Some(call));
                             continue;
                         }
                     }
@@ -264,11 +281,28 @@ where
         out
     }
 
-    /// Polls one running attempt (`mine`) while `rival` may be running too:
-    /// the first success wins and drops the rival.
+    /// Sends an attempt (`next_request` has counted it) inside a new
+    /// `attempt` span kept in `slot`.
+    fn call(&mut self, slot: usize, request: Request<ReplayBody<B>>) -> S::Future {
+        let span = attempt_span(self.attempts, slot == HEDGE);
+        let future = {
+            let _entered = span.enter();
+            self.service.call(request)
+        };
+        if !span.is_disabled() || self.spans.is_some() {
+            // Cold path: only with a subscriber for the span.
+            self.spans
+                .get_or_insert_with(|| Box::new([Span::none(), Span::none()]))[slot] = span;
+        }
+        future
+    }
+
+    /// Polls one running attempt (`mine`, in `slot`) while `rival` may be
+    /// running too: the first success wins and drops the rival.
     fn poll_attempt(
         &mut self,
         cx: &mut Context<'_>,
+        slot: usize,
         mut mine: Pin<&mut Option<S::Future>>,
         mut rival: Pin<&mut Option<S::Future>>,
         timer: Pin<&mut Option<Sleep>>,
@@ -276,7 +310,11 @@ where
         let Some(fut) = mine.as_mut().as_pin_mut() else {
             return Step::Running;
         };
-        let Poll::Ready(result) = fut.poll(cx) else {
+        let polled = {
+            let _entered = self.spans.as_ref().map(|spans| spans[slot].enter());
+            fut.poll(cx)
+        };
+        let Poll::Ready(result) = polled else {
             return Step::Running;
         };
         mine.set(None);
@@ -482,6 +520,15 @@ where
         }
         Request::from_parts(parts, self.replay.replay())
     }
+}
+
+const PRIMARY: usize = 0;
+const HEDGE: usize = 1;
+
+/// The span an attempt runs in: what the layers below log while it runs
+/// (a timeout, an ejection, a breaker opening) carries its number.
+fn attempt_span(attempt: u32, hedge: bool) -> Span {
+    tracing::debug_span!(target: TARGET, "attempt", attempt, hedge)
 }
 
 /// A copy of a request's head. `Parts` is not `Clone`, its fields are.

@@ -45,6 +45,7 @@ where
             return Poll::Ready(result.map_err(Into::into));
         }
         ready!(this.timer.poll_elapsed(cx));
+        tracing::debug!(target: "tower_steady::timeout", "attempt timed out");
         crate::observability::emit::timeout();
         Poll::Ready(Err(Elapsed::new().into()))
     }

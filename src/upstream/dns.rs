@@ -115,14 +115,14 @@ where
             .iter()
             .filter(|a| addrs.binary_search(a).is_err())
         {
-            tracing::info!(target: TARGET, name = %self.name, endpoint = %gone, "address gone from DNS");
+            tracing::info!(target: TARGET, upstream = %self.name, endpoint = %gone, "address gone from DNS");
             self.changes.push_back(Change::Remove(*gone));
         }
         for &new in addrs
             .iter()
             .filter(|a| self.current.binary_search(a).is_err())
         {
-            tracing::info!(target: TARGET, name = %self.name, endpoint = %new, "address found in DNS");
+            tracing::info!(target: TARGET, upstream = %self.name, endpoint = %new, "address found in DNS");
             let service = (self.make)(new);
             self.changes.push_back(Change::Insert(new, service));
         }
@@ -166,12 +166,12 @@ where
                         Ok(addrs) if !addrs.is_empty() => this.update(addrs),
                         Ok(_) => tracing::warn!(
                             target: TARGET,
-                            name = %this.name,
+                            upstream = %this.name,
                             "DNS lookup found no address; keeping the current set"
                         ),
                         Err(error) => tracing::warn!(
                             target: TARGET,
-                            name = %this.name,
+                            upstream = %this.name,
                             %error,
                             "DNS lookup failed; keeping the current set"
                         ),

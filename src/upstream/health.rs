@@ -529,6 +529,7 @@ impl Registry {
                 tracing::warn!(
                     target: TARGET,
                     endpoint = %health.addr,
+                    reason = "health_check",
                     fails,
                     healthy = self.healthy(),
                     "endpoint ejected: health checks fail"

@@ -123,3 +123,43 @@ impl<S> futures_core::Stream for Feed<S> {
         self.0.poll_recv(cx).map(|c| c.map(Ok))
     }
 }
+
+/// A response with `code` and an empty body.
+pub fn status(code: u16) -> http::Response<http_body_util::Full<Bytes>> {
+    let mut r = http::Response::new(http_body_util::Full::default());
+    *r.status_mut() = http::StatusCode::from_u16(code).unwrap();
+    r
+}
+
+/// An inner service answering the statuses in `script` in turn, then 200,
+/// whatever the request's body type.
+#[derive(Clone)]
+pub struct Scripted {
+    script: &'static [u16],
+    n: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub fn scripted(script: &'static [u16]) -> Scripted {
+    Scripted {
+        script,
+        n: Default::default(),
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for Scripted {
+    type Response = http::Response<http_body_util::Full<Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<B>) -> Self::Future {
+        let i = self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::future::ready(Ok(status(self.script.get(i).copied().unwrap_or(200))))
+    }
+}
