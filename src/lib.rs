@@ -66,6 +66,7 @@
 //! | `fallback` | [`fallback`] |
 //! | `chaos` | [`chaos`] |
 //! | `metrics` (off by default) | counters, gauges and histograms through the `metrics` facade ([`observability`]) |
+//! | `serde` (off by default) | `serde::Serialize` for the handles' snapshots, to serve them as JSON on a status route |
 //! | `hyper` | classifying `hyper::Error` |
 //! | `hyper-util` | classifying `hyper_util::client::legacy::Error` (`is_connect()`) |
 //!
@@ -112,6 +113,10 @@ mod error;
     feature = "upstream"
 ))]
 mod rng;
+// Used by whichever layers are on; with `serde` alone, by none.
+#[cfg(feature = "serde")]
+#[allow(dead_code)]
+mod serde_util;
 #[cfg(any(feature = "timeout", feature = "deadline"))]
 mod time;
 

@@ -19,17 +19,20 @@
 //! | `tower_steady_deadline_exceeded_total` | counter | `when`: `arrival`, `in_flight` | a request's deadline passed ([`deadline`](crate::deadline)) |
 //! | `tower_steady_requests_total` | counter | `outcome`: `success` or a [failure kind](crate::classify::FailureKind::as_str) | a request left the retry layer, after its retries |
 //! | `tower_steady_request_duration_seconds` | histogram | `outcome` | the same, its whole time, retries and backoff included; only with [`record_durations`](crate::retry::RetryLayerBuilder::record_durations) (a clock read per request) |
+//! | `tower_steady_attempt_duration_seconds` | histogram | `outcome` | an attempt ended (a retry or hedge is one too), its time; only with [`record_durations`](crate::retry::RetryLayerBuilder::record_durations) |
 //! | `tower_steady_retries_total` | counter | `kind`: the failure retried | a retry was sent |
 //! | `tower_steady_hedges_total` | counter | | a hedge was sent |
 //! | `tower_steady_retry_budget_exhausted_total` | counter | `for`: `retry`, `hedge` | the budget refused a retry or a hedge |
 //! | `tower_steady_breaker_transitions_total` | counter | `breaker`, `to`: `open`, `half_open`, `closed`, `forced_open`, `forced_closed` | a circuit breaker changed state |
-//! | `tower_steady_breaker_state` | gauge | `breaker` | its state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed |
+//! | `tower_steady_breaker_state` | gauge | `breaker` | its state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed; set when the breaker is built and on every change |
 //! | `tower_steady_breaker_rejected_total` | counter | `breaker` | a request was failed fast |
 //! | `tower_steady_shed_total` | counter | `layer`: `adaptive_limit`, `throttle` | a request was shed or throttled |
-//! | `tower_steady_concurrency_limit` | gauge | | the adaptive limit, when it changes |
+//! | `tower_steady_concurrency_limit` | gauge | | the adaptive limit (or the fixed one), when the layer is built and when it changes |
+//! | `tower_steady_in_flight` | gauge | | requests the adaptive limit admitted and that have not finished, on every change |
 //! | `tower_steady_upstream_ejections_total` | counter | `reason`: `consecutive_failures`, `success_rate`, `probe_failed`, `health_check` | an endpoint was ejected |
 //! | `tower_steady_upstream_readmissions_total` | counter | | an ejected endpoint came back |
 //! | `tower_steady_upstream_healthy_endpoints` | gauge | | endpoints taking requests, after each change |
+//! | `tower_steady_upstream_endpoints` | gauge | | endpoints in the set, healthy or not, after each change |
 //! | `tower_steady_stale_served_total` | counter | `kind`: the failure answered | a stale copy was served |
 //! | `tower_steady_fallback_served_total` | counter | `kind` | a fallback response was served |
 //! | `tower_steady_error_responses_total` | counter | `status`, `kind` | an error was turned into a response ([`ErrorResponseLayer`](crate::http::ErrorResponseLayer)) |
@@ -94,6 +97,64 @@
 //!
 //! Messages are for people; match on the target, the level and the fields.
 
+//! # Handles and snapshots
+//!
+//! Every stateful layer hands out a handle, shared with every clone of its
+//! service; the handle's snapshot is the layer's state at one moment,
+//! taken with atomic loads (the stale-if-error store's size with its lock).
+//!
+//! | layer | handle | snapshot |
+//! |---|---|---|
+//! | circuit breaker | [`BreakerHandle`](crate::circuit_breaker::BreakerHandle) | [`Snapshot`](crate::circuit_breaker::Snapshot): `state`, `calls`, `failures`, `slow_calls`, `consecutive_failures`, `open_remaining_ms` |
+//! | retry | [`RetryHandle`](crate::retry::RetryHandle) | [`Snapshot`](crate::retry::Snapshot): `retries_available`, `hedge_delay_ms` |
+//! | adaptive limit | [`LimitHandle`](crate::load_shed::LimitHandle) | [`LimitSnapshot`](crate::load_shed::LimitSnapshot): `limit`, `in_flight`, `rejected`, `rejected_sheddable`, `no_load_ms` |
+//! | throttle | [`ThrottleHandle`](crate::load_shed::ThrottleHandle) | [`ThrottleSnapshot`](crate::load_shed::ThrottleSnapshot): `requests`, `accepts`, `probability`, `rejected` |
+//! | upstreams | [`UpstreamsHandle`](crate::upstream::UpstreamsHandle) | a list of [`EndpointSnapshot`](crate::upstream::EndpointSnapshot): `addr`, `state`, `in_flight`, `latency_ms`, `success_rate`, `ejections`, `ejected_for_ms`, `checks_failing` |
+//! | stale-if-error | [`StaleIfErrorHandle`](crate::fallback::StaleIfErrorHandle) | [`StaleIfErrorStats`](crate::fallback::StaleIfErrorStats): `entries`, `bytes`, `stored`, `hits`, `misses`, `stale_served` |
+//!
+//! With the `serde` feature (off by default) the snapshots, and the
+//! breaker's and endpoints' states, implement `serde::Serialize` with the
+//! field names above: states as snake_case text (`"half_open"`,
+//! `"slow_start"`), durations as milliseconds in a float (`"latency_ms":
+//! 12.5`), an address as `"10.0.0.7:8080"`, nothing known as `null`. A
+//! status route serves them as they are:
+//!
+//! ```
+//! # #[cfg(all(feature = "serde", feature = "circuit-breaker", feature = "load-shed"))]
+//! # fn main() {
+//! use axum::routing::get;
+//! use axum::Router;
+//! use tower_steady::circuit_breaker::CircuitBreakerLayer;
+//! use tower_steady::load_shed::AdaptiveLimitLayer;
+//!
+//! let breaker = CircuitBreakerLayer::builder().name("search").build().unwrap();
+//! let limit = AdaptiveLimitLayer::new();
+//! let (b, l) = (breaker.handle(), limit.handle());
+//! let status = move || async move {
+//!     let body = serde_json::json!({
+//!         "breakers": { b.name(): b.snapshot() },
+//!         "limit": l.snapshot(),
+//!     });
+//!     ([("content-type", "application/json")], body.to_string())
+//! };
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(
+//!         tower::ServiceBuilder::new()
+//!             .layer(tower_steady::http::ErrorResponseLayer::new())
+//!             .layer(breaker)
+//!             .layer(limit),
+//!     )
+//!     // Added after the layers: the status route is never shed.
+//!     .route("/status", get(status));
+//! # let _ = app;
+//! # }
+//! # #[cfg(not(all(feature = "serde", feature = "circuit-breaker", feature = "load-shed")))]
+//! # fn main() {}
+//! ```
+//!
+//! Serialization only: a snapshot describes a moment, it is not restored.
+
 #[cfg(feature = "metrics")]
 pub use self::enabled::describe_metrics;
 
@@ -118,6 +179,11 @@ mod enabled {
             "tower_steady_request_duration_seconds",
             Unit::Seconds,
             "Time from a request entering the retry layer to its final outcome."
+        );
+        describe_histogram!(
+            "tower_steady_attempt_duration_seconds",
+            Unit::Seconds,
+            "Time of one attempt (the first, a retry or a hedge), by its outcome."
         );
         describe_counter!(
             "tower_steady_retries_total",
@@ -147,6 +213,14 @@ mod enabled {
         describe_gauge!(
             "tower_steady_concurrency_limit",
             "The adaptive concurrency limit."
+        );
+        describe_gauge!(
+            "tower_steady_in_flight",
+            "Requests the adaptive limit admitted that have not finished."
+        );
+        describe_gauge!(
+            "tower_steady_upstream_endpoints",
+            "Endpoints in the set, healthy or not."
         );
         describe_counter!(
             "tower_steady_upstream_ejections_total",
@@ -221,6 +295,8 @@ mod keys {
 
     pub(crate) static REQUESTS: [Key; 13] = by_outcome!("tower_steady_requests_total");
     pub(crate) static DURATIONS: [Key; 13] = by_outcome!("tower_steady_request_duration_seconds");
+    pub(crate) static ATTEMPT_DURATIONS: [Key; 13] =
+        by_outcome!("tower_steady_attempt_duration_seconds");
     pub(crate) static METADATA: Metadata<'static> =
         Metadata::new("tower_steady::retry", Level::INFO, Some(module_path!()));
 
@@ -283,6 +359,22 @@ pub(crate) mod emit {
         }
     }
 
+    /// An attempt's time, when the retry layer records durations.
+    pub(crate) fn attempt(
+        kind: Option<crate::classify::FailureKind>,
+        elapsed: std::time::Duration,
+    ) {
+        #[cfg(feature = "metrics")]
+        {
+            use super::keys;
+            let i = keys::index(kind);
+            metrics::with_recorder(|r| {
+                r.register_histogram(&keys::ATTEMPT_DURATIONS[i], &keys::METADATA)
+                    .record(elapsed.as_secs_f64());
+            });
+        }
+    }
+
     pub(crate) fn retry(kind: &'static str) {
         #[cfg(feature = "metrics")]
         counter!("tower_steady_retries_total", "kind" => kind).increment(1);
@@ -305,9 +397,13 @@ pub(crate) mod emit {
         {
             counter!("tower_steady_breaker_transitions_total", "breaker" => breaker.clone(), "to" => to)
                 .increment(1);
-            gauge!("tower_steady_breaker_state", "breaker" => breaker.clone())
-                .set(f64::from(state));
+            breaker_state(breaker, state);
         }
+    }
+
+    pub(crate) fn breaker_state(breaker: &std::sync::Arc<str>, state: u8) {
+        #[cfg(feature = "metrics")]
+        gauge!("tower_steady_breaker_state", "breaker" => breaker.clone()).set(f64::from(state));
     }
 
     pub(crate) fn breaker_rejected(breaker: &std::sync::Arc<str>) {
@@ -318,6 +414,15 @@ pub(crate) mod emit {
     pub(crate) fn shed(layer: &'static str) {
         #[cfg(feature = "metrics")]
         counter!("tower_steady_shed_total", "layer" => layer).increment(1);
+    }
+
+    /// Requests the adaptive limit admitted and that have not finished:
+    /// set on every admission and completion, with a key built at compile
+    /// time (no label). Concurrent sets may land out of order; the next
+    /// change puts the gauge right.
+    pub(crate) fn in_flight(in_flight: u32) {
+        #[cfg(feature = "metrics")]
+        gauge!("tower_steady_in_flight").set(f64::from(in_flight));
     }
 
     pub(crate) fn concurrency_limit(limit: u32) {
@@ -335,9 +440,12 @@ pub(crate) mod emit {
         counter!("tower_steady_upstream_readmissions_total").increment(1);
     }
 
-    pub(crate) fn healthy_endpoints(healthy: usize) {
+    pub(crate) fn healthy_endpoints(healthy: usize, total: usize) {
         #[cfg(feature = "metrics")]
-        gauge!("tower_steady_upstream_healthy_endpoints").set(healthy as f64);
+        {
+            gauge!("tower_steady_upstream_healthy_endpoints").set(healthy as f64);
+            gauge!("tower_steady_upstream_endpoints").set(total as f64);
+        }
     }
 
     pub(crate) fn stale_served(kind: &'static str) {

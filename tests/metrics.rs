@@ -179,6 +179,18 @@ async fn retries_outcomes_durations_and_the_budget_are_counted() {
         matches!(&durations[..], [DebugValue::Histogram(v)] if v.len() == 1),
         "{durations:?}"
     );
+    // One attempt time per attempt, by its own outcome.
+    for outcome in ["unavailable", "bad_gateway", "success"] {
+        let attempts = values(
+            &snap,
+            "tower_steady_attempt_duration_seconds",
+            &[("outcome", outcome)],
+        );
+        assert!(
+            matches!(&attempts[..], [DebugValue::Histogram(v)] if v.len() == 1),
+            "{outcome}: {attempts:?}"
+        );
+    }
 
     let none = Budget::builder()
         .ratio(0.0)
@@ -314,6 +326,20 @@ async fn shed_requests_and_the_adaptive_limit_are_reported() {
         1
     );
 
+    // In flight: set on admission and on completion (taking a snapshot
+    // zeroes gauges, so a 1 after one of two completed was set then).
+    let mut two = AdaptiveLimitLayer::builder()
+        .fixed(2)
+        .build()
+        .unwrap()
+        .layer(slow);
+    let a = two.ready().await.unwrap().call(get());
+    let b = two.ready().await.unwrap().call(get());
+    assert_eq!(gauge(&take(&rec), "tower_steady_in_flight", &[]), Some(2.0));
+    a.await.unwrap();
+    assert_eq!(gauge(&take(&rec), "tower_steady_in_flight", &[]), Some(1.0));
+    b.await.unwrap();
+
     // 16 clients in a closed loop against an unloaded service: the limit
     // grows from its initial 20, and each change is reported.
     let adaptive = AdaptiveLimitLayer::new().layer(slow);
@@ -381,6 +407,10 @@ async fn ejections_readmissions_and_healthy_endpoints_are_reported() {
     assert_eq!(
         gauge(&snap, "tower_steady_upstream_healthy_endpoints", &[]),
         Some(2.0)
+    );
+    assert_eq!(
+        gauge(&snap, "tower_steady_upstream_endpoints", &[]),
+        Some(3.0)
     );
 
     broken.store(false, Ordering::Relaxed);

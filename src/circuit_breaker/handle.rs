@@ -18,6 +18,7 @@ pub struct BreakerHandle {
 
 /// A breaker's state and counts at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Snapshot {
     /// The state.
@@ -33,6 +34,13 @@ pub struct Snapshot {
     /// Failures in a row (when consecutive failures are tracked).
     pub consecutive_failures: u32,
     /// While open: the time until a probe is let through.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            rename = "open_remaining_ms",
+            serialize_with = "crate::serde_util::opt_millis"
+        )
+    )]
     pub open_remaining: Option<Duration>,
 }
 

@@ -17,6 +17,7 @@ pub struct StaleIfErrorHandle {
 /// failures of stored-or-storable requests the layer looked up, and
 /// `hits − stale_served` the copies found too old to serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct StaleIfErrorStats {
     /// Copies stored now.

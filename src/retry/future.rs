@@ -65,6 +65,10 @@ struct Ctx<S, B, C> {
     attempts: u32,
     tried: Vec<Endpoint>,
     started: Instant,
+    /// When the primary and the hedge were sent, for the attempt-duration
+    /// histogram.
+    #[cfg(feature = "metrics")]
+    sent: [Instant; 2],
     deadline: Option<Instant>,
     idempotent: bool,
     /// When to hedge, while a hedge may still be sent.
@@ -178,6 +182,8 @@ where
                 hedge_at,
                 token: None,
                 spans,
+                #[cfg(feature = "metrics")]
+                sent: [now; 2],
                 retried: false,
             },
         }
@@ -289,6 +295,10 @@ where
             let _entered = span.enter();
             self.service.call(request)
         };
+        #[cfg(feature = "metrics")]
+        if self.shared.durations {
+            self.sent[slot] = Instant::now();
+        }
         if !span.is_disabled() || self.spans.is_some() {
             // Cold path: only with a subscriber for the span.
             self.spans
@@ -318,7 +328,7 @@ where
             return Step::Running;
         };
         mine.set(None);
-        match self.settle(result, rival.is_some(), timer) {
+        match self.settle(slot, result, rival.is_some(), timer) {
             Settle::Done(out) => {
                 rival.set(None);
                 Step::Answered(out)
@@ -331,12 +341,20 @@ where
     /// Decides what an attempt's result means for the request.
     fn settle(
         &mut self,
+        slot: usize,
         result: Result<Response<RB>, S::Error>,
         racing: bool,
         mut timer: Pin<&mut Option<Sleep>>,
     ) -> Settle<Response<RB>> {
         let result = result.map_err(Into::into);
         let outcome = self.shared.classifier.classify_result(&result);
+        #[cfg(feature = "metrics")]
+        if self.shared.durations {
+            let elapsed = Instant::now().saturating_duration_since(self.sent[slot]);
+            crate::observability::emit::attempt(outcome.kind(), elapsed);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = slot;
         let Outcome::Failure { kind, safety } = outcome else {
             if let Some(latencies) = &self.shared.latencies {
                 if !self.retried {

@@ -197,10 +197,12 @@ impl<C> RetryLayerBuilder<C> {
 
     /// With the `metrics` feature, also records each request's whole time
     /// (retries and backoff included) in
-    /// `tower_steady_request_duration_seconds`. Off by default: it costs a
-    /// clock read per request (about 60 ns on the benchmark machine, a third
-    /// of the layer's own cost), and the HTTP metrics of most services
-    /// already time their requests. Without the feature it does nothing.
+    /// `tower_steady_request_duration_seconds`, and each attempt's in
+    /// `tower_steady_attempt_duration_seconds`, both by outcome. Off by
+    /// default: it costs clock reads per request (about 60 ns on the
+    /// benchmark machine, a third of the layer's own cost), and the HTTP
+    /// metrics of most services already time their requests. Without the
+    /// feature it does nothing.
     pub fn record_durations(mut self, record: bool) -> Self {
         self.durations = record;
         self
@@ -281,11 +283,19 @@ impl RetryHandle {
 
 /// A retry layer's state at one moment; from [`RetryHandle::snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Snapshot {
     /// Retries the budget would allow now.
     pub retries_available: u64,
     /// After how long a request would be hedged now; `None` when hedging is
     /// off or, for a percentile, not known yet.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            rename = "hedge_delay_ms",
+            serialize_with = "crate::serde_util::opt_millis"
+        )
+    )]
     pub hedge_delay: Option<Duration>,
 }

@@ -39,6 +39,7 @@ impl UpstreamsHandle {
 
 /// One endpoint's state and numbers at one moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct EndpointSnapshot {
     /// The endpoint's address.
@@ -48,6 +49,10 @@ pub struct EndpointSnapshot {
     /// Requests sent to it and not answered yet.
     pub in_flight: u32,
     /// Its peak-EWMA latency estimate now.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "latency_ms", serialize_with = "crate::serde_util::millis")
+    )]
     pub latency: Duration,
     /// Its success rate over the last success-rate interval (or the current
     /// one, before the first has ended); `None` before any request.
@@ -56,6 +61,13 @@ pub struct EndpointSnapshot {
     /// rate, failed probes).
     pub ejections: u32,
     /// While passively ejected: the time left before its probe.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            rename = "ejected_for_ms",
+            serialize_with = "crate::serde_util::opt_millis"
+        )
+    )]
     pub ejected_for: Option<Duration>,
     /// Whether active health checks have marked it down.
     pub checks_failing: bool,
@@ -63,6 +75,11 @@ pub struct EndpointSnapshot {
 
 /// Whether an endpoint takes requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum EndpointState {
     /// It takes its full share.

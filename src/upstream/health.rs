@@ -294,7 +294,7 @@ impl Registry {
             .unwrap_or(u64::MAX);
         self.healthy.store(healthy, Ordering::Release);
         self.next_probe.store(next_probe, Ordering::Release);
-        crate::observability::emit::healthy_endpoints(healthy);
+        crate::observability::emit::healthy_endpoints(healthy, endpoints.len());
     }
 
     /// How long a caller should wait when no endpoint can take a request.

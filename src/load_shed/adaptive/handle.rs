@@ -15,6 +15,7 @@ pub struct LimitHandle {
 
 /// A limit's state at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct LimitSnapshot {
     /// The limit requests are admitted against now.
@@ -27,6 +28,13 @@ pub struct LimitSnapshot {
     pub rejected_sheddable: u64,
     /// The latency the adaptive limit takes for "no queue"; `None` in
     /// fixed mode or before the first window closed.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            rename = "no_load_ms",
+            serialize_with = "crate::serde_util::opt_millis"
+        )
+    )]
     pub no_load: Option<Duration>,
 }
 

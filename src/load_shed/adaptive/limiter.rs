@@ -77,6 +77,8 @@ pub(crate) struct Shed {
 
 impl Limiter {
     pub(crate) fn fixed(limit: u32, sheddable_ratio: f64, retry_after: Duration) -> Self {
+        // The gauge exists from the start, not from the first change.
+        crate::observability::emit::concurrency_limit(limit);
         Self {
             limit: AtomicU32::new(limit),
             sheddable_ratio,
@@ -169,6 +171,7 @@ impl Limiter {
                 Err(actual) => in_flight = actual,
             }
         }
+        crate::observability::emit::in_flight(in_flight + 1);
         if let Some(adaptive) = &self.adaptive {
             // A load first: the peak only moves when the load climbs.
             if in_flight + 1 > adaptive.max_in_flight.load(Ordering::Relaxed) {
@@ -182,7 +185,8 @@ impl Limiter {
 
     /// Gives an admitted request's place back, whatever became of it.
     pub(crate) fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let before = self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        crate::observability::emit::in_flight(before.saturating_sub(1));
     }
 
     /// Records what a completed request tells the algorithm, and closes the

@@ -16,6 +16,7 @@ pub struct ThrottleHandle {
 
 /// A throttle's state at one moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ThrottleSnapshot {
     /// Requests in the window, refused ones included.
