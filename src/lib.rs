@@ -104,6 +104,25 @@ pub mod timeout;
 #[cfg(feature = "upstream")]
 pub mod upstream;
 
+#[cfg(all(
+    feature = "timeout",
+    feature = "deadline",
+    feature = "retry",
+    feature = "circuit-breaker",
+    feature = "load-shed",
+    feature = "fallback"
+))]
+pub mod preset;
+#[cfg(all(
+    feature = "timeout",
+    feature = "deadline",
+    feature = "retry",
+    feature = "circuit-breaker",
+    feature = "load-shed",
+    feature = "fallback"
+))]
+pub use preset::Resilience;
+
 mod error;
 #[cfg(any(
     feature = "chaos",

@@ -1,0 +1,361 @@
+//! `Resilience::client()` and `Resilience::server()`: the parts in the
+//! documented order with the documented defaults, each tunable and each
+//! removable, usable with `ServiceBuilder`, axum's `Router::layer` and
+//! around a hyper-util client. Paused time, except the one test that talks
+//! to a real server.
+
+mod common;
+
+use std::convert::Infallible;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
+use tower_steady::circuit_breaker::CircuitBreakerLayer;
+use tower_steady::deadline::DeadlineLayer;
+use tower_steady::load_shed::AdaptiveLimitLayer;
+use tower_steady::retry::{Backoff, ReplayBody, RetryLayer};
+use tower_steady::Resilience;
+
+use common::{scripted, status};
+
+fn request() -> Request<Empty<Bytes>> {
+    Request::get("http://site.test/page")
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// Compiles only for a service that never fails: every failure became a
+/// response.
+fn never_fails<S: Service<Request<Empty<Bytes>>, Error = Infallible>>(_: &S) {}
+
+type Answer = fn(usize) -> Result<Response<Full<Bytes>>, BoxError>;
+
+/// An inner service answering call `n` with `answer(n)`, and the count of
+/// its calls.
+fn counting(answer: Answer) -> (Arc<AtomicUsize>, Counting) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    (calls.clone(), Counting { calls, answer })
+}
+
+#[derive(Clone)]
+struct Counting {
+    calls: Arc<AtomicUsize>,
+    answer: Answer,
+}
+
+impl Service<Request<ReplayBody<Empty<Bytes>>>> for Counting {
+    type Response = Response<Full<Bytes>>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Self::Response, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<ReplayBody<Empty<Bytes>>>) -> Self::Future {
+        std::future::ready((self.answer)(self.calls.fetch_add(1, Ordering::Relaxed)))
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_client_defaults_retry_a_gateway_failure_and_never_fail() {
+    let layer = Resilience::client().build().unwrap();
+    let svc = layer.layer(scripted(&[502, 503]));
+    never_fails(&svc);
+    let response = svc.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let handles = layer.handles();
+    assert_eq!(handles.breaker.as_ref().unwrap().name(), "upstream");
+    assert!(handles.retry.is_some() && handles.throttle.is_some());
+    assert!(handles.stale_if_error.is_some() && handles.limit.is_none());
+    // Two retries were taken from the budget's reserve of 100.
+    let snapshot = handles.snapshot();
+    assert_eq!(snapshot.retry.unwrap().retries_available, 98);
+    assert_eq!(snapshot.breaker.unwrap().calls, 3);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_failure_nothing_could_answer_is_an_honest_503() {
+    let layer = Resilience::client().build().unwrap();
+    let (calls, refused) =
+        counting(|_| Err(io::Error::from(io::ErrorKind::ConnectionRefused).into()));
+    let response = layer.layer(refused).oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(http::header::RETRY_AFTER));
+    assert_eq!(calls.load(Ordering::Relaxed), 3, "three attempts");
+
+    // An upstream's own 502, every time: rewritten, never passed on.
+    let svc = Resilience::client()
+        .build()
+        .unwrap()
+        .layer(scripted(&[502; 3]));
+    let response = svc.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_breaker_sits_below_retry_its_refusals_are_not_retried() {
+    let layer = Resilience::client().build().unwrap();
+    let (calls, inner) = counting(|_| Ok(status(200)));
+    let svc = layer.layer(inner);
+    let breaker = layer.handles().breaker.clone().unwrap();
+    breaker.force_open();
+    let response = svc.clone().oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(http::header::RETRY_AFTER));
+    assert_eq!(calls.load(Ordering::Relaxed), 0);
+    let retry = layer.handles().retry.as_ref().unwrap().snapshot();
+    assert_eq!(retry.retries_available, 100, "no retry was spent on it");
+    breaker.reset();
+    let response = svc.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn stale_if_error_answers_only_what_retries_could_not() {
+    let layer = Resilience::client().build().unwrap();
+    // Stored at first, then three 502s: the retries are spent before the
+    // stale copy is served.
+    let (calls, inner) = counting(|n| {
+        Ok(match n {
+            0 => {
+                let mut page = Response::new(Full::from("page"));
+                page.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("max-age=5"),
+                );
+                page
+            }
+            _ => status(502),
+        })
+    });
+    let svc = layer.layer(inner);
+    let first = svc.clone().oneshot(request()).await.unwrap();
+    first.into_body().collect().await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let stale = svc.oneshot(request()).await.unwrap();
+    assert_eq!(stale.status(), StatusCode::OK);
+    assert_eq!(stale.headers()["age"], "30");
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        4,
+        "1 stored, then 3 attempts"
+    );
+    let stats = layer.handles().stale_if_error.as_ref().unwrap().stats();
+    assert_eq!(stats.stale_served, 1);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn attempt_timeout_bounds_each_attempt_within_the_deadline() {
+    // The first attempt hangs; the second answers.
+    let layer = Resilience::client()
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let inner = service_fn(move |_: Request<ReplayBody<Empty<Bytes>>>| {
+        let n = seen.fetch_add(1, Ordering::Relaxed);
+        async move {
+            if n == 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, Infallible>(status(200))
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let response = layer.layer(inner).oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::Relaxed), 2);
+    // Paused time: the elapsed time is exact, one timeout plus a backoff
+    // of at most 25 ms.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed <= Duration::from_millis(1030),
+        "{elapsed:?}"
+    );
+
+    // Without it, the hung attempt takes the whole 15 s deadline: 504.
+    let inner = service_fn(|_: Request<ReplayBody<Empty<Bytes>>>| async {
+        std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>().await
+    });
+    let started = tokio::time::Instant::now();
+    let response = Resilience::client()
+        .build()
+        .unwrap()
+        .layer(inner)
+        .oneshot(request())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(started.elapsed(), Duration::from_secs(15));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn every_part_can_be_turned_off() {
+    let layer = Resilience::client()
+        .without_error_response()
+        .without_deadline()
+        .without_stale_if_error()
+        .without_retry()
+        .without_circuit_breaker()
+        .without_throttle()
+        .without_attempt_timeout()
+        .build()
+        .unwrap();
+    let handles = layer.handles();
+    assert!(handles.breaker.is_none() && handles.retry.is_none());
+    assert!(handles.throttle.is_none() && handles.stale_if_error.is_none());
+    // Nothing left: the request's own body type reaches the service, and
+    // its 502 comes back as it is.
+    let svc = layer.layer(scripted(&[502]));
+    let _: &common::Scripted = &svc;
+    let response = svc.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+
+    // Without error responses, the failure is an error to downcast.
+    let layer = Resilience::client()
+        .without_error_response()
+        .build()
+        .unwrap();
+    layer.handles().breaker.as_ref().unwrap().force_open();
+    let svc = layer.layer(scripted(&[]));
+    let error = svc.oneshot(request()).await.unwrap_err();
+    assert!(
+        error.is::<tower_steady::circuit_breaker::CircuitOpen>(),
+        "{error}"
+    );
+
+    let server = Resilience::server()
+        .without_error_response()
+        .without_deadline()
+        .without_limit()
+        .build()
+        .unwrap();
+    assert!(server.handles().limit.is_none());
+    let _: &common::Scripted = &server.layer(scripted(&[]));
+}
+
+#[test]
+fn an_invalid_setting_names_its_field() {
+    let error = Resilience::client()
+        .retry(RetryLayer::builder().max_attempts(0))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "retry.max_attempts");
+    let error = Resilience::client()
+        .circuit_breaker(CircuitBreakerLayer::builder().failure_ratio(1.5))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "circuit_breaker.failure_ratio");
+    let error = Resilience::server()
+        .deadline(DeadlineLayer::server().timeout(Duration::ZERO))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "deadline.timeout");
+    let error = Resilience::server()
+        .limit(AdaptiveLimitLayer::builder().fixed(0))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "load_shed.fixed");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_server_preset_on_an_axum_router() {
+    let layer = Resilience::server()
+        .limit(AdaptiveLimitLayer::builder().fixed(1))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let handles = layer.handles().clone();
+    let app: Router = Router::new()
+        .route(
+            "/",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                "hello"
+            }),
+        )
+        .route("/hang", get(std::future::pending::<&'static str>))
+        .layer(layer);
+
+    let get = |uri: &str| Request::get(uri).body(axum::body::Body::empty()).unwrap();
+    let first = tokio::spawn(app.clone().oneshot(get("/")));
+    tokio::task::yield_now().await;
+    // The one slot is taken: shed at once with 503 + Retry-After.
+    let shed = app.clone().oneshot(get("/")).await.unwrap();
+    assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shed.headers()[http::header::RETRY_AFTER], "1");
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(handles.limit.as_ref().unwrap().snapshot().rejected, 1);
+
+    // A caller with no time left: 504 before the handler runs.
+    let expired = Request::get("/")
+        .header("x-request-timeout-ms", "0")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(expired).await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    // A handler that hangs: the 2 s handler timeout answers 504.
+    let response = app.oneshot(get("/hang")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_client_preset_in_a_service_builder() {
+    let svc = ServiceBuilder::new()
+        .layer(
+            Resilience::client()
+                .retry(RetryLayer::builder().backoff(Backoff::none()))
+                .build()
+                .unwrap(),
+        )
+        .service(scripted(&[503]));
+    let response = svc.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Around a real hyper-util client, against a real server on loopback
+/// whose first two answers are 502. Real time (the client waits on
+/// sockets), bounded.
+#[tokio::test]
+async fn the_client_preset_around_a_hyper_util_client() {
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    let app = Router::new().route(
+        "/",
+        get(move || {
+            let n = count.fetch_add(1, Ordering::Relaxed);
+            async move {
+                if n < 2 {
+                    (StatusCode::BAD_GATEWAY, "upstream of the upstream failed")
+                } else {
+                    (StatusCode::OK, "hello")
+                }
+            }
+        }),
+    );
+    let server = common::PausedServer::start(app);
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<ReplayBody<Empty<Bytes>>>();
+    let client = Resilience::client().build().unwrap().layer(hyper);
+    let url = format!("http://{}/", server.addr);
+    let response = common::bounded(client.oneshot(Request::get(url).body(Empty::new()).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "hello");
+    assert_eq!(served.load(Ordering::Relaxed), 3);
+}
