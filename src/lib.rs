@@ -18,6 +18,7 @@
 //! | [`circuit_breaker`] | fails fast with `503` + `Retry-After` while an upstream is down, over a window that really slides |
 //! | [`load_shed`] | sheds load early with `503` + `Retry-After`: an adaptive concurrency limit for servers, adaptive throttling for clients |
 //! | [`fallback`] | answers a failure with the last good copy of a shareable page (stale-if-error), or with a page of your own |
+//! | [`preset`] | [`Resilience::client()`] and [`Resilience::server()`]: the layers composed in the documented order, with the documented defaults, each part tunable or removed |
 //! | [`upstream`] | balances over an upstream's replicas (p2c + peak-EWMA), ejects the failing ones, probes them back and ramps them up slowly; static, discovered or DNS sets |
 //! | [`observability`] | the `tracing` targets, and the metrics every layer reports with the `metrics` feature |
 //! | [`http`] | `Retry-After` parsing, and every error turned into an honest response |
