@@ -66,6 +66,7 @@
 //! | `upstream` | [`upstream`] (turns on `retry`; adds `tower`'s `discover` and tokio's `rt`, `net`, `sync`) |
 //! | `fallback` | [`fallback`] |
 //! | `chaos` | [`chaos`] |
+//! | `preset` | [`preset`] (turns on `timeout`, `deadline`, `retry`, `circuit-breaker`, `load-shed`, `fallback`) |
 //! | `metrics` (off by default) | counters, gauges and histograms through the `metrics` facade ([`observability`]) |
 //! | `serde` (off by default) | `serde::Serialize` for the handles' snapshots, to serve them as JSON on a status route |
 //! | `hyper` | classifying `hyper::Error` |
@@ -105,23 +106,9 @@ pub mod timeout;
 #[cfg(feature = "upstream")]
 pub mod upstream;
 
-#[cfg(all(
-    feature = "timeout",
-    feature = "deadline",
-    feature = "retry",
-    feature = "circuit-breaker",
-    feature = "load-shed",
-    feature = "fallback"
-))]
+#[cfg(feature = "preset")]
 pub mod preset;
-#[cfg(all(
-    feature = "timeout",
-    feature = "deadline",
-    feature = "retry",
-    feature = "circuit-breaker",
-    feature = "load-shed",
-    feature = "fallback"
-))]
+#[cfg(feature = "preset")]
 pub use preset::Resilience;
 
 mod error;

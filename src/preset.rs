@@ -127,23 +127,22 @@ pub trait Part {
     fn build_part(self, handles: &mut Handles) -> Result<Self::Layer, ConfigError>;
 }
 
-impl Part for Identity {
-    type Layer = Identity;
+/// Parts that are layers already, with no state to hand out.
+macro_rules! ready_part {
+    ($($ty:ty),* $(,)?) => {$(
+        impl Part for $ty {
+            type Layer = Self;
 
-    fn build_part(self, _: &mut Handles) -> Result<Identity, ConfigError> {
-        Ok(self)
-    }
+            fn build_part(self, _: &mut Handles) -> Result<Self, ConfigError> {
+                Ok(self)
+            }
+        }
+    )*};
 }
+
+ready_part!(Identity, TimeoutLayer);
 
 impl<C> Part for ErrorResponseLayer<C> {
-    type Layer = Self;
-
-    fn build_part(self, _: &mut Handles) -> Result<Self, ConfigError> {
-        Ok(self)
-    }
-}
-
-impl Part for TimeoutLayer {
     type Layer = Self;
 
     fn build_part(self, _: &mut Handles) -> Result<Self, ConfigError> {
@@ -159,54 +158,27 @@ impl Part for DeadlineLayerBuilder {
     }
 }
 
-impl<C> Part for StaleIfErrorBuilder<C> {
-    type Layer = StaleIfErrorLayer<C>;
+/// Builders of stateful layers: built, and their handle kept in `field`.
+macro_rules! stateful_part {
+    ($($builder:ident => $layer:ident, $field:ident;)*) => {$(
+        impl<C> Part for $builder<C> {
+            type Layer = $layer<C>;
 
-    fn build_part(self, handles: &mut Handles) -> Result<Self::Layer, ConfigError> {
-        let layer = self.build()?;
-        handles.stale_if_error = Some(layer.handle());
-        Ok(layer)
-    }
+            fn build_part(self, handles: &mut Handles) -> Result<Self::Layer, ConfigError> {
+                let layer = self.build()?;
+                handles.$field = Some(layer.handle());
+                Ok(layer)
+            }
+        }
+    )*};
 }
 
-impl<C> Part for RetryLayerBuilder<C> {
-    type Layer = RetryLayer<C>;
-
-    fn build_part(self, handles: &mut Handles) -> Result<Self::Layer, ConfigError> {
-        let layer = self.build()?;
-        handles.retry = Some(layer.handle());
-        Ok(layer)
-    }
-}
-
-impl<C> Part for CircuitBreakerBuilder<C> {
-    type Layer = CircuitBreakerLayer<C>;
-
-    fn build_part(self, handles: &mut Handles) -> Result<Self::Layer, ConfigError> {
-        let layer = self.build()?;
-        handles.breaker = Some(layer.handle());
-        Ok(layer)
-    }
-}
-
-impl<C> Part for ThrottleBuilder<C> {
-    type Layer = ThrottleLayer<C>;
-
-    fn build_part(self, handles: &mut Handles) -> Result<Self::Layer, ConfigError> {
-        let layer = self.build()?;
-        handles.throttle = Some(layer.handle());
-        Ok(layer)
-    }
-}
-
-impl<C> Part for AdaptiveLimitBuilder<C> {
-    type Layer = AdaptiveLimitLayer<C>;
-
-    fn build_part(self, handles: &mut Handles) -> Result<Self::Layer, ConfigError> {
-        let layer = self.build()?;
-        handles.limit = Some(layer.handle());
-        Ok(layer)
-    }
+stateful_part! {
+    StaleIfErrorBuilder => StaleIfErrorLayer, stale_if_error;
+    RetryLayerBuilder => RetryLayer, retry;
+    CircuitBreakerBuilder => CircuitBreakerLayer, breaker;
+    ThrottleBuilder => ThrottleLayer, throttle;
+    AdaptiveLimitBuilder => AdaptiveLimitLayer, limit;
 }
 
 /// The handles of a built preset's stateful parts; `None` for a part

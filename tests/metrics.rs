@@ -8,7 +8,6 @@ mod common;
 use std::convert::Infallible;
 use std::io;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,9 +24,8 @@ use tower_steady::http::ErrorResponseLayer;
 use tower_steady::load_shed::AdaptiveLimitLayer;
 use tower_steady::retry::{Backoff, Budget, RetryLayer};
 use tower_steady::timeout::TimeoutLayer;
-use tower_steady::upstream::Upstreams;
 
-use common::{scripted, status};
+use common::{scripted, site, status};
 
 type Taken = Vec<(
     CompositeKey,
@@ -77,12 +75,6 @@ fn gauge(snap: &Taken, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
-fn get() -> Request<Empty<Bytes>> {
-    Request::get("http://site.test/")
-        .body(Empty::new())
-        .unwrap()
-}
-
 macro_rules! recording {
     () => {{
         let recorder = DebuggingRecorder::new();
@@ -100,7 +92,7 @@ async fn timeouts_and_deadlines_are_counted() {
     });
 
     let svc = TimeoutLayer::new(Duration::from_millis(10)).layer(hang);
-    assert!(svc.oneshot(get()).await.is_err());
+    assert!(svc.oneshot(site()).await.is_err());
     let snap = take(&rec);
     assert_eq!(counter(&snap, "tower_steady_timeouts_total", &[]), 1);
 
@@ -110,7 +102,7 @@ async fn timeouts_and_deadlines_are_counted() {
         .body(Empty::new())
         .unwrap();
     assert!(deadline.layer(hang).oneshot(expired).await.is_err());
-    assert!(deadline.layer(hang).oneshot(get()).await.is_err());
+    assert!(deadline.layer(hang).oneshot(site()).await.is_err());
     let snap = take(&rec);
     assert_eq!(
         counter(
@@ -141,7 +133,7 @@ async fn retries_outcomes_durations_and_the_budget_are_counted() {
         .unwrap();
     let response = retry
         .layer(scripted(&[503, 502]))
-        .oneshot(get())
+        .oneshot(site())
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -198,7 +190,11 @@ async fn retries_outcomes_durations_and_the_budget_are_counted() {
         .build()
         .unwrap();
     let stingy = RetryLayer::builder().budget(none).build().unwrap();
-    let response = stingy.layer(scripted(&[503])).oneshot(get()).await.unwrap();
+    let response = stingy
+        .layer(scripted(&[503]))
+        .oneshot(site())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let snap = take(&rec);
     assert_eq!(
@@ -242,7 +238,7 @@ async fn breaker_transitions_state_and_rejections_are_reported_by_name() {
     assert!(ServiceExt::<Request<Empty<Bytes>>>::ready(&mut svc)
         .await
         .unwrap()
-        .call(get())
+        .call(site())
         .await
         .is_err());
     let breaker = [("breaker", "payments")];
@@ -280,7 +276,7 @@ async fn breaker_transitions_state_and_rejections_are_reported_by_name() {
         ServiceExt::<Request<Empty<Bytes>>>::ready(&mut svc)
             .await
             .unwrap()
-            .call(get())
+            .call(site())
             .await
             .unwrap();
     }
@@ -313,8 +309,8 @@ async fn shed_requests_and_the_adaptive_limit_are_reported() {
         .build()
         .unwrap()
         .layer(slow);
-    let first = fixed.ready().await.unwrap().call(get());
-    assert!(fixed.ready().await.unwrap().call(get()).await.is_err());
+    let first = fixed.ready().await.unwrap().call(site());
+    assert!(fixed.ready().await.unwrap().call(site()).await.is_err());
     first.await.unwrap();
     let snap = take(&rec);
     assert_eq!(
@@ -333,8 +329,8 @@ async fn shed_requests_and_the_adaptive_limit_are_reported() {
         .build()
         .unwrap()
         .layer(slow);
-    let a = two.ready().await.unwrap().call(get());
-    let b = two.ready().await.unwrap().call(get());
+    let a = two.ready().await.unwrap().call(site());
+    let b = two.ready().await.unwrap().call(site());
     assert_eq!(gauge(&take(&rec), "tower_steady_in_flight", &[]), Some(2.0));
     a.await.unwrap();
     assert_eq!(gauge(&take(&rec), "tower_steady_in_flight", &[]), Some(1.0));
@@ -348,7 +344,7 @@ async fn shed_requests_and_the_adaptive_limit_are_reported() {
             let mut svc = adaptive.clone();
             async move {
                 for _ in 0..200 {
-                    let _ = svc.ready().await.unwrap().call(get()).await;
+                    let _ = svc.ready().await.unwrap().call(site()).await;
                 }
             }
         })
@@ -379,24 +375,9 @@ async fn futures_join<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
 async fn ejections_readmissions_and_healthy_endpoints_are_reported() {
     let (recorder, rec) = recording!();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let addrs: Vec<std::net::SocketAddr> = (1..=3).map(|p| ([127, 0, 0, 1], p).into()).collect();
-    let bad = addrs[0];
-    let b = broken.clone();
-    let mut svc = Upstreams::builder()
-        .ejection_jitter(0.0)
-        .slow_start(Duration::ZERO)
-        .seed(7)
-        .build(addrs, move |addr| {
-            let b = b.clone();
-            service_fn(move |_: Request<Empty<Bytes>>| {
-                let failing = addr == bad && b.load(Ordering::Relaxed);
-                async move { Ok::<_, Infallible>(status(if failing { 502 } else { 200 })) }
-            })
-        })
-        .unwrap();
+    let (broken, mut svc) = common::one_broken_of_three();
     for _ in 0..100 {
-        let _ = svc.ready().await.unwrap().call(get()).await;
+        let _ = svc.ready().await.unwrap().call(site()).await;
     }
     let consecutive = [("reason", "consecutive_failures")];
     let snap = take(&rec);
@@ -416,7 +397,7 @@ async fn ejections_readmissions_and_healthy_endpoints_are_reported() {
     broken.store(false, Ordering::Relaxed);
     advance(Duration::from_secs(31)).await;
     for _ in 0..10 {
-        let _ = svc.ready().await.unwrap().call(get()).await;
+        let _ = svc.ready().await.unwrap().call(site()).await;
     }
     let snap = take(&rec);
     assert_eq!(
@@ -436,14 +417,17 @@ async fn stale_copies_fallbacks_and_error_responses_are_counted() {
     let stale = StaleIfErrorLayer::new().layer(scripted(&[200, 502]));
     stale
         .clone()
-        .oneshot(get())
+        .oneshot(site())
         .await
         .unwrap()
         .into_body()
         .collect()
         .await
         .unwrap();
-    assert_eq!(stale.oneshot(get()).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        stale.oneshot(site()).await.unwrap().status(),
+        StatusCode::OK
+    );
     let snap = take(&rec);
     assert_eq!(
         counter(
@@ -462,7 +446,7 @@ async fn stale_copies_fallbacks_and_error_responses_are_counted() {
     let page = Response::builder().status(503).body("later").unwrap();
     let fallback = FallbackLayer::builder(page).build().unwrap().layer(refused);
     assert_eq!(
-        fallback.oneshot(get()).await.unwrap().status(),
+        fallback.oneshot(site()).await.unwrap().status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
     let snap = take(&rec);
@@ -477,13 +461,13 @@ async fn stale_copies_fallbacks_and_error_responses_are_counted() {
 
     let answered = ErrorResponseLayer::new()
         .layer(refused)
-        .oneshot(get())
+        .oneshot(site())
         .await
         .unwrap();
     assert_eq!(answered.status(), StatusCode::SERVICE_UNAVAILABLE);
     let rewritten = ErrorResponseLayer::new()
         .layer(scripted(&[502]))
-        .oneshot(get())
+        .oneshot(site())
         .await
         .unwrap();
     assert_eq!(rewritten.status(), StatusCode::SERVICE_UNAVAILABLE);

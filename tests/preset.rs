@@ -3,6 +3,7 @@
 //! removable, usable with `ServiceBuilder`, axum's `Router::layer` and
 //! around a hyper-util client. Paused time, except the one test that talks
 //! to a real server.
+#![cfg(feature = "preset")]
 
 mod common;
 

@@ -19,13 +19,7 @@ use tower_steady::load_shed::{AdaptiveLimitLayer, ThrottleLayer};
 use tower_steady::retry::{Hedge, RetryLayer};
 use tower_steady::upstream::Upstreams;
 
-use common::{scripted, status};
-
-fn get() -> Request<Empty<Bytes>> {
-    Request::get("http://site.test/")
-        .body(Empty::new())
-        .unwrap()
-}
+use common::{scripted, site, status};
 
 fn to_json<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap()
@@ -52,7 +46,7 @@ async fn breaker_snapshot() {
     );
     for _ in 0..20 {
         let ready = ServiceExt::<Request<Empty<Bytes>>>::ready(&mut svc).await;
-        ready.unwrap().call(get()).await.unwrap();
+        ready.unwrap().call(site()).await.unwrap();
     }
     let open = to_json(&handle.snapshot());
     assert_eq!(open["state"], "open");
@@ -91,8 +85,8 @@ async fn load_shed_snapshots() {
     let layer = AdaptiveLimitLayer::builder().fixed(1).build().unwrap();
     let handle = layer.handle();
     let mut svc = layer.layer(slow);
-    let first = svc.ready().await.unwrap().call(get());
-    assert!(svc.ready().await.unwrap().call(get()).await.is_err());
+    let first = svc.ready().await.unwrap().call(site());
+    assert!(svc.ready().await.unwrap().call(site()).await.is_err());
     assert_eq!(
         to_json(&handle.snapshot()),
         json!({
@@ -110,7 +104,7 @@ async fn load_shed_snapshots() {
     let mut svc = layer.layer(scripted(&[429, 429]));
     for _ in 0..4 {
         let ready = ServiceExt::<Request<Empty<Bytes>>>::ready(&mut svc).await;
-        let _ = ready.unwrap().call(get()).await;
+        let _ = ready.unwrap().call(site()).await;
     }
     assert_eq!(
         to_json(&handle.snapshot()),
@@ -145,9 +139,9 @@ async fn stale_if_error_stats() {
     let layer = StaleIfErrorLayer::new();
     let handle = layer.handle();
     let svc = layer.layer(scripted(&[200, 502]));
-    let body = svc.clone().oneshot(get()).await.unwrap().into_body();
+    let body = svc.clone().oneshot(site()).await.unwrap().into_body();
     body.collect().await.unwrap();
-    svc.oneshot(get()).await.unwrap();
+    svc.oneshot(site()).await.unwrap();
     let stats = to_json(&handle.stats());
     assert_eq!(stats["entries"], 1);
     assert_eq!(stats["stored"], 1);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,14 +25,13 @@ use tower_steady::http::ErrorResponseLayer;
 use tower_steady::load_shed::AdaptiveLimitLayer;
 use tower_steady::retry::{Backoff, Budget, RetryLayer};
 use tower_steady::timeout::TimeoutLayer;
-use tower_steady::upstream::Upstreams;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
-use common::{scripted, status};
+use common::{scripted, site, status};
 
 type Fields = BTreeMap<&'static str, String>;
 
@@ -128,12 +127,6 @@ impl Capture {
     }
 }
 
-fn get() -> Request<Empty<Bytes>> {
-    Request::get("http://site.test/")
-        .body(Empty::new())
-        .unwrap()
-}
-
 fn attempt_of(event: &Seen) -> Option<&str> {
     event
         .spans
@@ -165,7 +158,7 @@ async fn each_attempt_runs_in_a_span_with_its_number() {
         .build()
         .unwrap()
         .layer(TimeoutLayer::new(Duration::from_secs(1)).layer(inner));
-    let response = svc.oneshot(get()).await.unwrap();
+    let response = svc.oneshot(site()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 
     let events: Vec<Seen> = std::mem::take(&mut *capture.0.lock().unwrap());
@@ -228,7 +221,11 @@ async fn retry_refusals_and_an_exhausted_budget_are_logged() {
         .build()
         .unwrap();
     let stingy = RetryLayer::builder().budget(none).build().unwrap();
-    let response = stingy.layer(scripted(&[503])).oneshot(get()).await.unwrap();
+    let response = stingy
+        .layer(scripted(&[503]))
+        .oneshot(site())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     capture.expect(
         "tower_steady::retry",
@@ -249,7 +246,7 @@ async fn breaker_changes_are_logged_with_its_name() {
     let mut svc = layer.layer(scripted(&[503; 20]));
     for _ in 0..20 {
         let ready = ServiceExt::<Request<Empty<Bytes>>>::ready(&mut svc).await;
-        ready.unwrap().call(get()).await.unwrap();
+        ready.unwrap().call(site()).await.unwrap();
     }
     let opened = capture.expect(
         "tower_steady::circuit_breaker",
@@ -267,7 +264,7 @@ async fn breaker_changes_are_logged_with_its_name() {
     let turned_away = ServiceExt::<Request<Empty<Bytes>>>::ready(&mut svc)
         .await
         .unwrap()
-        .call(get())
+        .call(site())
         .await;
     assert!(turned_away.is_err());
     let seen = capture.expect(
@@ -290,24 +287,9 @@ async fn breaker_changes_are_logged_with_its_name() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn ejection_and_readmission_are_logged_with_the_endpoint() {
     let (capture, _guard) = Capture::install();
-    let broken = Arc::new(AtomicBool::new(true));
-    let addrs: Vec<std::net::SocketAddr> = (1..=3).map(|p| ([127, 0, 0, 1], p).into()).collect();
-    let bad = addrs[0];
-    let b = broken.clone();
-    let mut svc = Upstreams::builder()
-        .ejection_jitter(0.0)
-        .slow_start(Duration::ZERO)
-        .seed(7)
-        .build(addrs, move |addr| {
-            let b = b.clone();
-            service_fn(move |_: Request<Empty<Bytes>>| {
-                let failing = addr == bad && b.load(Ordering::Relaxed);
-                async move { Ok::<_, Infallible>(status(if failing { 502 } else { 200 })) }
-            })
-        })
-        .unwrap();
+    let (broken, mut svc) = common::one_broken_of_three();
     for _ in 0..100 {
-        let _ = svc.ready().await.unwrap().call(get()).await;
+        let _ = svc.ready().await.unwrap().call(site()).await;
     }
     capture.expect(
         "tower_steady::upstream",
@@ -324,7 +306,7 @@ async fn ejection_and_readmission_are_logged_with_the_endpoint() {
     broken.store(false, Ordering::Relaxed);
     advance(Duration::from_secs(31)).await;
     for _ in 0..10 {
-        let _ = svc.ready().await.unwrap().call(get()).await;
+        let _ = svc.ready().await.unwrap().call(site()).await;
     }
     capture.expect(
         "tower_steady::upstream",
@@ -346,8 +328,8 @@ async fn shedding_deadlines_and_error_answers_are_logged() {
         .build()
         .unwrap()
         .layer(slow);
-    let first = fixed.ready().await.unwrap().call(get());
-    assert!(fixed.ready().await.unwrap().call(get()).await.is_err());
+    let first = fixed.ready().await.unwrap().call(site());
+    assert!(fixed.ready().await.unwrap().call(site()).await.is_err());
     first.await.unwrap();
     capture.expect(
         "tower_steady::load_shed",
@@ -376,7 +358,7 @@ async fn shedding_deadlines_and_error_answers_are_logged() {
     });
     let answered = ErrorResponseLayer::new()
         .layer(refused)
-        .oneshot(get())
+        .oneshot(site())
         .await
         .unwrap();
     assert_eq!(answered.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -388,7 +370,7 @@ async fn shedding_deadlines_and_error_answers_are_logged() {
     );
     let rewritten = ErrorResponseLayer::new()
         .layer(scripted(&[502]))
-        .oneshot(get())
+        .oneshot(site())
         .await
         .unwrap();
     assert_eq!(rewritten.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -406,7 +388,7 @@ async fn a_stale_copy_served_is_logged_with_kind_status_and_age() {
     let stale = StaleIfErrorLayer::new().layer(scripted(&[200, 502]));
     stale
         .clone()
-        .oneshot(get())
+        .oneshot(site())
         .await
         .unwrap()
         .into_body()
@@ -414,7 +396,10 @@ async fn a_stale_copy_served_is_logged_with_kind_status_and_age() {
         .await
         .unwrap();
     advance(Duration::from_secs(7)).await;
-    assert_eq!(stale.oneshot(get()).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        stale.oneshot(site()).await.unwrap().status(),
+        StatusCode::OK
+    );
     capture.expect(
         "tower_steady::fallback",
         Level::DEBUG,

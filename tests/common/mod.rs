@@ -163,3 +163,60 @@ impl<B> tower::Service<http::Request<B>> for Scripted {
         std::future::ready(Ok(status(self.script.get(i).copied().unwrap_or(200))))
     }
 }
+
+/// `GET http://site.test/`, for services called without a network.
+pub fn site() -> http::Request<Empty<Bytes>> {
+    get("http://site.test/")
+}
+
+/// A replica answering 502 while `broken` is set, if it is the bad one;
+/// 200 otherwise.
+#[cfg(feature = "upstream")]
+#[derive(Clone)]
+pub struct Replica {
+    failing: bool,
+    broken: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[cfg(feature = "upstream")]
+impl tower::Service<http::Request<Empty<Bytes>>> for Replica {
+    type Response = http::Response<http_body_util::Full<Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<Empty<Bytes>>) -> Self::Future {
+        let broken = self.broken.load(std::sync::atomic::Ordering::Relaxed);
+        std::future::ready(Ok(status(if self.failing && broken { 502 } else { 200 })))
+    }
+}
+
+/// Three replicas on `127.0.0.1:1..=3` (never dialled) of which the first
+/// answers 502 while the flag is set (it starts set); no ejection jitter,
+/// no slow start, seeded.
+#[cfg(feature = "upstream")]
+pub fn one_broken_of_three() -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tower_steady::upstream::Upstreams<Replica>,
+) {
+    let broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let addrs: Vec<SocketAddr> = (1..=3).map(|p| ([127, 0, 0, 1], p).into()).collect();
+    let bad = addrs[0];
+    let flag = broken.clone();
+    let upstreams = tower_steady::upstream::Upstreams::builder()
+        .ejection_jitter(0.0)
+        .slow_start(std::time::Duration::ZERO)
+        .seed(7)
+        .build(addrs, move |addr| Replica {
+            failing: addr == bad,
+            broken: flag.clone(),
+        })
+        .unwrap();
+    (broken, upstreams)
+}
