@@ -17,6 +17,12 @@
 //! | [`ThrottleLayer`] | on (K = 2 over 60 s) | refuses locally what the upstream would refuse anyway |
 //! | [`TimeoutLayer`] | off; [`attempt_timeout`](ClientBuilder::attempt_timeout) | innermost: bounds one attempt, so a hung attempt is retried within the deadline |
 //!
+//! Around an [`Upstreams`](crate::upstream::Upstreams) set, leave
+//! `attempt_timeout` off and put a [`TimeoutLayer`] inside each replica's
+//! service instead (in the function that makes it): a hang then counts
+//! against that replica, which is ejected for it, rather than against the
+//! set as a whole.
+//!
 //! # The server stack
 //!
 //! For an axum or hyper server:
