@@ -22,7 +22,7 @@ use tower_steady::deadline::DeadlineLayer;
 use tower_steady::fallback::{FallbackLayer, StaleIfErrorLayer};
 use tower_steady::http::ErrorResponseLayer;
 use tower_steady::load_shed::AdaptiveLimitLayer;
-use tower_steady::retry::{Backoff, Budget, RetryLayer};
+use tower_steady::retry::{Backoff, RetryLayer};
 use tower_steady::timeout::TimeoutLayer;
 
 use common::{scripted, site, status};
@@ -184,18 +184,7 @@ async fn retries_outcomes_durations_and_the_budget_are_counted() {
         );
     }
 
-    let none = Budget::builder()
-        .ratio(0.0)
-        .min_per_second(0)
-        .build()
-        .unwrap();
-    let stingy = RetryLayer::builder().budget(none).build().unwrap();
-    let response = stingy
-        .layer(scripted(&[503]))
-        .oneshot(site())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    common::retry_refused_by_the_budget().await;
     let snap = take(&rec);
     assert_eq!(
         counter(
@@ -267,19 +256,8 @@ async fn breaker_transitions_state_and_rejections_are_reported_by_name() {
     );
 
     // Opened by failures: 20 calls, all 503.
-    let layer = CircuitBreakerLayer::builder()
-        .name("search")
-        .build()
-        .unwrap();
-    let mut svc = layer.layer(scripted(&[503; 20]));
-    for _ in 0..20 {
-        ServiceExt::<Request<Empty<Bytes>>>::ready(&mut svc)
-            .await
-            .unwrap()
-            .call(site())
-            .await
-            .unwrap();
-    }
+    let (_, mut svc) = common::breaker_over_503s("search");
+    common::fail_twenty(&mut svc).await;
     let search = [("breaker", "search")];
     let snap = take(&rec);
     assert_eq!(

@@ -13,7 +13,6 @@ use http::Request;
 use http_body_util::{BodyExt, Empty};
 use serde_json::{json, Value};
 use tower::{service_fn, Layer, Service, ServiceExt};
-use tower_steady::circuit_breaker::CircuitBreakerLayer;
 use tower_steady::fallback::StaleIfErrorLayer;
 use tower_steady::load_shed::{AdaptiveLimitLayer, ThrottleLayer};
 use tower_steady::retry::{Hedge, RetryLayer};
@@ -27,12 +26,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Value {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn breaker_snapshot() {
-    let layer = CircuitBreakerLayer::builder()
-        .name("search")
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let mut svc = layer.layer(scripted(&[503; 20]));
+    let (handle, mut svc) = common::breaker_over_503s("search");
     assert_eq!(
         to_json(&handle.snapshot()),
         json!({
@@ -44,10 +38,7 @@ async fn breaker_snapshot() {
             "open_remaining_ms": null,
         })
     );
-    for _ in 0..20 {
-        let ready = ServiceExt::<Request<Empty<Bytes>>>::ready(&mut svc).await;
-        ready.unwrap().call(site()).await.unwrap();
-    }
+    common::fail_twenty(&mut svc).await;
     let open = to_json(&handle.snapshot());
     assert_eq!(open["state"], "open");
     assert_eq!(open["failures"], 20);

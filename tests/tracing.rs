@@ -18,12 +18,11 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use tokio::time::advance;
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
-use tower_steady::circuit_breaker::CircuitBreakerLayer;
 use tower_steady::deadline::DeadlineLayer;
 use tower_steady::fallback::StaleIfErrorLayer;
 use tower_steady::http::ErrorResponseLayer;
 use tower_steady::load_shed::AdaptiveLimitLayer;
-use tower_steady::retry::{Backoff, Budget, RetryLayer};
+use tower_steady::retry::{Backoff, RetryLayer};
 use tower_steady::timeout::TimeoutLayer;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
@@ -215,18 +214,7 @@ async fn retry_refusals_and_an_exhausted_budget_are_logged() {
         ],
     );
 
-    let none = Budget::builder()
-        .ratio(0.0)
-        .min_per_second(0)
-        .build()
-        .unwrap();
-    let stingy = RetryLayer::builder().budget(none).build().unwrap();
-    let response = stingy
-        .layer(scripted(&[503]))
-        .oneshot(site())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    common::retry_refused_by_the_budget().await;
     capture.expect(
         "tower_steady::retry",
         Level::INFO,
@@ -238,16 +226,8 @@ async fn retry_refusals_and_an_exhausted_budget_are_logged() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn breaker_changes_are_logged_with_its_name() {
     let (capture, _guard) = Capture::install();
-    let layer = CircuitBreakerLayer::builder()
-        .name("search")
-        .build()
-        .unwrap();
-    let handle = layer.handle();
-    let mut svc = layer.layer(scripted(&[503; 20]));
-    for _ in 0..20 {
-        let ready = ServiceExt::<Request<Empty<Bytes>>>::ready(&mut svc).await;
-        ready.unwrap().call(site()).await.unwrap();
-    }
+    let (handle, mut svc) = common::breaker_over_503s("search");
+    common::fail_twenty(&mut svc).await;
     let opened = capture.expect(
         "tower_steady::circuit_breaker",
         Level::WARN,

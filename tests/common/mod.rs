@@ -220,3 +220,59 @@ pub fn one_broken_of_three() -> (
         .unwrap();
     (broken, upstreams)
 }
+
+/// A circuit breaker named `name` over a service answering 503 twenty
+/// times, then 200; with its handle. [`fail_twenty`] opens it.
+#[cfg(feature = "circuit-breaker")]
+pub fn breaker_over_503s(
+    name: &str,
+) -> (
+    tower_steady::circuit_breaker::BreakerHandle,
+    tower_steady::circuit_breaker::CircuitBreaker<Scripted, tower_steady::classify::HttpClassifier>,
+) {
+    use tower::Layer;
+    let layer = tower_steady::circuit_breaker::CircuitBreakerLayer::builder()
+        .name(name)
+        .build()
+        .unwrap();
+    (layer.handle(), layer.layer(scripted(&[503; 20])))
+}
+
+/// Sends the twenty calls that open a breaker from [`breaker_over_503s`]
+/// (its defaults: at least 20 calls, half of them failures).
+#[cfg(feature = "circuit-breaker")]
+pub async fn fail_twenty(
+    svc: &mut tower_steady::circuit_breaker::CircuitBreaker<
+        Scripted,
+        tower_steady::classify::HttpClassifier,
+    >,
+) {
+    use tower::{Service, ServiceExt};
+    for _ in 0..20 {
+        let ready = ServiceExt::<http::Request<Empty<Bytes>>>::ready(&mut *svc).await;
+        ready.unwrap().call(site()).await.unwrap();
+    }
+}
+
+/// One request through a retry layer whose budget holds nothing, to a
+/// service answering 503: the retry is refused by the budget, and the 503
+/// is what comes back (checked here).
+#[cfg(feature = "retry")]
+pub async fn retry_refused_by_the_budget() {
+    use tower::{Layer, ServiceExt};
+    let none = tower_steady::retry::Budget::builder()
+        .ratio(0.0)
+        .min_per_second(0)
+        .build()
+        .unwrap();
+    let stingy = tower_steady::retry::RetryLayer::builder()
+        .budget(none)
+        .build()
+        .unwrap();
+    let response = stingy
+        .layer(scripted(&[503]))
+        .oneshot(site())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+}
