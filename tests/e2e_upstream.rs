@@ -14,16 +14,11 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::{http::StatusCode, routing::get, Router};
 use bytes::Bytes;
-use common::{Feed, PausedServer};
-use http::Request;
+use common::{drive, Feed, Mode, Tally, Upstream};
 use http_body_util::Empty;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -31,71 +26,11 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 use tokio::time::advance;
 use tower::discover::Change;
-use tower::{Layer, Service, ServiceExt};
+use tower::Layer;
 use tower_steady::retry::{Backoff, ReplayBody, RetryLayer};
 use tower_steady::upstream::{Dns, EndpointState, SetAuthority, Upstreams, UpstreamsHandle};
 
 type HttpClient = Client<HttpConnector, ReplayBody<Empty<Bytes>>>;
-
-/// One upstream: an axum app on loopback, answering 200 (or 502 when told
-/// to), counting what it answers. It can be stopped (listener and
-/// connections closed: new connections are refused) and started again on
-/// the same port.
-struct Upstream {
-    addr: SocketAddr,
-    hits: Arc<AtomicU32>,
-    bad_gateway: Arc<AtomicBool>,
-    server: Option<PausedServer>,
-}
-
-impl Upstream {
-    fn start() -> Self {
-        let mut this = Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            hits: Arc::default(),
-            bad_gateway: Arc::default(),
-            server: None,
-        };
-        this.restart();
-        this
-    }
-
-    fn restart(&mut self) {
-        // SO_REUSEADDR so the port can be bound again right after a stop.
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.set_reuse_address(true).unwrap();
-        socket.bind(&self.addr.into()).unwrap();
-        socket.listen(128).unwrap();
-        let listener: std::net::TcpListener = socket.into();
-        self.addr = listener.local_addr().unwrap();
-
-        let (hits, bad_gateway) = (self.hits.clone(), self.bad_gateway.clone());
-        let app = Router::new().route(
-            "/",
-            get(move || {
-                let (hits, bad_gateway) = (hits.clone(), bad_gateway.clone());
-                async move {
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    if bad_gateway.load(Ordering::SeqCst) {
-                        StatusCode::BAD_GATEWAY
-                    } else {
-                        StatusCode::OK
-                    }
-                }
-            }),
-        );
-        self.server = Some(PausedServer::start_on(listener, app));
-    }
-
-    fn stop(&mut self) {
-        self.server = None;
-    }
-
-    fn hits(&self) -> u32 {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
 
 fn client() -> HttpClient {
     // No idle connections: a stopped upstream is seen at the next connect.
@@ -104,51 +39,12 @@ fn client() -> HttpClient {
         .build_http()
 }
 
-/// Sends `total` GETs from `concurrency` tasks; returns how many answers
-/// of each status (errors as status 0).
-async fn load<S>(service: &S, total: usize, concurrency: usize) -> HashMap<u16, usize>
-where
-    S: Service<Request<Empty<Bytes>>, Response = http::Response<hyper::body::Incoming>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    S::Error: std::fmt::Debug,
-{
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let service = service.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut statuses = Vec::new();
-            for _ in 0..total / concurrency {
-                let request = Request::get("/").body(Empty::new()).unwrap();
-                let status = match service.clone().oneshot(request).await {
-                    Ok(response) => response.status().as_u16(),
-                    Err(error) => {
-                        eprintln!("request failed: {error:?}");
-                        0
-                    }
-                };
-                statuses.push(status);
-            }
-            statuses
-        }));
-    }
-    let mut counts = HashMap::new();
-    for task in tasks {
-        for status in task.await.unwrap() {
-            *counts.entry(status).or_default() += 1;
-        }
-    }
-    counts
-}
-
 fn state(handle: &UpstreamsHandle, upstream: &Upstream) -> Option<EndpointState> {
     handle.endpoint(upstream.addr).map(|e| e.state)
 }
 
-fn all_ok(total: usize) -> HashMap<u16, usize> {
-    HashMap::from([(200, total)])
+fn all_ok(total: usize) -> BTreeMap<u16, usize> {
+    Tally::only(200, total)
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -174,7 +70,10 @@ async fn replicas_that_stop_or_fail_are_routed_around_and_brought_back() {
     let service = retry.layer(balancer);
 
     // All three up: the load is spread.
-    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    assert_eq!(
+        drive(service.clone(), "/", 300, 6).await.statuses,
+        all_ok(300)
+    );
     for upstream in &upstreams {
         assert!(upstream.hits() > 50, "{}", upstream.hits());
     }
@@ -183,7 +82,10 @@ async fn replicas_that_stop_or_fail_are_routed_around_and_brought_back() {
     // retried elsewhere and succeeds; after five refusals in a row it is
     // ejected and gets nothing more.
     upstreams[1].stop();
-    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    assert_eq!(
+        drive(service.clone(), "/", 300, 6).await.statuses,
+        all_ok(300)
+    );
     assert_eq!(state(&handle, &upstreams[1]), Some(EndpointState::Ejected));
     assert_eq!(handle.endpoint(upstreams[1].addr).unwrap().ejections, 1);
 
@@ -192,7 +94,10 @@ async fn replicas_that_stop_or_fail_are_routed_around_and_brought_back() {
     upstreams[1].restart();
     let before = upstreams[1].hits();
     advance(Duration::from_secs(31)).await;
-    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    assert_eq!(
+        drive(service.clone(), "/", 300, 6).await.statuses,
+        all_ok(300)
+    );
     assert!(upstreams[1].hits() > before, "the probe reached it");
     assert_eq!(
         state(&handle, &upstreams[1]),
@@ -201,18 +106,27 @@ async fn replicas_that_stop_or_fail_are_routed_around_and_brought_back() {
     // ...and once the slow start is over it takes its full share.
     advance(Duration::from_secs(30)).await;
     let before = upstreams[1].hits();
-    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    assert_eq!(
+        drive(service.clone(), "/", 300, 6).await.statuses,
+        all_ok(300)
+    );
     assert_eq!(state(&handle, &upstreams[1]), Some(EndpointState::Healthy));
     let share = upstreams[1].hits() - before;
     assert!(share > 60, "restarted upstream took {share} of 300");
 
     // Another starts answering 502 to everything: the clients never see a
     // 502 (each is retried on another replica), and it is ejected.
-    upstreams[2].bad_gateway.store(true, Ordering::SeqCst);
-    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    upstreams[2].set_mode(Mode::BadGateway);
+    assert_eq!(
+        drive(service.clone(), "/", 300, 6).await.statuses,
+        all_ok(300)
+    );
     assert_eq!(state(&handle, &upstreams[2]), Some(EndpointState::Ejected));
     let before = upstreams[2].hits();
-    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    assert_eq!(
+        drive(service.clone(), "/", 300, 6).await.statuses,
+        all_ok(300)
+    );
     assert_eq!(
         upstreams[2].hits(),
         before,
@@ -229,7 +143,10 @@ async fn replicas_that_stop_or_fail_are_routed_around_and_brought_back() {
     assert_eq!(state(&handle, &upstreams[2]), None);
     assert_eq!(state(&handle, &fresh), Some(EndpointState::SlowStart));
     advance(Duration::from_secs(30)).await;
-    assert_eq!(load(&service, 300, 6).await, all_ok(300));
+    assert_eq!(
+        drive(service.clone(), "/", 300, 6).await.statuses,
+        all_ok(300)
+    );
     assert!(
         fresh.hits() > 60,
         "new replica took {} of 300",
@@ -252,6 +169,9 @@ async fn a_dns_name_is_resolved_and_balanced_over() {
     let balancer = Upstreams::builder().build_discover(dns).unwrap();
     assert_eq!(balancer.addrs(), [upstream.addr]);
     let service = RetryLayer::new().layer(balancer);
-    assert_eq!(load(&service, 20, 2).await, all_ok(20));
+    assert_eq!(
+        drive(service.clone(), "/", 20, 2).await.statuses,
+        all_ok(20)
+    );
     assert_eq!(upstream.hits(), 20);
 }

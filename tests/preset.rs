@@ -328,9 +328,10 @@ async fn the_client_preset_in_a_service_builder() {
 }
 
 /// Around a real hyper-util client, against a real server on loopback
-/// whose first two answers are 502. Real time (the client waits on
-/// sockets), bounded.
-#[tokio::test]
+/// whose first two answers are 502. Paused time: `common::Dialer` holds
+/// the clock while the client waits on the socket, so the deadline cannot
+/// fire early.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn the_client_preset_around_a_hyper_util_client() {
     let served = Arc::new(AtomicUsize::new(0));
     let count = served.clone();
@@ -350,7 +351,11 @@ async fn the_client_preset_around_a_hyper_util_client() {
     let server = common::PausedServer::start(app);
     let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<ReplayBody<Empty<Bytes>>>();
-    let client = Resilience::client().build().unwrap().layer(hyper);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let client = Resilience::client()
+        .build()
+        .unwrap()
+        .layer(common::Dialer::new(hyper, calls.clone()));
     let url = format!("http://{}/", server.addr);
     let response = common::bounded(client.oneshot(Request::get(url).body(Empty::new()).unwrap()))
         .await
@@ -359,4 +364,5 @@ async fn the_client_preset_around_a_hyper_util_client() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "hello");
     assert_eq!(served.load(Ordering::Relaxed), 3);
+    assert_eq!(calls.load(Ordering::Relaxed), 3);
 }
