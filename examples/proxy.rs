@@ -1,0 +1,617 @@
+//! The main demo: a reverse proxy in front of flaky upstreams, bare and
+//! with the presets, side by side.
+//!
+//! ```text
+//! cargo run --release --example proxy
+//! cargo run --release --example proxy -- --listen 127.0.0.1:8080 \
+//!     --upstream http://127.0.0.1:9001 --upstream http://127.0.0.1:9002
+//! cargo run --release --example proxy -- --listen 127.0.0.1:8080 --upstream ... --bare
+//! ```
+//!
+//! With no arguments it runs four scenarios, each against three fresh
+//! upstreams started in-process on loopback with faults injected by
+//! [`ChaosLayer`]: transient 502s and connection resets, a replica that
+//! crashes and restarts, a replica that hangs, and an overload. Each
+//! scenario sends the same load (a fixed rate for a fixed time, never more
+//! requests than that) through two reverse proxies on loopback and prints
+//! what the callers got:
+//!
+//! * the **bare** proxy does what a hand-written proxy does: round robin
+//!   over the upstreams, a `502` when the upstream cannot be reached or
+//!   the connection breaks, a `504` after its own timeout;
+//! * the **resilient** proxy is `Resilience::server()` around a handler
+//!   that forwards through `Resilience::client()` over an `Upstreams` set,
+//!   with a timeout on each attempt inside each replica's service.
+//!
+//! It ends in about 20 s. With `--listen` and `--upstream` it is a
+//! real reverse proxy (resilient, or bare with `--bare`, as a baseline for
+//! measurements) until Ctrl-C.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::Router;
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+use tower::util::BoxCloneSyncService;
+use tower::{service_fn, BoxError, Layer, ServiceBuilder, ServiceExt};
+use tower_steady::chaos::{ChaosLayer, Fault};
+use tower_steady::deadline::DeadlineLayer;
+use tower_steady::retry::{Attempt, ReplayBody};
+use tower_steady::timeout::TimeoutLayer;
+use tower_steady::upstream::{SetAuthority, Upstreams};
+use tower_steady::Resilience;
+
+const HELP: &str = "\
+usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare]]
+
+  (no flags)        run the demo: four fault scenarios against in-process
+                    upstreams on loopback, bare proxy and resilient proxy
+                    side by side; exits by itself in about 20 s
+  --listen ADDR     serve a reverse proxy on ADDR (e.g. 127.0.0.1:8080)
+                    until Ctrl-C
+  --upstream URL    an upstream to forward to (http://host:port); repeat
+                    for each replica; a name is resolved once, at start
+  --bare            no layers: round robin, 502 when an upstream cannot be
+                    reached, 504 after 15 s (a baseline for measurements)
+  --help            this text
+
+The resilient proxy is Resilience::server() (deadline, adaptive concurrency
+limit, error responses) around Resilience::client() (deadline, stale-if-error,
+retry, circuit breaker, throttle) over an Upstreams set with a 5 s timeout on
+each attempt.";
+
+/// What both proxies are: a service from the caller's request to the
+/// answer, never failing.
+type Forward = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run_main().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("proxy: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_main() -> Result<(), BoxError> {
+    let mut listen = None;
+    let mut upstreams = Vec::new();
+    let mut bare = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--listen" => listen = Some(args.next().ok_or("--listen needs an address")?),
+            "--upstream" => upstreams.push(args.next().ok_or("--upstream needs a URL")?),
+            "--bare" => bare = true,
+            "--help" | "-h" => {
+                println!("{HELP}");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other:?}\n\n{HELP}").into()),
+        }
+    }
+    match listen {
+        Some(listen) => serve(&listen, &upstreams, bare).await,
+        None if upstreams.is_empty() && !bare => demo().await,
+        None => Err(format!("--upstream and --bare need --listen\n\n{HELP}").into()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The two proxies.
+
+/// The caller's request, sent on to `upstream`: hop-by-hop headers dropped,
+/// the path and query kept.
+fn onward<B>(mut request: Request<B>) -> Request<B> {
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::HOST,
+    ] {
+        request.headers_mut().remove(name);
+    }
+    request.headers_mut().remove("keep-alive");
+    request.headers_mut().remove("proxy-connection");
+    request
+}
+
+fn answer(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    response
+}
+
+/// Round robin over `upstreams` with a plain hyper-util client: a 502 when
+/// the request fails, a 504 after `timeout`.
+fn bare_proxy(
+    upstreams: Vec<SocketAddr>,
+    timeout: Duration,
+    attempts: Arc<AtomicUsize>,
+) -> Forward {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let next = Arc::new(AtomicUsize::new(0));
+    let upstreams: Arc<[SocketAddr]> = upstreams.into();
+    BoxCloneSyncService::new(service_fn(move |request: Request<Body>| {
+        let addr = upstreams[next.fetch_add(1, Ordering::Relaxed) % upstreams.len()];
+        let mut request = onward(request);
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        *request.uri_mut() = Uri::try_from(format!("http://{addr}{path}")).expect("a valid URI");
+        attempts.fetch_add(1, Ordering::Relaxed);
+        let call = client.request(request);
+        async move {
+            Ok(match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(response)) => response.map(Body::new),
+                Ok(Err(_)) => answer(StatusCode::BAD_GATEWAY),
+                Err(_) => answer(StatusCode::GATEWAY_TIMEOUT),
+            })
+        }
+    }))
+}
+
+/// `Resilience::client()` over an `Upstreams` set of `upstreams`, each
+/// replica's service with its own attempt timeout (so a hang counts
+/// against that replica). `deadline` is the whole request's budget.
+fn resilient_proxy(
+    upstreams: Vec<SocketAddr>,
+    deadline: Duration,
+    attempt_timeout: Duration,
+    attempts: Arc<AtomicUsize>,
+    retries: Arc<AtomicUsize>,
+) -> Result<Forward, BoxError> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Body>>();
+    let set = Upstreams::builder().build(upstreams, move |addr| {
+        let (attempts, retries) = (attempts.clone(), retries.clone());
+        ServiceBuilder::new()
+            .map_request(move |request: Request<ReplayBody<Body>>| {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                if Attempt::of(&request).is_some() {
+                    retries.fetch_add(1, Ordering::Relaxed);
+                }
+                request
+            })
+            .layer(TimeoutLayer::new(attempt_timeout))
+            .service(SetAuthority::new(addr, client.clone()))
+    })?;
+    let layer = Resilience::client()
+        .deadline(DeadlineLayer::client().timeout(deadline).read_headers(true))
+        .build()?;
+    let forward = ServiceBuilder::new()
+        .map_request(onward)
+        .map_response(|response: Response<_>| response.map(Body::new))
+        .layer(layer)
+        .service(set);
+    Ok(BoxCloneSyncService::new(forward))
+}
+
+/// The proxy's HTTP server: every path forwarded; behind
+/// `Resilience::server()` unless bare.
+fn proxy_app(forward: Forward, bare: bool) -> Result<Router, BoxError> {
+    let app = Router::new().fallback(move |request: Request<Body>| {
+        let forward = forward.clone();
+        async move {
+            match forward.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    });
+    Ok(if bare {
+        app
+    } else {
+        app.layer(Resilience::server().build()?)
+    })
+}
+
+/// `--listen ADDR --upstream URL...`: a real proxy until Ctrl-C.
+async fn serve(listen: &str, upstreams: &[String], bare: bool) -> Result<(), BoxError> {
+    if upstreams.is_empty() {
+        return Err(format!("--listen needs at least one --upstream\n\n{HELP}").into());
+    }
+    let mut addrs = Vec::new();
+    for url in upstreams {
+        let uri: Uri = url.parse()?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("{url}: only http:// upstreams").into());
+        }
+        let authority = uri.authority().ok_or(format!("{url}: no host"))?;
+        let port = authority.port_u16().unwrap_or(80);
+        let found = tokio::net::lookup_host((authority.host(), port)).await?;
+        let before = addrs.len();
+        addrs.extend(found);
+        if addrs.len() == before {
+            return Err(format!("{url}: the name has no address").into());
+        }
+    }
+    let attempts = Arc::default();
+    let forward = if bare {
+        bare_proxy(addrs.clone(), Duration::from_secs(15), attempts)
+    } else {
+        let deadline = Duration::from_secs(15);
+        resilient_proxy(
+            addrs.clone(),
+            deadline,
+            Duration::from_secs(5),
+            attempts,
+            Arc::default(),
+        )?
+    };
+    let listener = TcpListener::bind(listen).await?;
+    println!(
+        "{} proxy on http://{} in front of {addrs:?}; Ctrl-C to stop",
+        if bare { "bare" } else { "resilient" },
+        listener.local_addr()?
+    );
+    axum::serve(listener, proxy_app(forward, bare)?)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The demo's upstreams.
+
+/// A replica's capacity: `slots` requests worked on at once, each for
+/// `work`; the rest wait. The work is done even when the caller has gone,
+/// as most servers do.
+#[derive(Clone, Copy)]
+struct Capacity {
+    slots: usize,
+    work: Duration,
+}
+
+/// One in-process upstream: a hyper server on loopback whose app is wrapped
+/// in a `ChaosLayer`. It can be stopped (listener and connections closed)
+/// and started again on the same port.
+struct Replica {
+    addr: SocketAddr,
+    id: usize,
+    chaos: ChaosLayer,
+    capacity: Option<Capacity>,
+    running: Option<JoinHandle<()>>,
+}
+
+impl Replica {
+    fn start(id: usize, chaos: ChaosLayer, capacity: Option<Capacity>) -> Result<Self, BoxError> {
+        let mut replica = Self {
+            addr: ([127, 0, 0, 1], 0).into(),
+            id,
+            chaos,
+            capacity,
+            running: None,
+        };
+        replica.restart()?;
+        Ok(replica)
+    }
+
+    fn restart(&mut self) -> Result<(), BoxError> {
+        // SO_REUSEADDR, so the port can be bound again right after a stop.
+        let socket = TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(self.addr)?;
+        let listener = socket.listen(1024)?;
+        self.addr = listener.local_addr()?;
+        let id = self.id;
+        let slots = self
+            .capacity
+            .map(|c| (Arc::new(Semaphore::new(c.slots)), c.work));
+        let app = self
+            .chaos
+            .clone()
+            .layer(service_fn(move |_: Request<Incoming>| {
+                let slots = slots.clone();
+                async move {
+                    if let Some((slots, work)) = slots {
+                        // Spawned: the work goes on if the caller leaves.
+                        let _ = tokio::spawn(async move {
+                            let _slot = slots.acquire_owned().await;
+                            tokio::time::sleep(work).await;
+                        })
+                        .await;
+                    }
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                        "hello from replica {id}\n"
+                    )))))
+                }
+            }));
+        self.running = Some(tokio::spawn(async move {
+            // Dropping the set (when the task is aborted) closes every
+            // connection.
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let app = app.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |r| app.clone().oneshot(r));
+                    // An injected reset is an error from the service: hyper
+                    // closes the connection without an answer.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        }));
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(task) = self.running.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The demo.
+
+struct Scenario {
+    title: &'static str,
+    what: &'static str,
+    /// Requests per second, and for how long.
+    rate: u32,
+    seconds: f64,
+    /// The faults of replica `i`.
+    chaos: fn(usize) -> ChaosLayer,
+    capacity: Option<Capacity>,
+    /// Replica 1 is down from this fraction of the run to that one.
+    crash: Option<(f64, f64)>,
+}
+
+fn healthy(_: usize) -> ChaosLayer {
+    ChaosLayer::builder().build().expect("no faults")
+}
+
+fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            title: "transient 502s",
+            what: "every replica answers 8% of requests with 502 and resets 2% of connections",
+            rate: 300,
+            seconds: 2.0,
+            chaos: |i| {
+                ChaosLayer::builder()
+                    .seed(i as u64 + 1)
+                    .fault(Fault::Status(StatusCode::BAD_GATEWAY), 0.08)
+                    .fault(Fault::ConnectionReset, 0.02)
+                    .build()
+                    .expect("valid faults")
+            },
+            capacity: None,
+            crash: None,
+        },
+        Scenario {
+            title: "a replica crashes and restarts",
+            what: "replica 1 of 3 refuses connections for the middle half of the run",
+            rate: 300,
+            seconds: 2.0,
+            chaos: healthy,
+            capacity: None,
+            crash: Some((0.25, 0.75)),
+        },
+        Scenario {
+            title: "a replica hangs",
+            what: "replica 2 of 3 accepts requests and never answers",
+            rate: 150,
+            seconds: 2.0,
+            chaos: |i| {
+                let chaos = ChaosLayer::builder();
+                let chaos = if i == 2 {
+                    chaos.fault(Fault::Hang, 1.0)
+                } else {
+                    chaos
+                };
+                chaos.build().expect("valid faults")
+            },
+            capacity: None,
+            crash: None,
+        },
+        Scenario {
+            title: "an overload",
+            what: "twice what the replicas can serve (2 at a time each, 50 ms of work) for 3 s",
+            rate: 240,
+            seconds: 3.0,
+            chaos: healthy,
+            capacity: Some(Capacity {
+                slots: 2,
+                work: Duration::from_millis(50),
+            }),
+            crash: None,
+        },
+    ]
+}
+
+/// The bare proxy's timeout, and the resilient proxy's deadline: the same
+/// budget for both.
+const BUDGET: Duration = Duration::from_secs(1);
+/// The resilient proxy's timeout on each attempt.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(250);
+
+#[derive(Default)]
+struct Row {
+    requests: usize,
+    ok: usize,
+    bad_gateway: usize,
+    unavailable: usize,
+    gateway_timeout: usize,
+    other: usize,
+    retries: Option<usize>,
+    latencies: Vec<Duration>,
+}
+
+impl Row {
+    fn quantile(&self, q: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        sorted
+            .get(((sorted.len().saturating_sub(1)) as f64 * q) as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn print(&self, name: &str) {
+        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+        println!(
+            "  {name:<10} {:>8} {:>6} {:>5} {:>5} {:>5} {:>6} {:>8} {:>10} {:>10}",
+            self.requests,
+            self.ok,
+            self.bad_gateway,
+            self.unavailable,
+            self.gateway_timeout,
+            self.other,
+            self.retries.map_or("-".into(), |r| r.to_string()),
+            ms(self.quantile(0.5)),
+            ms(self.quantile(0.99)),
+        );
+    }
+}
+
+/// Sends `rate` requests a second for `seconds` to `proxy`, each on its
+/// own task (so a slow answer does not hold the next request back), and
+/// tallies the answers. A request gets at most 10 s.
+async fn load(proxy: SocketAddr, rate: u32, seconds: f64, sent: Arc<AtomicUsize>) -> Row {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let total = (f64::from(rate) * seconds) as usize;
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut tasks = JoinSet::new();
+    for _ in 0..total {
+        tick.tick().await;
+        sent.fetch_add(1, Ordering::Relaxed);
+        let client = client.clone();
+        let uri = Uri::try_from(format!("http://{proxy}/")).expect("a valid URI");
+        tasks.spawn(async move {
+            let start = Instant::now();
+            let status = match tokio::time::timeout(Duration::from_secs(10), client.get(uri)).await
+            {
+                Ok(Ok(response)) => {
+                    let status = response.status().as_u16();
+                    let _ = response.into_body().collect().await;
+                    status
+                }
+                _ => 0,
+            };
+            (status, start.elapsed())
+        });
+    }
+    let mut row = Row {
+        requests: total,
+        ..Row::default()
+    };
+    while let Some(done) = tasks.join_next().await {
+        let (status, latency) = done.expect("a load task");
+        match status {
+            200..=299 => row.ok += 1,
+            502 => row.bad_gateway += 1,
+            503 => row.unavailable += 1,
+            504 => row.gateway_timeout += 1,
+            _ => row.other += 1,
+        }
+        row.latencies.push(latency);
+    }
+    row
+}
+
+/// One scenario through one proxy, on fresh upstreams.
+async fn run(scenario: &Scenario, resilient: bool) -> Result<Row, BoxError> {
+    let mut replicas = (0..3)
+        .map(|i| Replica::start(i, (scenario.chaos)(i), scenario.capacity))
+        .collect::<Result<Vec<_>, _>>()?;
+    let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
+    let (attempts, retries) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let forward = if resilient {
+        resilient_proxy(addrs, BUDGET, ATTEMPT_TIMEOUT, attempts, retries.clone())?
+    } else {
+        bare_proxy(addrs, BUDGET, attempts)
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let proxy = listener.local_addr()?;
+    let app = proxy_app(forward, !resilient)?;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let driver = tokio::spawn(load(proxy, scenario.rate, scenario.seconds, sent.clone()));
+    if let Some((down, up)) = scenario.crash {
+        let total = f64::from(scenario.rate) * scenario.seconds;
+        let mut poll = tokio::time::interval(Duration::from_millis(5));
+        while (sent.load(Ordering::Relaxed) as f64) < total * down {
+            poll.tick().await;
+        }
+        replicas[1].stop();
+        while (sent.load(Ordering::Relaxed) as f64) < total * up {
+            poll.tick().await;
+        }
+        replicas[1].restart()?;
+    }
+    let mut row = driver.await?;
+    if resilient {
+        row.retries = Some(retries.load(Ordering::Relaxed));
+    }
+    server.abort();
+    Ok(row)
+}
+
+async fn demo() -> Result<(), BoxError> {
+    let started = Instant::now();
+    println!(
+        "Each scenario sends the same load through a bare reverse proxy and through one built \
+         with tower-steady's presets,\nto three upstreams on loopback. Both give up on a request \
+         after {} s.\n",
+        BUDGET.as_secs()
+    );
+    let scenarios = scenarios();
+    for (n, scenario) in scenarios.iter().enumerate() {
+        println!(
+            "{}/{}: {} ({}; {} requests/s for {} s)",
+            n + 1,
+            scenarios.len(),
+            scenario.title,
+            scenario.what,
+            scenario.rate,
+            scenario.seconds
+        );
+        println!(
+            "  {:<10} {:>8} {:>6} {:>5} {:>5} {:>5} {:>6} {:>8} {:>10} {:>10}",
+            "proxy", "requests", "2xx", "502", "503", "504", "other", "retries", "p50", "p99"
+        );
+        run(scenario, false).await?.print("bare");
+        run(scenario, true).await?.print("resilient");
+        println!();
+    }
+    println!(
+        "502 is what a proxy says when it has no valid answer. The resilient proxy retries \
+         what is safe to retry\nwithin a budget, stops sending to what is broken, and answers \
+         what still fails with 503 + Retry-After\nor 504. Done in {:.1} s.",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
