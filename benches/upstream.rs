@@ -13,7 +13,8 @@
 //!   defaults (outlier detection on, no active checks); clones share it.
 //!
 //! `single`: one task, current-thread runtime. `contended`: 64 tasks, 2
-//! worker threads.
+//! worker threads. `scaling`: `upstreams` alone, one task, with 1, 10, 100
+//! and 1000 endpoints.
 //!
 //! Run: `cargo bench -p tower-steady-benches --bench upstream`
 
@@ -77,6 +78,22 @@ fn bench(c: &mut Criterion) {
     let name = "tower_balance_peak_ewma";
     bench_contended::<_, ()>(&mut group, &multi, name, buffered, TASKS);
     bench_contended::<_, ()>(&mut group, &multi, "upstreams", upstreams(), TASKS);
+    group.finish();
+
+    // Scaling: the same call with 1, 10, 100 and 1000 endpoints (the pick
+    // draws two of them; nothing on the request path walks the set).
+    let mut group = c.benchmark_group("upstream/scaling");
+    for endpoints in [1u32, 10, 100, 1000] {
+        let addrs = (0..endpoints).map(|n| {
+            let [_, _, hi, lo] = n.to_be_bytes();
+            SocketAddr::from(([10, 1, hi, lo], 8000))
+        });
+        let svc = Upstreams::builder()
+            .seed(1)
+            .build(addrs, |_| inner)
+            .unwrap();
+        bench_single::<_, ()>(&mut group, &rt, &endpoints.to_string(), svc);
+    }
     group.finish();
 }
 

@@ -57,6 +57,7 @@ use tower_steady::Resilience;
 
 const HELP: &str = "\
 usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare]]
+       proxy --upstream-server --listen ADDR [--fail-502 RATE]
 
   (no flags)        run the demo: four fault scenarios against in-process
                     upstreams on loopback, bare proxy and resilient proxy
@@ -67,6 +68,10 @@ usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare]]
                     for each replica; a name is resolved once, at start
   --bare            no layers: round robin, 502 when an upstream cannot be
                     reached, 504 after 15 s (a baseline for measurements)
+  --upstream-server instead of a proxy, serve a fast upstream on ADDR
+                    (every path answers 200 with a short body), for benchmarks
+  --fail-502 RATE   with --upstream-server: answer this fraction of
+                    requests (0 to 1) with 502, injected by ChaosLayer
   --help            this text
 
 The resilient proxy is Resilience::server() (deadline, adaptive concurrency
@@ -93,12 +98,16 @@ async fn run_main() -> Result<(), BoxError> {
     let mut listen = None;
     let mut upstreams = Vec::new();
     let mut bare = false;
+    let mut upstream_server = false;
+    let mut fail_502 = 0.0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--listen" => listen = Some(args.next().ok_or("--listen needs an address")?),
             "--upstream" => upstreams.push(args.next().ok_or("--upstream needs a URL")?),
             "--bare" => bare = true,
+            "--upstream-server" => upstream_server = true,
+            "--fail-502" => fail_502 = args.next().ok_or("--fail-502 needs a rate")?.parse()?,
             "--help" | "-h" => {
                 println!("{HELP}");
                 return Ok(());
@@ -107,6 +116,10 @@ async fn run_main() -> Result<(), BoxError> {
         }
     }
     match listen {
+        Some(listen) if upstream_server => serve_upstream(&listen, fail_502).await,
+        None if upstream_server => {
+            Err(format!("--upstream-server needs --listen\n\n{HELP}").into())
+        }
         Some(listen) => serve(&listen, &upstreams, bare).await,
         None if upstreams.is_empty() && !bare => demo().await,
         None => Err(format!("--upstream and --bare need --listen\n\n{HELP}").into()),
@@ -269,6 +282,27 @@ async fn serve(listen: &str, upstreams: &[String], bare: bool) -> Result<(), Box
     Ok(())
 }
 
+/// `--upstream-server --listen ADDR [--fail-502 RATE]`: a fast upstream
+/// until Ctrl-C.
+async fn serve_upstream(listen: &str, fail_502: f64) -> Result<(), BoxError> {
+    let addr = tokio::net::lookup_host(listen)
+        .await?
+        .next()
+        .ok_or(format!("{listen}: no address"))?;
+    let mut chaos = ChaosLayer::builder();
+    if fail_502 > 0.0 {
+        chaos = chaos.fault(Fault::Status(StatusCode::BAD_GATEWAY), fail_502);
+    }
+    let replica = Replica::start(addr, 0, chaos.build()?, None)?;
+    println!(
+        "upstream on http://{}, {}% of answers 502; Ctrl-C to stop",
+        replica.addr,
+        fail_502 * 100.0
+    );
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // The demo's upstreams.
 
@@ -293,9 +327,14 @@ struct Replica {
 }
 
 impl Replica {
-    fn start(id: usize, chaos: ChaosLayer, capacity: Option<Capacity>) -> Result<Self, BoxError> {
+    fn start(
+        addr: SocketAddr,
+        id: usize,
+        chaos: ChaosLayer,
+        capacity: Option<Capacity>,
+    ) -> Result<Self, BoxError> {
         let mut replica = Self {
-            addr: ([127, 0, 0, 1], 0).into(),
+            addr,
             id,
             chaos,
             capacity,
@@ -450,6 +489,9 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 /// The bare proxy's timeout, and the resilient proxy's deadline: the same
 /// budget for both.
 const BUDGET: Duration = Duration::from_secs(1);
@@ -544,7 +586,7 @@ async fn load(proxy: SocketAddr, rate: u32, seconds: f64, sent: Arc<AtomicUsize>
 /// One scenario through one proxy, on fresh upstreams.
 async fn run(scenario: &Scenario, resilient: bool) -> Result<Row, BoxError> {
     let mut replicas = (0..3)
-        .map(|i| Replica::start(i, (scenario.chaos)(i), scenario.capacity))
+        .map(|i| Replica::start(LOOPBACK, i, (scenario.chaos)(i), scenario.capacity))
         .collect::<Result<Vec<_>, _>>()?;
     let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
     let (attempts, retries) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));

@@ -19,14 +19,25 @@ pub struct Inner {
     pub pending_once: bool,
 }
 
-/// The response future of [`Inner`].
+/// The response future of [`Inner`] (`Response<()>`) and [`HttpInner`]
+/// (`Response<NoBody>`).
 #[derive(Debug)]
-pub struct Answer {
+pub struct Answer<T = ()> {
     pending: bool,
+    body: std::marker::PhantomData<fn() -> T>,
 }
 
-impl Future for Answer {
-    type Output = Result<Response<()>, Infallible>;
+impl<T> Answer<T> {
+    fn new(pending: bool) -> Self {
+        Self {
+            pending,
+            body: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: Default> Future for Answer<T> {
+    type Output = Result<Response<T>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if self.pending {
@@ -34,7 +45,28 @@ impl Future for Answer {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        Poll::Ready(Ok(Response::new(())))
+        Poll::Ready(Ok(Response::new(T::default())))
+    }
+}
+
+/// [`Inner`] with a response body that is an [`http_body::Body`], for the
+/// layers that wrap the response body (error responses).
+#[derive(Clone, Copy, Debug)]
+pub struct HttpInner {
+    pub pending_once: bool,
+}
+
+impl<B> Service<Request<B>> for HttpInner {
+    type Response = Response<NoBody>;
+    type Error = Infallible;
+    type Future = Answer<NoBody>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<B>) -> Answer<NoBody> {
+        Answer::new(self.pending_once)
     }
 }
 
@@ -48,9 +80,7 @@ impl<B> Service<Request<B>> for Inner {
     }
 
     fn call(&mut self, _: Request<B>) -> Answer {
-        Answer {
-            pending: self.pending_once,
-        }
+        Answer::new(self.pending_once)
     }
 }
 

@@ -1,0 +1,212 @@
+//! Whole stacks, as users compose them, beside the peers' in the same run.
+//!
+//! Client stacks, around an inner service answering `200 OK` at once
+//! (`ready`) or after one `Pending` (`pending_once`), every call a success
+//! (the path every request takes while nothing fails):
+//!
+//! * `tower_steady_client`: `Resilience::client()` with its deadline,
+//!   retry with budget, circuit breaker, throttle and a 30 s attempt
+//!   timeout (stale-if-error and error responses off: the peers have
+//!   neither);
+//! * `tower_builtin`: tower's `Timeout` (30 s), `Retry` with a `TpsBudget`
+//!   (10 s, 10/s, 20%) and a policy retrying 5xx and errors, `LoadShed`
+//!   and `ConcurrencyLimit` (1024), which does less (no breaker, no
+//!   deadline, no throttle);
+//! * `tower_resilience`: tower-resilience 0.14's time limiter (30 s),
+//!   retry (3 attempts, exponential backoff, token-bucket budget),
+//!   circuit breaker (time window of 10 s, 20 calls, 50%) and bulkhead
+//!   (1024 calls).
+//!
+//! Server stacks, around the same inner service with a body:
+//!
+//! * `tower_steady_server`: `Resilience::server()`: error responses, the
+//!   deadline, the adaptive limit, a 30 s handler timeout;
+//! * `tower_builtin`: tower's `LoadShed`, `ConcurrencyLimit` (1024) and
+//!   `Timeout` (30 s).
+//!
+//! `single`: one task on a current-thread runtime. `contended`: 64 tasks
+//! sharing clones on a multi-thread runtime with 2 workers.
+//!
+//! Run: `cargo bench -p tower-steady-benches --bench stack`
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{Request, Response};
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::retry::Policy;
+use tower::{BoxError, Layer, Service, ServiceBuilder};
+use tower_resilience_bulkhead::BulkheadLayer;
+use tower_resilience_circuitbreaker::{CircuitBreakerLayer, SlidingWindowType};
+use tower_resilience_retry::RetryBudgetBuilder;
+use tower_resilience_timelimiter::TimeLimiterLayer;
+use tower_steady::Resilience;
+use tower_steady_benches::{
+    bench_contended, bench_single, contended_runtime, single_runtime, HttpInner, Inner, NoBody,
+};
+
+const TASKS: u64 = 64;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// tower's retry policy as its docs suggest: retry 5xx and errors while
+/// the budget allows, deposit on success.
+#[derive(Clone)]
+struct TowerPolicy {
+    budget: Arc<TpsBudget>,
+}
+
+impl<B: Clone, T, E> Policy<Request<B>, Response<T>, E> for TowerPolicy {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _: &mut Request<B>,
+        result: &mut Result<Response<T>, E>,
+    ) -> Option<Self::Future> {
+        match result {
+            Ok(response) if !response.status().is_server_error() => {
+                self.budget.deposit();
+                None
+            }
+            _ => self.budget.withdraw().then(|| std::future::ready(())),
+        }
+    }
+
+    fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
+        Some(request.clone())
+    }
+}
+
+fn tower_client<S>(
+    inner: S,
+) -> impl Service<Request<NoBody>, Error = BoxError, Future: Send> + Clone + Send + 'static
+where
+    S: Service<Request<NoBody>, Response = Response<()>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let policy = TowerPolicy {
+        budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+    };
+    ServiceBuilder::new()
+        .timeout(TIMEOUT)
+        .retry(policy)
+        .load_shed()
+        .concurrency_limit(1024)
+        .service(inner)
+}
+
+fn resilience_client(
+    inner: Inner,
+) -> impl Service<Request<NoBody>, Response = Response<()>, Error: std::fmt::Debug, Future: Send>
+       + Clone
+       + Send
+       + 'static {
+    let bulkhead = BulkheadLayer::builder()
+        .max_concurrent_calls(1024)
+        .build()
+        .unwrap();
+    let breaker = CircuitBreakerLayer::builder()
+        .sliding_window_type(SlidingWindowType::TimeBased)
+        .sliding_window_duration(Duration::from_secs(10))
+        .minimum_number_of_calls(20)
+        .failure_rate_threshold(0.5)
+        .build()
+        .unwrap();
+    let below = breaker.layer(bulkhead.layer(inner));
+    let budget = RetryBudgetBuilder::new()
+        .token_bucket()
+        .tokens_per_second(10.0)
+        .max_tokens(100)
+        .build()
+        .unwrap();
+    let retry = tower_resilience_retry::RetryLayer::<Request<NoBody>, Response<()>, _>::builder()
+        .max_attempts(3)
+        .exponential_backoff(Duration::from_millis(25))
+        .budget(budget)
+        .build();
+    let limiter = TimeLimiterLayer::builder()
+        .timeout_duration(TIMEOUT)
+        .build();
+    limiter.layer(retry.layer(below))
+}
+
+fn bench(c: &mut Criterion) {
+    let single = single_runtime();
+    let multi = contended_runtime();
+    let steady_client = Resilience::client()
+        .without_stale_if_error()
+        .without_error_response()
+        .attempt_timeout(TIMEOUT)
+        .build()
+        .unwrap();
+    let steady_server = Resilience::server().timeout(TIMEOUT).build().unwrap();
+    let tower_server = || {
+        ServiceBuilder::new()
+            .load_shed()
+            .concurrency_limit(1024)
+            .timeout(TIMEOUT)
+    };
+
+    for pending_once in [false, true] {
+        let shape = if pending_once {
+            "pending_once"
+        } else {
+            "ready"
+        };
+        let inner = Inner { pending_once };
+        let http_inner = HttpInner { pending_once };
+
+        let mut group = c.benchmark_group(format!("stack/client/{shape}/single"));
+        bench_single::<_, NoBody>(&mut group, &single, "none", inner);
+        bench_single::<_, NoBody>(&mut group, &single, "tower_builtin", tower_client(inner));
+        bench_single::<_, NoBody>(
+            &mut group,
+            &single,
+            "tower_resilience",
+            single.block_on(async { resilience_client(inner) }),
+        );
+        let svc = steady_client.layer(inner);
+        bench_single::<_, NoBody>(&mut group, &single, "tower_steady_client", svc);
+        group.finish();
+
+        let mut group = c.benchmark_group(format!("stack/client/{shape}/contended"));
+        bench_contended::<_, NoBody>(&mut group, &multi, "none", inner, TASKS);
+        let svc = tower_client(inner);
+        bench_contended::<_, NoBody>(&mut group, &multi, "tower_builtin", svc, TASKS);
+        let svc = multi.block_on(async { resilience_client(inner) });
+        bench_contended::<_, NoBody>(&mut group, &multi, "tower_resilience", svc, TASKS);
+        let svc = steady_client.layer(inner);
+        bench_contended::<_, NoBody>(&mut group, &multi, "tower_steady_client", svc, TASKS);
+        group.finish();
+
+        let mut group = c.benchmark_group(format!("stack/server/{shape}/single"));
+        bench_single::<_, NoBody>(&mut group, &single, "none", http_inner);
+        let svc = tower_server().service(http_inner);
+        bench_single::<_, NoBody>(&mut group, &single, "tower_builtin", svc);
+        let svc = steady_server.layer(http_inner);
+        bench_single::<_, NoBody>(&mut group, &single, "tower_steady_server", svc);
+        group.finish();
+
+        let mut group = c.benchmark_group(format!("stack/server/{shape}/contended"));
+        bench_contended::<_, NoBody>(&mut group, &multi, "none", http_inner, TASKS);
+        let svc = tower_server().service(http_inner);
+        bench_contended::<_, NoBody>(&mut group, &multi, "tower_builtin", svc, TASKS);
+        let svc = steady_server.layer(http_inner);
+        bench_contended::<_, NoBody>(&mut group, &multi, "tower_steady_server", svc, TASKS);
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);
