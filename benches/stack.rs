@@ -138,12 +138,13 @@ fn resilience_client(
 fn bench(c: &mut Criterion) {
     let single = single_runtime();
     let multi = contended_runtime();
-    let steady_client = Resilience::client()
-        .without_stale_if_error()
-        .without_error_response()
-        .attempt_timeout(TIMEOUT)
-        .build()
-        .unwrap();
+    let client = || {
+        Resilience::client()
+            .without_stale_if_error()
+            .without_error_response()
+            .attempt_timeout(TIMEOUT)
+    };
+    let steady_client = client().build().unwrap();
     let steady_server = Resilience::server().timeout(TIMEOUT).build().unwrap();
     let tower_server = || {
         ServiceBuilder::new()
@@ -172,6 +173,22 @@ fn bench(c: &mut Criterion) {
         );
         let svc = steady_client.layer(inner);
         bench_single::<_, NoBody>(&mut group, &single, "tower_steady_client", svc);
+        // Where the client stack's time goes: the same stack less one part.
+        if !pending_once {
+            let part = |name: &str| format!("tower_steady_client_without_{name}");
+            let svc = client().without_deadline().build().unwrap().layer(inner);
+            bench_single::<_, NoBody>(&mut group, &single, &part("deadline"), svc);
+            let svc = client().without_retry().build().unwrap().layer(inner);
+            bench_single::<_, NoBody>(&mut group, &single, &part("retry"), svc);
+            let svc = client()
+                .without_circuit_breaker()
+                .build()
+                .unwrap()
+                .layer(inner);
+            bench_single::<_, NoBody>(&mut group, &single, &part("breaker"), svc);
+            let svc = client().without_throttle().build().unwrap().layer(inner);
+            bench_single::<_, NoBody>(&mut group, &single, &part("throttle"), svc);
+        }
         group.finish();
 
         let mut group = c.benchmark_group(format!("stack/client/{shape}/contended"));

@@ -115,6 +115,9 @@ async fn run_main() -> Result<(), BoxError> {
             other => return Err(format!("unknown argument {other:?}\n\n{HELP}").into()),
         }
     }
+    if fail_502 != 0.0 && !upstream_server {
+        return Err(format!("--fail-502 goes with --upstream-server\n\n{HELP}").into());
+    }
     match listen {
         Some(listen) if upstream_server => serve_upstream(&listen, fail_502).await,
         None if upstream_server => {
