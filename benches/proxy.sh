@@ -85,21 +85,26 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "oha $(oha --version | awk '{print $2}'), $CONNECTIONS connections, $DURATION per run"
 echo
 
+# One table row: the proxy started bare or full, measured, stopped.
+row() {
+    local label=$1 mode=$2 flags=()
+    if [ "$mode" = bare ]; then
+        flags=(--bare)
+    fi
+    start "$proxy" --upstream "http://$upstream" "${flags[@]}"
+    local result
+    result=$(measure "http://$proxy/")
+    read -r rps p50 p99 p999 rest <<<"$result"
+    echo "| $label$mode | $rps | $p50 | $p99 | $p999 | $rest |"
+    stop_last
+}
+
 start "$upstream" --upstream-server
 echo "| run | proxy | requests/s | p50 ms | p99 ms | p99.9 ms | statuses |"
 echo "|---|---|---|---|---|---|---|"
 for round in $(seq "$ROUNDS"); do
-    for mode in bare full; do
-        if [ "$mode" = bare ]; then
-            start "$proxy" --upstream "http://$upstream" --bare
-        else
-            start "$proxy" --upstream "http://$upstream"
-        fi
-        result=$(measure "http://$proxy/")
-        read -r rps p50 p99 p999 rest <<<"$result"
-        echo "| $round | $mode | $rps | $p50 | $p99 | $p999 | $rest |"
-        stop_last
-    done
+    row "$round | " bare
+    row "$round | " full
 done
 stop_last
 
@@ -109,14 +114,5 @@ echo "Fault run: the upstream answers $FAULT_RATE of its requests with 502."
 echo
 echo "| proxy | requests/s | p50 ms | p99 ms | p99.9 ms | statuses |"
 echo "|---|---|---|---|---|---|"
-for mode in bare full; do
-    if [ "$mode" = bare ]; then
-        start "$proxy" --upstream "http://$upstream" --bare
-    else
-        start "$proxy" --upstream "http://$upstream"
-    fi
-    result=$(measure "http://$proxy/")
-    read -r rps p50 p99 p999 rest <<<"$result"
-    echo "| $mode | $rps | $p50 | $p99 | $p999 | $rest |"
-    stop_last
-done
+row "" bare
+row "" full
