@@ -25,7 +25,7 @@ use tower_steady::load_shed::AdaptiveLimitLayer;
 use tower_steady::retry::{Backoff, RetryLayer};
 use tower_steady::timeout::TimeoutLayer;
 
-use common::{scripted, site, status};
+use common::{scripted, site};
 
 type Taken = Vec<(
     CompositeKey,
@@ -278,18 +278,8 @@ async fn breaker_transitions_state_and_rejections_are_reported_by_name() {
 async fn shed_requests_and_the_adaptive_limit_are_reported() {
     let (recorder, rec) = recording!();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let slow = service_fn(|_: Request<Empty<Bytes>>| async {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        Ok::<_, Infallible>(status(200))
-    });
-    let mut fixed = AdaptiveLimitLayer::builder()
-        .fixed(1)
-        .build()
-        .unwrap()
-        .layer(slow);
-    let first = fixed.ready().await.unwrap().call(site());
-    assert!(fixed.ready().await.unwrap().call(site()).await.is_err());
-    first.await.unwrap();
+    common::shed_one().await;
+    let slow = common::slow();
     let snap = take(&rec);
     assert_eq!(
         counter(

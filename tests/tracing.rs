@@ -21,7 +21,6 @@ use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 use tower_steady::deadline::DeadlineLayer;
 use tower_steady::fallback::StaleIfErrorLayer;
 use tower_steady::http::ErrorResponseLayer;
-use tower_steady::load_shed::AdaptiveLimitLayer;
 use tower_steady::retry::{Backoff, RetryLayer};
 use tower_steady::timeout::TimeoutLayer;
 use tracing::field::{Field, Visit};
@@ -299,18 +298,8 @@ async fn ejection_and_readmission_are_logged_with_the_endpoint() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn shedding_deadlines_and_error_answers_are_logged() {
     let (capture, _guard) = Capture::install();
-    let slow = service_fn(|_: Request<Empty<Bytes>>| async {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        Ok::<_, Infallible>(status(200))
-    });
-    let mut fixed = AdaptiveLimitLayer::builder()
-        .fixed(1)
-        .build()
-        .unwrap()
-        .layer(slow);
-    let first = fixed.ready().await.unwrap().call(site());
-    assert!(fixed.ready().await.unwrap().call(site()).await.is_err());
-    first.await.unwrap();
+    common::shed_one().await;
+    let slow = common::slow();
     capture.expect(
         "tower_steady::load_shed",
         Level::DEBUG,

@@ -539,3 +539,34 @@ impl Upstream {
             .unwrap();
     }
 }
+
+/// A service answering 200 after 5 ms of (the runtime's) time.
+pub fn slow() -> impl tower::Service<
+    http::Request<Empty<Bytes>>,
+    Response = http::Response<http_body_util::Full<Bytes>>,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Copy
+       + Send
+       + 'static {
+    tower::service_fn(|_: http::Request<Empty<Bytes>>| async {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        Ok::<_, std::convert::Infallible>(status(200))
+    })
+}
+
+/// Sheds one request: a fixed limit of 1 around a service that takes 5 ms,
+/// a second call while the first is in flight (refused, checked here),
+/// then the first completes. Needs a paused (or real) tokio runtime.
+#[cfg(feature = "load-shed")]
+pub async fn shed_one() {
+    use tower::{Layer, Service, ServiceExt};
+    let mut fixed = tower_steady::load_shed::AdaptiveLimitLayer::builder()
+        .fixed(1)
+        .build()
+        .unwrap()
+        .layer(slow());
+    let first = fixed.ready().await.unwrap().call(site());
+    assert!(fixed.ready().await.unwrap().call(site()).await.is_err());
+    first.await.unwrap();
+}
