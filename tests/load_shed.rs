@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_steady::classify::{Classify, FailureKind, HttpClassifier, RetrySafety};
-use tower_steady::http::ErrorResponseLayer;
+use tower_steady::http::{ErrorResponseLayer, Retried};
 use tower_steady::load_shed::{
     AdaptiveLimitLayer, Criticality, LimitHandle, Overloaded, ThrottleLayer,
 };
@@ -469,6 +469,38 @@ async fn a_fixed_limit_never_moves() {
     let (accepted, shed, _) = stats.take();
     assert!(accepted > 0 && shed > 0, "{accepted} {shed}");
     assert_eq!(handle.snapshot().no_load, None);
+}
+
+/// A server forwarding through a retrying client: the time its responses
+/// spent in the retry layer's backoff ([`Retried`]) is not latency, so it
+/// does not read as a queue.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_retrys_backoff_is_not_counted_as_latency() {
+    for marked in [true, false] {
+        let layer = AdaptiveLimitLayer::builder()
+            .probe_interval(Duration::from_secs(3600))
+            .seed(1)
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        // 1 ms of work after 40 ms of backoff.
+        let svc = ServiceBuilder::new().layer(layer).service(service_fn(
+            move |_: Request<()>| async move {
+                tokio::time::sleep(MS * 41).await;
+                let mut response = Response::new(());
+                if marked {
+                    response.extensions_mut().insert(Retried::new(2, MS * 40));
+                }
+                Ok::<_, Infallible>(response)
+            },
+        ));
+        // One window: at least 100 ms and 10 latencies.
+        for _ in 0..10 {
+            svc.clone().oneshot(Request::new(())).await.unwrap();
+        }
+        let expected = if marked { MS } else { MS * 41 };
+        assert_eq!(handle.snapshot().no_load, Some(expected), "marked {marked}");
+    }
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -13,6 +13,7 @@ use tokio::time::{advance, Instant};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_steady::circuit_breaker::CircuitOpen;
 use tower_steady::deadline::{error::DeadlineExceeded, Deadline, DeadlineLayer};
+use tower_steady::http::Retried;
 use tower_steady::retry::{
     Attempt, Backoff, Budget, Endpoint, EndpointError, Hedge, ReplayBody, RetryLayer,
 };
@@ -27,6 +28,8 @@ struct Seen {
     attempt: Attempt,
     body: Bytes,
     timeout_header: Option<String>,
+    deadline: Option<Deadline>,
+    other_header: bool,
 }
 
 /// An upstream scripted attempt by attempt: `answers[n]` is what attempt
@@ -90,6 +93,8 @@ impl Script {
                     .headers()
                     .get("x-request-timeout-ms")
                     .map(|v| v.to_str().unwrap().to_owned());
+                let deadline = Deadline::of(&req);
+                let other_header = req.headers().contains_key("x-other");
                 let body = match req.into_body().collect().await {
                     Ok(collected) => collected.to_bytes(),
                     Err(e) => return Err(e),
@@ -101,6 +106,8 @@ impl Script {
                         attempt,
                         body,
                         timeout_header,
+                        deadline,
+                        other_header,
                     });
                     seen.len() - 1
                 };
@@ -532,6 +539,78 @@ async fn a_retry_sends_what_is_left_of_the_deadline_header() {
     assert!(left <= 700);
 }
 
+/// The layer keeps a request's head for later attempts without the
+/// deadline header and `Deadline` when they are all it has (see
+/// `keep_head`), and with everything otherwise: either way every attempt
+/// gets the whole head, the deadline as it was and the header as it is now.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn every_attempt_gets_the_whole_head_whatever_was_kept() {
+    for (other_header, other_extension) in [(false, false), (true, false), (false, true)] {
+        let up = Script::new(vec![
+            Answer::After(Duration::from_millis(300), 502),
+            Answer::Status(200),
+        ]);
+        let deadline = Deadline::after(Duration::from_secs(5));
+        let mut request = get();
+        request
+            .headers_mut()
+            .insert("x-request-timeout-ms", "1000".parse().unwrap());
+        request.extensions_mut().insert(deadline);
+        if other_header {
+            request
+                .headers_mut()
+                .insert("x-other", "1".parse().unwrap());
+        }
+        if other_extension {
+            request.extensions_mut().insert(7u8);
+        }
+        layer().layer(up.service()).oneshot(request).await.unwrap();
+        let seen = up.seen();
+        let case = format!("other header {other_header}, other extension {other_extension}");
+        assert_eq!(seen.len(), 2, "{case}");
+        for attempt in &seen {
+            assert_eq!(attempt.deadline, Some(deadline), "{case}");
+            assert_eq!(attempt.other_header, other_header, "{case}");
+        }
+        assert_eq!(seen[0].timeout_header.as_deref(), Some("1000"), "{case}");
+        let left: u64 = seen[1].timeout_header.as_deref().unwrap().parse().unwrap();
+        let spent = (seen[1].at - seen[0].at).as_millis() as u64;
+        assert_eq!(left, 1000 - spent, "{case}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_retried_response_says_how_many_attempts_and_how_long_they_waited() {
+    let up = Script::new(vec![
+        Answer::Status(502),
+        Answer::Status(502),
+        Answer::Status(200),
+    ]);
+    let start = Instant::now();
+    let response = layer().layer(up.service()).oneshot(get()).await.unwrap();
+    let elapsed = start.elapsed();
+    let retried = *response.extensions().get::<Retried>().unwrap();
+    assert_eq!(retried.attempts, 3);
+    // Only the backoff took time; tokio's timer rounds each wait up to its
+    // next millisecond.
+    assert!(retried.backoff > Duration::ZERO, "{retried:?}");
+    assert!(
+        retried.backoff <= elapsed && elapsed <= retried.backoff + Duration::from_millis(2),
+        "{retried:?} {elapsed:?}"
+    );
+
+    // The last failure, handed on after three attempts, says so too.
+    let up = Script::new(vec![Answer::Status(503)]);
+    let response = layer().layer(up.service()).oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.extensions().get::<Retried>().unwrap().attempts, 3);
+
+    // A first attempt's answer carries nothing.
+    let up = Script::new(vec![Answer::Status(200)]);
+    let response = layer().layer(up.service()).oneshot(get()).await.unwrap();
+    assert!(response.extensions().get::<Retried>().is_none());
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_slow_get_is_hedged_and_the_first_success_wins() {
     let up = Script::new(vec![
@@ -758,6 +837,8 @@ fn tracked_upstream(
                 attempt,
                 body: Bytes::new(),
                 timeout_header: None,
+                deadline: None,
+                other_header: false,
             });
             Ok(Response::builder().status(503).body(()).unwrap())
         }
@@ -863,6 +944,8 @@ async fn requests_without_a_body_use_an_empty_replay() {
                     attempt: Attempt::of_or_first(&req),
                     body: Bytes::new(),
                     timeout_header: None,
+                    deadline: None,
+                    other_header: false,
                 });
                 respond(if n == 0 {
                     Answer::Status(502)

@@ -82,8 +82,13 @@ pub(crate) fn read(headers: &HeaderMap, name: &HeaderName) -> Option<Duration> {
 /// Writes `remaining` as whole milliseconds, rounded down so the next hop
 /// never believes it has more time than it does.
 pub(crate) fn write(headers: &mut HeaderMap, name: &HeaderName, remaining: Duration) {
+    headers.insert(name.clone(), value(remaining));
+}
+
+/// `remaining` as the header's value: whole milliseconds, rounded down.
+pub(crate) fn value(remaining: Duration) -> HeaderValue {
     let millis = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
-    headers.insert(name.clone(), HeaderValue::from(millis));
+    HeaderValue::from(millis)
 }
 
 #[cfg(test)]

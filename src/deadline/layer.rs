@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use tower_layer::Layer;
 
 use super::header::REQUEST_TIMEOUT_MS;
@@ -19,6 +19,10 @@ pub(crate) struct Config {
     pub(crate) write_header: bool,
     pub(crate) margin: Duration,
     pub(crate) header_name: HeaderName,
+    /// The header's value for a request whose budget is the whole
+    /// `timeout` (a client's usual request), made once so that writing it
+    /// neither formats nor allocates; set by `build`.
+    pub(crate) whole_budget: Option<HeaderValue>,
 }
 
 /// Gives each request a total time budget. See the [module docs](super).
@@ -87,6 +91,7 @@ impl DeadlineLayerBuilder {
                 write_header: false,
                 margin: DEFAULT_MARGIN,
                 header_name: REQUEST_TIMEOUT_MS,
+                whole_budget: None,
             },
         }
     }
@@ -139,8 +144,12 @@ impl DeadlineLayerBuilder {
                 "must be less than the timeout",
             ));
         }
-        Ok(DeadlineLayer {
-            config: self.config,
-        })
+        let mut config = self.config;
+        if config.write_header {
+            config.whole_budget = Some(super::header::value(
+                config.timeout.saturating_sub(config.margin),
+            ));
+        }
+        Ok(DeadlineLayer { config })
     }
 }

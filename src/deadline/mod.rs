@@ -51,7 +51,11 @@
 //! # Cost
 //!
 //! Inserting the extension allocates the request's extension map if it has
-//! none yet; that is the price of a budget every inner layer can read. The
+//! none yet; that is the price of a budget every inner layer can read.
+//! Writing the header allocates the request's header map if it has none yet;
+//! its value, for the usual client request whose budget is the layer's
+//! whole timeout, is made once when the layer is built and shared (no
+//! formatting, no allocation), and formatted only for a shorter budget. The
 //! timer is created only if the response is not ready at its first poll, as
 //! in [`timeout`](crate::timeout).
 //!
@@ -220,11 +224,19 @@ where
 
         if config.write_header {
             let remaining = deadline.at.saturating_duration_since(now);
-            header::write(
-                request.headers_mut(),
-                &config.header_name,
-                remaining.saturating_sub(config.margin),
-            );
+            match &config.whole_budget {
+                // The usual case on a client: the budget is all ours.
+                Some(value) if remaining == config.timeout => {
+                    request
+                        .headers_mut()
+                        .insert(config.header_name.clone(), value.clone());
+                }
+                _ => header::write(
+                    request.headers_mut(),
+                    &config.header_name,
+                    remaining.saturating_sub(config.margin),
+                ),
+            }
         }
         request.extensions_mut().insert(deadline);
 

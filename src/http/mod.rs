@@ -9,11 +9,15 @@
 //!   is in [its docs](ErrorResponseLayer#which-status).
 //! * [`ResponseBody`] is the body type of those responses: the inner
 //!   service's body, or a short error page.
+//! * [`Retried`] is the extension on a response that took more than one
+//!   attempt.
 
 mod body;
 mod error_response;
+mod retried;
 mod retry_after;
 
 pub use self::body::ResponseBody;
 pub use self::error_response::{future, ErrorResponse, ErrorResponseLayer};
+pub use self::retried::Retried;
 pub use self::retry_after::RetryAfter;

@@ -66,7 +66,11 @@
 //! A window lasts twice the unloaded latency, at least [`min_window`]
 //! (100 ms) and at most [`max_window`] (1 s), and closes only once
 //! it holds [`window_samples`] (10) latencies or a timeout. Its latency is
-//! the time from `call` to the response (not its body). Successes and
+//! the time from `call` to the response (not its body), less the backoff
+//! a retry layer below reports in [`Retried`](crate::http::Retried): a
+//! server that forwards through a retrying client would otherwise read the
+//! few retried requests' waits (up to 250 ms each) as a queue and shed
+//! with room to spare. Successes and
 //! client errors are latencies; timeouts (the inner service's
 //! [`Elapsed`](crate::timeout::error::Elapsed), a `408`, a deadline
 //! that ran out after the request was sent) are drops; other failures are

@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
@@ -23,7 +23,7 @@ use super::Budget;
 use crate::classify::{is_idempotent, Classify, FailureKind, Outcome};
 use crate::deadline::header::{self, REQUEST_TIMEOUT_MS};
 use crate::deadline::Deadline;
-use crate::http::RetryAfter;
+use crate::http::{Retried, RetryAfter};
 use crate::time::saturating_add;
 use crate::BoxError;
 
@@ -45,8 +45,11 @@ pin_project! {
     {
         #[pin]
         primary: Option<S::Future>,
+        // Boxed: a hedge is the rare case (a slow answer, hedging on), and
+        // an inline second attempt would double the future's size for
+        // every request.
         #[pin]
-        hedge: Option<S::Future>,
+        hedge: Option<Pin<Box<S::Future>>>,
         // The backoff before a retry, or the delay before the hedge.
         #[pin]
         timer: Option<Sleep>,
@@ -57,8 +60,13 @@ pin_project! {
 struct Ctx<S, B, C> {
     service: S,
     shared: Arc<Shared<C>>,
-    /// The request's head, to make every later attempt from.
+    /// The request's head, to make every later attempt from (see
+    /// [`keep_head`]).
     head: Parts,
+    /// The first attempt's `x-request-timeout-ms` when it was its only
+    /// header (and `head` was kept without it); otherwise it is read from
+    /// `head` when a later attempt is made.
+    header_budget: Option<Duration>,
     replay: Replay<B>,
     phase: Phase,
     /// Attempts sent so far.
@@ -82,6 +90,8 @@ struct Ctx<S, B, C> {
     spans: Option<Box<[Span; 2]>>,
     /// Whether a retry was scheduled (latencies are then not recorded).
     retried: bool,
+    /// The backoff scheduled so far, for the [`Retried`] extension.
+    backoff: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +151,8 @@ where
         let idempotent = is_idempotent(&request);
         let deadline = Deadline::of(&request).map(|d| d.instant());
         let (parts, body) = request.into_parts();
-        let head = clone_head(&parts);
+        let header_budget = only_header_budget(&parts.headers);
+        let head = keep_head(&parts, header_budget.is_some(), deadline.is_some());
         let (first, replay) = ReplayBody::first(body, shared.replay_limit);
         // The first attempt carries no `Attempt`: inserting an extension
         // allocates, and "none" already says "first, nothing tried".
@@ -172,6 +183,7 @@ where
                 service,
                 shared,
                 head,
+                header_budget,
                 replay,
                 phase: Phase::Running,
                 attempts: 1,
@@ -185,6 +197,7 @@ where
                 #[cfg(feature = "metrics")]
                 sent: [now; 2],
                 retried: false,
+                backoff: Duration::ZERO,
             },
         }
     }
@@ -254,7 +267,7 @@ where
                             this.ctx.poll_hedge(cx, this.timer.as_mut())
                         {
                             let call = this.ctx.call(HEDGE, request);
-                            this.hedge.set(Some(call));
+                            this.hedge.set(Some(Box::pin(call)));
                             continue;
                         }
                     }
@@ -273,8 +286,17 @@ where
     C: Classify,
 {
     /// Reports a request's final outcome and time (with the `metrics`
-    /// feature) and hands the result on.
-    fn finished(&self, out: Result<Response<RB>, BoxError>) -> Result<Response<RB>, BoxError> {
+    /// feature) and hands the result on, marked [`Retried`] if it took
+    /// more than one attempt.
+    fn finished(&self, mut out: Result<Response<RB>, BoxError>) -> Result<Response<RB>, BoxError> {
+        if self.attempts > 1 {
+            if let Ok(response) = &mut out {
+                // Allocates the extension map: only for a retried request.
+                response
+                    .extensions_mut()
+                    .insert(Retried::new(self.attempts, self.backoff));
+            }
+        }
         #[cfg(feature = "metrics")]
         {
             let outcome = self.shared.classifier.classify_result(&out);
@@ -309,14 +331,17 @@ where
 
     /// Polls one running attempt (`mine`, in `slot`) while `rival` may be
     /// running too: the first success wins and drops the rival.
-    fn poll_attempt(
+    fn poll_attempt<M, R>(
         &mut self,
         cx: &mut Context<'_>,
         slot: usize,
-        mut mine: Pin<&mut Option<S::Future>>,
-        mut rival: Pin<&mut Option<S::Future>>,
+        mut mine: Pin<&mut Option<M>>,
+        mut rival: Pin<&mut Option<R>>,
         timer: Pin<&mut Option<Sleep>>,
-    ) -> Step<Result<Response<RB>, BoxError>> {
+    ) -> Step<Result<Response<RB>, BoxError>>
+    where
+        M: Future<Output = Result<Response<RB>, S::Error>>,
+    {
         let Some(fut) = mine.as_mut().as_pin_mut() else {
             return Step::Running;
         };
@@ -389,6 +414,7 @@ where
         timer.set(Some(sleep_until(saturating_add(Instant::now(), wait))));
         self.phase = Phase::Backoff;
         self.retried = true;
+        self.backoff += wait;
         Settle::Retry
     }
 
@@ -519,16 +545,22 @@ where
     fn next_request(&mut self, hedge: bool) -> Request<ReplayBody<B>> {
         self.attempts += 1;
         let mut parts = clone_head(&self.head);
+        if let Some(deadline) = self.deadline {
+            // Back in, if `keep_head` left it out.
+            parts.extensions.insert(Deadline::at(deadline));
+        }
         parts
             .extensions
             .insert(Attempt::new(self.attempts, hedge, self.tried.clone()));
         // The deadline header written for the first attempt is older than
         // this one: send what is left of it.
-        if let Some(budget) = parts
-            .headers
-            .get(REQUEST_TIMEOUT_MS)
-            .and_then(header::parse_millis)
-        {
+        let budget = self.header_budget.or_else(|| {
+            parts
+                .headers
+                .get(REQUEST_TIMEOUT_MS)
+                .and_then(header::parse_millis)
+        });
+        if let Some(budget) = budget {
             let spent = Instant::now().saturating_duration_since(self.started);
             header::write(
                 &mut parts.headers,
@@ -558,6 +590,41 @@ fn clone_head(parts: &Parts) -> Parts {
     *request.headers_mut() = parts.headers.clone();
     *request.extensions_mut() = parts.extensions.clone();
     request.into_parts().0
+}
+
+/// The deadline header's budget if it is the only header: then the head
+/// is kept without it. Found without hashing the name.
+fn only_header_budget(headers: &HeaderMap) -> Option<Duration> {
+    if headers.len() != 1 {
+        return None;
+    }
+    let (name, value) = headers.iter().next()?;
+    if name != REQUEST_TIMEOUT_MS {
+        return None;
+    }
+    header::parse_millis(value)
+}
+
+/// The head kept for later attempts: a copy of the first attempt's, less
+/// what every later attempt is given anew, the deadline header and the
+/// [`Deadline`] extension, when they are all its map holds.
+///
+/// A request whose only header and only extension are the ones the
+/// deadline layer above wrote (the usual request of a client stack) is then
+/// kept without allocating: a copy of a one-entry map allocates as much as
+/// the map itself, a copy of an empty one nothing.
+fn keep_head(parts: &Parts, header_budget: bool, deadline: bool) -> Parts {
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = parts.uri.clone();
+    *head.version_mut() = parts.version;
+    if !(header_budget && parts.headers.len() == 1) {
+        *head.headers_mut() = parts.headers.clone();
+    }
+    if !(deadline && parts.extensions.len() == 1) {
+        *head.extensions_mut() = parts.extensions.clone();
+    }
+    head.into_parts().0
 }
 
 impl<S, B, C> fmt::Debug for ResponseFuture<S, B, C>

@@ -73,7 +73,23 @@
 //! allocates the buffer its replay needs. This is a deliberate departure
 //! from DESIGN's "no allocation on the success path", which cannot hold
 //! for a layer that resends requests. A request with an empty body (most
-//! GETs) costs no body allocation.
+//! GETs) costs no body allocation, and copying a head with no headers and
+//! no extensions allocates nothing. The deadline layer's header and
+//! [`Deadline`](crate::deadline::Deadline) are left out of the copy when
+//! they are all the head holds (each later attempt gets them anew), so the
+//! usual request of a client stack (a `GET` with only what the deadline
+//! layer wrote) is kept without allocating. The response future holds the
+//! first attempt's future inline and a hedge's boxed: a hedge allocates,
+//! and the future is not twice the size of the attempt's for the requests
+//! that never hedge.
+//!
+//! # What the response says
+//!
+//! A response that took more than one attempt (a retry or a hedge) carries
+//! a [`Retried`](crate::http::Retried) extension: the attempts sent and the
+//! backoff waited. The adaptive limit of a server in front takes that
+//! backoff off the latency it measures, so a retried request does not look
+//! like a queue.
 //!
 //! DESIGN also names a `BudgetExhausted` error; the issue asks that an
 //! empty budget return the original failure, which tells the caller more,

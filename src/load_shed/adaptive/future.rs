@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::limiter::{Limiter, Observation};
 use crate::classify::{Classify, FailureKind, Outcome, RetrySafety};
+use crate::http::Retried;
 use crate::load_shed::Overloaded;
 use crate::BoxError;
 
@@ -72,6 +73,16 @@ where
                 match (permit.started, classifier.as_ref()) {
                     (Some(started), Some(classifier)) => {
                         let outcome = classifier.classify_result(&result);
+                        // A retry's backoff below is a wait, not a queue:
+                        // it is not part of the latency.
+                        let backoff = match &result {
+                            Ok(response) => response
+                                .extensions()
+                                .get::<Retried>()
+                                .map_or(Duration::ZERO, |r| r.backoff),
+                            Err(_) => Duration::ZERO,
+                        };
+                        let started = started.checked_add(backoff).unwrap_or(started);
                         permit.finish(observation(&outcome), started);
                     }
                     _ => permit.release(),

@@ -1,0 +1,220 @@
+//! Allocations on the success path, counted.
+//!
+//! DESIGN asks for no allocation on a request's success path. Most layers
+//! make none; the deadline must (its `Deadline` goes into the request's
+//! extension map, its header into the header map, and a header-less,
+//! extension-less request has neither map yet). These counts pin that down,
+//! so that a change which adds an allocation per request fails here rather
+//! than showing up, maybe, as noise in a benchmark.
+//!
+//! Counted per thread, on a current-thread runtime, for one request after a
+//! few that warm up what is made once (windows, lazily built state).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Empty;
+use tower::{Layer, Service, ServiceExt};
+use tower_steady::circuit_breaker::CircuitBreakerLayer;
+use tower_steady::deadline::DeadlineLayer;
+use tower_steady::http::ErrorResponseLayer;
+use tower_steady::load_shed::{AdaptiveLimitLayer, ThrottleLayer};
+use tower_steady::retry::RetryLayer;
+use tower_steady::timeout::TimeoutLayer;
+use tower_steady::Resilience;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is handed to the system allocator unchanged; the
+// count is a thread-local cell with a const initializer (no lazy setup,
+// no destructor), which cannot allocate or fail.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: the caller's guarantees about `layout` are passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+type Body = Empty<Bytes>;
+
+/// An upstream answering `200 OK` with an empty body at once, whatever
+/// the request's body type (the retry layer's is its `ReplayBody`).
+#[derive(Clone, Copy)]
+struct Ok200;
+
+impl<B> Service<Request<B>> for Ok200 {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<B>) -> Self::Future {
+        std::future::ready(Ok(Response::new(Body::new())))
+    }
+}
+
+fn ok() -> Ok200 {
+    Ok200
+}
+
+/// The allocations of one `GET /` (no headers, no extensions, empty body)
+/// through `poll_ready`, `call` and the response future, response dropped.
+async fn one_request<S, B>(mut svc: S) -> u64
+where
+    S: Service<Request<Body>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    for _ in 0..3 {
+        svc.ready().await.unwrap();
+        drop(svc.call(Request::new(Body::new())).await.unwrap());
+    }
+    let request = Request::new(Body::new());
+    let before = allocations();
+    svc.ready().await.unwrap();
+    let response = svc.call(request).await.unwrap();
+    drop(response);
+    allocations() - before
+}
+
+/// The extension map (the map, its table, the boxed value): 3; the header
+/// map (its indices and its entries): 2.
+const EXTENSION_MAP: u64 = 3;
+const HEADER_MAP: u64 = 2;
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_success_path_allocates_only_the_deadlines_maps() {
+    let second = Duration::from_secs(1);
+    let mut counts = Vec::new();
+    let mut count = |name: &'static str, n: u64| {
+        println!("{name}: {n}");
+        counts.push((name, n));
+        n
+    };
+
+    // Each layer alone.
+    assert_eq!(
+        count(
+            "timeout",
+            one_request(TimeoutLayer::new(second).layer(ok())).await
+        ),
+        0
+    );
+    assert_eq!(
+        count("retry", one_request(RetryLayer::new().layer(ok())).await),
+        0
+    );
+    assert_eq!(
+        count(
+            "circuit breaker",
+            one_request(CircuitBreakerLayer::new().layer(ok())).await
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            "throttle",
+            one_request(ThrottleLayer::new().layer(ok())).await
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            "adaptive limit",
+            one_request(AdaptiveLimitLayer::new().layer(ok())).await
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            "error response",
+            one_request(ErrorResponseLayer::new().layer(ok())).await
+        ),
+        0
+    );
+    let server_deadline = DeadlineLayer::server().build().unwrap();
+    assert_eq!(
+        count(
+            "deadline (server)",
+            one_request(server_deadline.layer(ok())).await
+        ),
+        EXTENSION_MAP
+    );
+    let client_deadline = DeadlineLayer::client().build().unwrap();
+    assert_eq!(
+        count(
+            "deadline (client)",
+            one_request(client_deadline.layer(ok())).await
+        ),
+        EXTENSION_MAP + HEADER_MAP
+    );
+
+    // The presets: nothing beyond the deadline's maps. Retry keeps the
+    // request's head without them (they are all it holds), so nothing is
+    // copied.
+    let client = Resilience::client().build().unwrap();
+    assert_eq!(
+        count("client preset", one_request(client.layer(ok())).await),
+        EXTENSION_MAP + HEADER_MAP
+    );
+    let client = Resilience::client().without_deadline().build().unwrap();
+    assert_eq!(
+        count(
+            "client preset without deadline",
+            one_request(client.layer(ok())).await
+        ),
+        0
+    );
+    let server = Resilience::server().build().unwrap();
+    assert_eq!(
+        count("server preset", one_request(server.layer(ok())).await),
+        EXTENSION_MAP
+    );
+}
+
+/// A request that already has headers and extensions (the usual request a
+/// proxy forwards) gets the deadline's entries without new maps; the retry
+/// layer's copy of its head then allocates what copying those maps takes.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_with_maps_pays_no_map_for_the_deadline() {
+    let mut svc = DeadlineLayer::client().build().unwrap().layer(ok());
+    for _ in 0..3 {
+        ServiceExt::<Request<Body>>::ready(&mut svc).await.unwrap();
+        drop(svc.call(Request::new(Body::new())).await.unwrap());
+    }
+    let mut request = Request::new(Body::new());
+    request
+        .headers_mut()
+        .insert("accept", "*/*".parse().unwrap());
+    request.extensions_mut().insert(7u8);
+    let before = allocations();
+    ServiceExt::<Request<Body>>::ready(&mut svc).await.unwrap();
+    drop(svc.call(request).await.unwrap());
+    // The boxed `Deadline` in the existing extension map; the header map
+    // has room, and the header's value is made once, with the layer.
+    assert_eq!(allocations() - before, 1);
+}
