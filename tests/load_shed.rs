@@ -134,11 +134,17 @@ fn median(samples: &[u32]) -> u32 {
     sorted[sorted.len() / 2]
 }
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn the_limit_settles_near_capacity_and_follows_it_down_and_back_up() {
+/// The limit each 100 ms through three 90 s phases (capacity 40, 20, then
+/// 40 again, 100 ms of work per request, 80 clients), and the mean latency
+/// of the accepted requests in each.
+async fn three_phases(tolerance: f64) -> [(Vec<u32>, Duration); 3] {
     let work = MS * 100;
     let server = Server::new(40, work);
-    let limit = AdaptiveLimitLayer::builder().seed(5).build().unwrap();
+    let limit = AdaptiveLimitLayer::builder()
+        .tolerance(tolerance)
+        .seed(5)
+        .build()
+        .unwrap();
     let handle = limit.handle();
     let svc = ServiceBuilder::new().layer(limit).service(server.service());
     let stats = Arc::new(Stats::default());
@@ -150,23 +156,36 @@ async fn the_limit_settles_near_capacity_and_follows_it_down_and_back_up() {
 
     // Capacity 40: from the initial 20 the limit climbs, then settles.
     let first = watch(&handle, phase).await;
-    report("capacity 40", &first, &stats);
+    let first_latency = report("capacity 40", &first, &stats);
 
     // Capacity 20: latency rises at the same concurrency; the limit
     // follows it down.
     let reduced = server.reduce(20).await;
     let second = watch(&handle, phase).await;
-    report("capacity 20", &second, &stats);
+    let second_latency = report("capacity 20", &second, &stats);
 
     // Capacity 40 again: latency falls, and the limit recovers.
     drop(reduced);
     let third = watch(&handle, phase).await;
-    report("capacity 40 again", &third, &stats);
+    let third_latency = report("capacity 40 again", &third, &stats);
+    [
+        (first, first_latency),
+        (second, second_latency),
+        (third, third_latency),
+    ]
+}
 
-    // Settled: the median of each phase's second half, which includes a
-    // probe (half the limit for two windows) or two.
-    let settled = |samples: &[u32]| median(&samples[samples.len() / 2..]);
-    // Vegas keeps a queue of 3 to 6 (alpha to beta) for limits under 100.
+/// Settled: the median of a phase's second half, which includes a probe
+/// (half the limit for two windows) or two.
+fn settled(samples: &[u32]) -> u32 {
+    median(&samples[samples.len() / 2..])
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_limit_settles_near_capacity_and_follows_it_down_and_back_up() {
+    // Vegas as published (no tolerance) keeps a queue of 3 to 6 (alpha to
+    // beta) for limits under 100.
+    let [(first, _), (second, _), (third, _)] = three_phases(1.0).await;
     assert!((43..=46).contains(&settled(&first)), "{}", settled(&first));
     assert!(
         (23..=26).contains(&settled(&second)),
@@ -180,11 +199,34 @@ async fn the_limit_settles_near_capacity_and_follows_it_down_and_back_up() {
     assert!(second[0] >= 43);
 }
 
-fn report(phase: &str, limits: &[u32], stats: &Stats) {
+/// With the default tolerance (1.5) the limit lets latency reach about 1.5
+/// times the unloaded one before it counts a queue: it settles higher, at
+/// about 1.6 times the capacity, and still follows the capacity both ways.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn with_the_default_tolerance_it_settles_within_half_again_the_latency() {
+    let [(first, first_latency), (second, _), (third, third_latency)] = three_phases(1.5).await;
+    // Capacity 40: latency 1.5 times 100 ms means 60 in flight; plus the
+    // queue Vegas keeps.
+    assert!((60..=70).contains(&settled(&first)), "{}", settled(&first));
+    assert!(
+        (30..=40).contains(&settled(&second)),
+        "{}",
+        settled(&second)
+    );
+    assert!((60..=70).contains(&settled(&third)), "{}", settled(&third));
+    assert!(second[0] >= 60);
+    // Requests admitted wait less than the work again (100 ms).
+    for latency in [first_latency, third_latency] {
+        assert!(latency < MS * 200, "{latency:?}");
+    }
+}
+
+fn report(phase: &str, limits: &[u32], stats: &Stats) -> Duration {
     let (accepted, shed, mean) = stats.take();
     let per_second: Vec<u32> = limits.iter().step_by(10).copied().collect();
     println!("{phase}: limit each second {per_second:?}");
     println!("{phase}: accepted {accepted}, shed {shed}, mean latency of accepted {mean:?} (work alone: 100ms)");
+    mean
 }
 
 // ---- permits ------------------------------------------------------------
@@ -563,6 +605,12 @@ fn bad_limit_settings_name_their_field() {
         field(AdaptiveLimitLayer::builder().smoothing(f64::NAN)),
         "load_shed.smoothing"
     );
+    for tolerance in [0.9, f64::NAN, f64::INFINITY] {
+        assert_eq!(
+            field(AdaptiveLimitLayer::builder().tolerance(tolerance)),
+            "load_shed.tolerance"
+        );
+    }
     assert_eq!(
         field(AdaptiveLimitLayer::builder().probe_interval(Duration::ZERO)),
         "load_shed.probe_interval"

@@ -144,6 +144,16 @@ impl<C> AdaptiveLimitBuilder<C> {
         self
     }
 
+    /// How many times the unloaded latency a window's latency may reach
+    /// before the excess counts as a queue. Default `1.5` (Netflix's
+    /// `Gradient2Limit` tolerance); `1.0` is Vegas as published, which
+    /// reads any rise as a queue. Must be at least `1.0`. See the
+    /// [module docs](crate::load_shed#the-adaptive-limit).
+    pub fn tolerance(mut self, tolerance: f64) -> Self {
+        self.settings.tolerance = tolerance;
+        self
+    }
+
     /// The shortest window. Default 100 ms; must be greater than zero.
     pub fn min_window(mut self, window: Duration) -> Self {
         self.window.min = window;
@@ -256,6 +266,12 @@ fn validate(settings: &Settings, window: &WindowSettings) -> Result<(), ConfigEr
     }
     if !(settings.smoothing > 0.0 && settings.smoothing <= 1.0) {
         return Err(ConfigError::new("load_shed.smoothing", "must be in (0, 1]"));
+    }
+    if !(settings.tolerance >= 1.0 && settings.tolerance.is_finite()) {
+        return Err(ConfigError::new(
+            "load_shed.tolerance",
+            "must be at least 1.0 and finite",
+        ));
     }
     if settings.probe_interval.is_zero() {
         return Err(ConfigError::new(

@@ -1,6 +1,8 @@
 //! The limit algorithm: TCP Vegas applied to request concurrency, as in
 //! Netflix's `concurrency-limits` (`VegasLimit`), with a drain probe to
-//! re-measure the unloaded latency (as BBR's `ProbeRTT` does).
+//! re-measure the unloaded latency (as BBR's `ProbeRTT` does) and a latency
+//! tolerance below which nothing counts as a queue (as its `Gradient2Limit`
+//! has).
 //!
 //! A pure state machine: it is fed one [`Sample`] per window and the time,
 //! and answers the new admission limit. The service feeds it under a lock
@@ -29,6 +31,9 @@ pub(crate) struct Settings {
     pub(crate) max: u32,
     pub(crate) smoothing: f64,
     pub(crate) probe_interval: Duration,
+    /// How many times the unloaded latency a window may take before its
+    /// excess counts as a queue.
+    pub(crate) tolerance: f64,
 }
 
 impl Default for Settings {
@@ -39,6 +44,7 @@ impl Default for Settings {
             max: 1000,
             smoothing: 1.0,
             probe_interval: Duration::from_secs(30),
+            tolerance: 1.5,
         }
     }
 }
@@ -209,8 +215,12 @@ impl Vegas {
         let limit = self.estimate;
         let step = log10_step(limit);
         // Vegas's estimate of the queue: of `limit` requests in flight, the
-        // share of the latency above the unloaded one is time spent waiting.
-        let queue = (limit * (1.0 - no_load.as_secs_f64() / rtt.as_secs_f64())).ceil();
+        // share of the latency above the unloaded one is time spent waiting;
+        // here, above the unloaded one times the tolerance.
+        let tolerated = no_load.as_secs_f64() * self.settings.tolerance;
+        let queue = (limit * (1.0 - tolerated / rtt.as_secs_f64()))
+            .ceil()
+            .max(0.0);
         let (alpha, beta, threshold) = (3.0 * step, 6.0 * step, step);
         if f64::from(max_in_flight) * 2.0 < limit {
             Err(Reason::AppLimited)
@@ -244,11 +254,13 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// Vegas as published: no tolerance.
     fn vegas(initial: u32) -> (Vegas, Instant) {
         let now = Instant::now();
         let settings = Settings {
             initial,
             probe_interval: Duration::from_secs(3600),
+            tolerance: 1.0,
             ..Settings::default()
         };
         (Vegas::new(settings, now, 0.0), now)
@@ -306,6 +318,20 @@ mod tests {
     }
 
     #[test]
+    fn latency_within_the_tolerance_is_no_queue() {
+        let (mut v, now) = vegas(20);
+        v.settings.tolerance = 1.5;
+        v.update(window(10, 20), now, 0.0);
+        // 14 ms against 10 ms unloaded: a queue of 10 without a tolerance,
+        // none within 1.5 times.
+        assert_eq!(v.update(window(14, 20), now, 0.0), Reason::NoQueue);
+        assert_eq!(v.limit(), 26);
+        // 20 ms: 26 * (1 - 15/20) = 6.5 → 7, above beta.
+        assert_eq!(v.update(window(20, 26), now, 0.0), Reason::LongQueue);
+        assert_eq!(v.limit(), 25);
+    }
+
+    #[test]
     fn steps_are_the_whole_part_of_log10_of_the_limit() {
         assert_eq!(log10_step(5.0), 1.0);
         assert_eq!(log10_step(99.0), 1.0);
@@ -341,6 +367,7 @@ mod tests {
             initial: 5,
             min: 4,
             max: 8,
+            tolerance: 1.0,
             ..Settings::default()
         };
         let mut v = Vegas::new(settings, now, 0.0);
@@ -365,6 +392,7 @@ mod tests {
         let settings = Settings {
             initial: 20,
             smoothing: 0.5,
+            tolerance: 1.0,
             ..Settings::default()
         };
         let mut v = Vegas::new(settings, now, 0.0);
@@ -380,6 +408,7 @@ mod tests {
         let settings = Settings {
             initial: 40,
             probe_interval: Duration::from_secs(10),
+            tolerance: 1.0,
             ..Settings::default()
         };
         let mut v = Vegas::new(settings, now, 0.0);
