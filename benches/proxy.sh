@@ -7,16 +7,22 @@
 # (`proxy --upstream-server`), and drives oha through the proxy with
 # `--bare` and with the full stack (Resilience::server() around
 # Resilience::client() over Upstreams), alternating, ROUNDS times each for
-# DURATION at CONNECTIONS connections. Then the fault run: the upstream
+# DURATION at CONNECTIONS connections after WARMUP, and reports each run and the
+# medians of the full stack's ratios to bare (the load generator, the
+# proxy and the upstream share the machine, whose load moves between runs:
+# compare within a round). Beside oha's figures it reports the proxy's own
+# CPU time per request (user + system, from /proc), which moves less with
+# the machine's load than throughput does. Then the fault run: the upstream
 # answers FAULT_RATE of its requests with 502, and the statuses the callers
 # see are counted for both proxies. Everything is on 127.0.0.1, bounded in
 # time, and stopped at the end. oha is installed with `cargo install` when
 # missing. Prints Markdown tables for BENCHMARKS.md.
 set -euo pipefail
 
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-32}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-5}
+WARMUP=${WARMUP:-2s}
 FAULT_RATE=${FAULT_RATE:-0.05}
 
 cd "$(dirname "$0")/.."
@@ -30,12 +36,14 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+work=$(mktemp -d)
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
     wait 2>/dev/null || true
+    rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -62,20 +70,32 @@ stop_last() {
     unset 'pids[-1]'
 }
 
+# CPU time (user + system) of process PID so far, in clock ticks.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
 # oha's JSON summary of DURATION of load on URL, reduced to one line:
-# requests/s, p50, p99, p99.9 (ms), and the status counts.
+# requests/s, p50, p99, p99.9 (ms), the CPU microseconds process PID spent
+# per answered request, and the status counts.
 measure() {
-    oha --no-tui --output-format json -z "$DURATION" -c "$CONNECTIONS" "$1" |
-        python3 -c '
+    local url=$1 pid=$2 before after
+    before=$(cpu_ticks "$pid")
+    oha --no-tui --output-format json -z "$DURATION" -c "$CONNECTIONS" "$url" >"$work/oha.json"
+    after=$(cpu_ticks "$pid")
+    python3 - "$work/oha.json" "$((after - before))" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-r = json.load(sys.stdin)
+r = json.load(open(sys.argv[1]))
+ticks, hz = int(sys.argv[2]), int(sys.argv[3])
 p = r["latencyPercentiles"]
-codes = " ".join(f"{k}:{v}" for k, v in sorted(r["statusCodeDistribution"].items()))
+statuses = r["statusCodeDistribution"]
+codes = " ".join(f"{k}:{v}" for k, v in sorted(statuses.items()))
 # Requests still in flight when the run ends are not errors.
 errors = sum(n for e, n in r.get("errorDistribution", {}).items() if "deadline" not in e)
 rps = r["summary"]["requestsPerSec"]
-print("%.0f %.3f %.3f %.3f %s errors:%d" % (rps, p["p50"] * 1e3, p["p99"] * 1e3, p["p99.9"] * 1e3, codes, errors))
-'
+cpu_us = ticks / hz * 1e6 / max(1, sum(statuses.values()))
+print("%.0f %.3f %.3f %.3f %.1f %s errors:%d" % (rps, p["p50"] * 1e3, p["p99"] * 1e3, p["p99.9"] * 1e3, cpu_us, codes, errors))
+PY
 }
 
 upstream=127.0.0.1:$(free_port)
@@ -85,34 +105,56 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "oha $(oha --version | awk '{print $2}'), $CONNECTIONS connections, $DURATION per run"
 echo
 
-# One table row: the proxy started bare or full, measured, stopped.
+# One table row: the proxy started bare or full, measured, stopped. The
+# row's figures are also appended to $work/MODE.
 row() {
     local label=$1 mode=$2 flags=()
     if [ "$mode" = bare ]; then
         flags=(--bare)
     fi
     start "$proxy" --upstream "http://$upstream" "${flags[@]}"
+    # Warm up, unmeasured: connection pools, and the adaptive limit's climb
+    # from its initial 20 to the load's 32 connections (a cold server sheds
+    # for its first windows, a few hundred milliseconds).
+    oha --no-tui -z "$WARMUP" -c "$CONNECTIONS" "http://$proxy/" >/dev/null
     local result
-    result=$(measure "http://$proxy/")
-    read -r rps p50 p99 p999 rest <<<"$result"
-    echo "| $label$mode | $rps | $p50 | $p99 | $p999 | $rest |"
+    result=$(measure "http://$proxy/" "${pids[-1]}")
+    read -r rps p50 p99 p999 cpu rest <<<"$result"
+    echo "| $label$mode | $rps | $p50 | $p99 | $p999 | $cpu | $rest |"
+    echo "$rps $p50 $p99 $p999 $cpu" >>"$work/$mode"
     stop_last
 }
 
 start "$upstream" --upstream-server
-echo "| run | proxy | requests/s | p50 ms | p99 ms | p99.9 ms | statuses |"
-echo "|---|---|---|---|---|---|---|"
+echo "| run | proxy | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/request | statuses |"
+echo "|---|---|---|---|---|---|---|---|"
 for round in $(seq "$ROUNDS"); do
     row "$round | " bare
     row "$round | " full
 done
 stop_last
 
+# Full ÷ bare within each round, and the median over the rounds.
+echo
+python3 - "$work/bare" "$work/full" <<'PY'
+import statistics, sys
+bare = [list(map(float, l.split())) for l in open(sys.argv[1])]
+full = [list(map(float, l.split())) for l in open(sys.argv[2])]
+names = ["requests/s", "p50", "p99", "p99.9", "proxy CPU/request"]
+print("| full ÷ bare | " + " | ".join(names) + " |")
+print("|---|" + "---|" * len(names))
+ratios = [[f / b for f, b in zip(fr, br)] for fr, br in zip(full, bare)]
+for i, r in enumerate(ratios, 1):
+    print(f"| round {i} | " + " | ".join(f"{x:.2f}" for x in r) + " |")
+med = [statistics.median(col) for col in zip(*ratios)]
+print("| **median** | " + " | ".join(f"**{x:.2f}**" for x in med) + " |")
+PY
+
 echo
 start "$upstream" --upstream-server --fail-502 "$FAULT_RATE"
 echo "Fault run: the upstream answers $FAULT_RATE of its requests with 502."
 echo
-echo "| proxy | requests/s | p50 ms | p99 ms | p99.9 ms | statuses |"
-echo "|---|---|---|---|---|---|"
+echo "| proxy | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/request | statuses |"
+echo "|---|---|---|---|---|---|---|"
 row "" bare
 row "" full
