@@ -541,7 +541,7 @@ async fn a_retry_sends_what_is_left_of_the_deadline_header() {
 
 /// The layer keeps a request's head for later attempts without the
 /// deadline header and `Deadline` when they are all it has (see
-/// `keep_head`), and with everything otherwise: either way every attempt
+/// `copy_head`), and with everything otherwise: either way every attempt
 /// gets the whole head, the deadline as it was and the header as it is now.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn every_attempt_gets_the_whole_head_whatever_was_kept() {

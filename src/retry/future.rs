@@ -61,7 +61,7 @@ struct Ctx<S, B, C> {
     service: S,
     shared: Arc<Shared<C>>,
     /// The request's head, to make every later attempt from (see
-    /// [`keep_head`]).
+    /// [`copy_head`]).
     head: Parts,
     /// The first attempt's `x-request-timeout-ms` when it was its only
     /// header (and `head` was kept without it); otherwise it is read from
@@ -152,7 +152,7 @@ where
         let deadline = Deadline::of(&request).map(|d| d.instant());
         let (parts, body) = request.into_parts();
         let header_budget = only_header_budget(&parts.headers);
-        let head = keep_head(&parts, header_budget.is_some(), deadline.is_some());
+        let head = copy_head(&parts, header_budget.is_some(), deadline.is_some());
         let (first, replay) = ReplayBody::first(body, shared.replay_limit);
         // The first attempt carries no `Attempt`: inserting an extension
         // allocates, and "none" already says "first, nothing tried".
@@ -544,9 +544,9 @@ where
     /// The request of the next attempt.
     fn next_request(&mut self, hedge: bool) -> Request<ReplayBody<B>> {
         self.attempts += 1;
-        let mut parts = clone_head(&self.head);
+        let mut parts = copy_head(&self.head, false, false);
         if let Some(deadline) = self.deadline {
-            // Back in, if `keep_head` left it out.
+            // Back in, if `copy_head` left it out.
             parts.extensions.insert(Deadline::at(deadline));
         }
         parts
@@ -581,17 +581,6 @@ fn attempt_span(attempt: u32, hedge: bool) -> Span {
     tracing::debug_span!(target: TARGET, "attempt", attempt, hedge)
 }
 
-/// A copy of a request's head. `Parts` is not `Clone`, its fields are.
-fn clone_head(parts: &Parts) -> Parts {
-    let mut request = Request::new(());
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = parts.uri.clone();
-    *request.version_mut() = parts.version;
-    *request.headers_mut() = parts.headers.clone();
-    *request.extensions_mut() = parts.extensions.clone();
-    request.into_parts().0
-}
-
 /// The deadline header's budget if it is the only header: then the head
 /// is kept without it. Found without hashing the name.
 fn only_header_budget(headers: &HeaderMap) -> Option<Duration> {
@@ -605,23 +594,24 @@ fn only_header_budget(headers: &HeaderMap) -> Option<Duration> {
     header::parse_millis(value)
 }
 
-/// The head kept for later attempts: a copy of the first attempt's, less
-/// what every later attempt is given anew, the deadline header and the
-/// [`Deadline`] extension, when they are all its map holds.
+/// A copy of a request's head (`Parts` is not `Clone`, its fields are),
+/// less the deadline header if `without_header` and the [`Deadline`]
+/// extension if `without_deadline`, when they are all their map holds.
 ///
-/// A request whose only header and only extension are the ones the
-/// deadline layer above wrote (the usual request of a client stack) is then
-/// kept without allocating: a copy of a one-entry map allocates as much as
-/// the map itself, a copy of an empty one nothing.
-fn keep_head(parts: &Parts, header_budget: bool, deadline: bool) -> Parts {
+/// The head kept for later attempts leaves out what every later attempt is
+/// given anew. A request whose only header and only extension are the ones
+/// the deadline layer above wrote (the usual request of a client stack) is
+/// then kept without allocating: a copy of a one-entry map allocates as
+/// much as the map itself, a copy of an empty one nothing.
+fn copy_head(parts: &Parts, without_header: bool, without_deadline: bool) -> Parts {
     let mut head = Request::new(());
     *head.method_mut() = parts.method.clone();
     *head.uri_mut() = parts.uri.clone();
     *head.version_mut() = parts.version;
-    if !(header_budget && parts.headers.len() == 1) {
+    if !(without_header && parts.headers.len() == 1) {
         *head.headers_mut() = parts.headers.clone();
     }
-    if !(deadline && parts.extensions.len() == 1) {
+    if !(without_deadline && parts.extensions.len() == 1) {
         *head.extensions_mut() = parts.extensions.clone();
     }
     head.into_parts().0
