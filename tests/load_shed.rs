@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::ops::RangeInclusive;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -181,22 +182,24 @@ fn settled(samples: &[u32]) -> u32 {
     median(&samples[samples.len() / 2..])
 }
 
+/// Asserts where the limit settled in each of the three phases.
+fn assert_settled(phases: &[(Vec<u32>, Duration); 3], bands: [RangeInclusive<u32>; 3]) {
+    for (i, ((limits, _), band)) in phases.iter().zip(bands).enumerate() {
+        let settled = settled(limits);
+        assert!(band.contains(&settled), "phase {}: {settled}", i + 1);
+    }
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn the_limit_settles_near_capacity_and_follows_it_down_and_back_up() {
     // Vegas as published (no tolerance) keeps a queue of 3 to 6 (alpha to
     // beta) for limits under 100.
-    let [(first, _), (second, _), (third, _)] = three_phases(1.0).await;
-    assert!((43..=46).contains(&settled(&first)), "{}", settled(&first));
-    assert!(
-        (23..=26).contains(&settled(&second)),
-        "{}",
-        settled(&second)
-    );
-    assert!((43..=46).contains(&settled(&third)), "{}", settled(&third));
+    let phases = three_phases(1.0).await;
+    assert_settled(&phases, [43..=46, 23..=26, 43..=46]);
     // And it got there from both sides: up from 20 at the start, down from
     // 45 after the capacity fell.
-    assert_eq!(first[0], 20);
-    assert!(second[0] >= 43);
+    assert_eq!(phases[0].0[0], 20);
+    assert!(phases[1].0[0] >= 43);
 }
 
 /// With the default tolerance (1.5) the limit lets latency reach about 1.5
@@ -204,20 +207,14 @@ async fn the_limit_settles_near_capacity_and_follows_it_down_and_back_up() {
 /// about 1.6 times the capacity, and still follows the capacity both ways.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn with_the_default_tolerance_it_settles_within_half_again_the_latency() {
-    let [(first, first_latency), (second, _), (third, third_latency)] = three_phases(1.5).await;
+    let phases = three_phases(1.5).await;
     // Capacity 40: latency 1.5 times 100 ms means 60 in flight; plus the
     // queue Vegas keeps.
-    assert!((60..=70).contains(&settled(&first)), "{}", settled(&first));
-    assert!(
-        (30..=40).contains(&settled(&second)),
-        "{}",
-        settled(&second)
-    );
-    assert!((60..=70).contains(&settled(&third)), "{}", settled(&third));
-    assert!(second[0] >= 60);
+    assert_settled(&phases, [60..=70, 30..=40, 60..=70]);
+    assert!(phases[1].0[0] >= 60);
     // Requests admitted wait less than the work again (100 ms).
-    for latency in [first_latency, third_latency] {
-        assert!(latency < MS * 200, "{latency:?}");
+    for (_, latency) in [&phases[0], &phases[2]] {
+        assert!(*latency < MS * 200, "{latency:?}");
     }
 }
 

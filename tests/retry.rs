@@ -520,32 +520,19 @@ async fn the_endpoint_wrapper_is_taken_off_a_returned_error() {
     assert_eq!(up.calls(), 3);
 }
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_retry_sends_what_is_left_of_the_deadline_header() {
-    let up = Script::new(vec![
-        Answer::After(Duration::from_millis(300), 502),
-        Answer::Status(200),
-    ]);
-    let mut request = get();
-    request
-        .headers_mut()
-        .insert("x-request-timeout-ms", "1000".parse().unwrap());
-    layer().layer(up.service()).oneshot(request).await.unwrap();
-    let seen = up.seen();
-    assert_eq!(seen[0].timeout_header.as_deref(), Some("1000"));
-    let left: u64 = seen[1].timeout_header.as_deref().unwrap().parse().unwrap();
-    let spent = (seen[1].at - seen[0].at).as_millis() as u64;
-    assert_eq!(left, 1000 - spent);
-    assert!(left <= 700);
-}
-
-/// The layer keeps a request's head for later attempts without the
-/// deadline header and `Deadline` when they are all it has (see
+/// A retry sends what is left of the deadline header, and the whole head
+/// otherwise. The layer keeps a request's head for later attempts without
+/// the deadline header and `Deadline` when they are all it has (see
 /// `copy_head`), and with everything otherwise: either way every attempt
 /// gets the whole head, the deadline as it was and the header as it is now.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn every_attempt_gets_the_whole_head_whatever_was_kept() {
-    for (other_header, other_extension) in [(false, false), (true, false), (false, true)] {
+async fn a_retry_sends_what_is_left_of_the_deadline_header_and_the_whole_head() {
+    for (with_deadline, other_header, other_extension) in [
+        (false, false, false),
+        (true, false, false),
+        (true, true, false),
+        (true, false, true),
+    ] {
         let up = Script::new(vec![
             Answer::After(Duration::from_millis(300), 502),
             Answer::Status(200),
@@ -555,7 +542,9 @@ async fn every_attempt_gets_the_whole_head_whatever_was_kept() {
         request
             .headers_mut()
             .insert("x-request-timeout-ms", "1000".parse().unwrap());
-        request.extensions_mut().insert(deadline);
+        if with_deadline {
+            request.extensions_mut().insert(deadline);
+        }
         if other_header {
             request
                 .headers_mut()
@@ -566,16 +555,21 @@ async fn every_attempt_gets_the_whole_head_whatever_was_kept() {
         }
         layer().layer(up.service()).oneshot(request).await.unwrap();
         let seen = up.seen();
-        let case = format!("other header {other_header}, other extension {other_extension}");
+        let case = format!("deadline {with_deadline}, other header {other_header}, other extension {other_extension}");
         assert_eq!(seen.len(), 2, "{case}");
         for attempt in &seen {
-            assert_eq!(attempt.deadline, Some(deadline), "{case}");
+            assert_eq!(
+                attempt.deadline,
+                with_deadline.then_some(deadline),
+                "{case}"
+            );
             assert_eq!(attempt.other_header, other_header, "{case}");
         }
         assert_eq!(seen[0].timeout_header.as_deref(), Some("1000"), "{case}");
         let left: u64 = seen[1].timeout_header.as_deref().unwrap().parse().unwrap();
         let spent = (seen[1].at - seen[0].at).as_millis() as u64;
         assert_eq!(left, 1000 - spent, "{case}");
+        assert!(left <= 700, "{case}");
     }
 }
 
