@@ -267,6 +267,8 @@ where
                             this.ctx.poll_hedge(cx, this.timer.as_mut())
                         {
                             let call = this.ctx.call(HEDGE, request);
+                            // Cold path: a hedge goes out only for a slow answer, with
+                            // hedging on; the box keeps every other request's future small.
                             this.hedge.set(Some(Box::pin(call)));
                             continue;
                         }
