@@ -56,17 +56,45 @@ fn parse_digits(bytes: &[u8], max_digits: usize) -> Option<u64> {
     })
 }
 
+/// Up to this many values, [`find`] looks at every header instead of
+/// hashing two names.
+const SCAN_LIMIT: usize = 16;
+
+/// The first values of `name` and of `grpc-timeout`. Asked of every
+/// request; most carry a handful of headers and neither of these, and one
+/// pass comparing names (a standard name against a custom one is one
+/// comparison) costs less than two hashed lookups that find nothing.
+fn find<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> (Option<&'a HeaderValue>, Option<&'a HeaderValue>) {
+    if headers.len() > SCAN_LIMIT {
+        return (headers.get(name), headers.get(GRPC_TIMEOUT));
+    }
+    let (mut ours, mut grpc) = (None, None);
+    for (n, v) in headers {
+        if ours.is_none() && n == name {
+            ours = Some(v);
+        }
+        if grpc.is_none() && n == GRPC_TIMEOUT {
+            grpc = Some(v);
+        }
+    }
+    (ours, grpc)
+}
+
 /// The smallest budget among the deadline headers present, ignoring (and
 /// logging) malformed ones.
 pub(crate) fn read(headers: &HeaderMap, name: &HeaderName) -> Option<Duration> {
-    let ours = headers.get(name).and_then(|v| {
+    let (ours, grpc) = find(headers, name);
+    let ours = ours.and_then(|v| {
         let parsed = parse_millis(v);
         if parsed.is_none() {
             tracing::debug!(target: "tower_steady::deadline", header = %name, value = ?v, "ignoring malformed deadline header");
         }
         parsed
     });
-    let grpc = headers.get(GRPC_TIMEOUT).and_then(|v| {
+    let grpc = grpc.and_then(|v| {
         let parsed = parse_grpc_timeout(v);
         if parsed.is_none() {
             tracing::debug!(target: "tower_steady::deadline", header = "grpc-timeout", value = ?v, "ignoring malformed deadline header");
@@ -184,6 +212,39 @@ mod tests {
         );
         h.insert(REQUEST_TIMEOUT_MS, hv("later"));
         assert_eq!(read(&h, &REQUEST_TIMEOUT_MS), None);
+    }
+
+    #[test]
+    fn a_small_map_is_read_as_a_large_one_is() {
+        let mut h = HeaderMap::new();
+        for i in 0..SCAN_LIMIT + 4 {
+            let both = (
+                find(&h, &REQUEST_TIMEOUT_MS),
+                h.get(&REQUEST_TIMEOUT_MS),
+                h.get(GRPC_TIMEOUT),
+            );
+            assert_eq!(both.0, (both.1, both.2), "{} values", h.len());
+            match i {
+                3 => h.append(REQUEST_TIMEOUT_MS, hv("700")),
+                5 => h.append(REQUEST_TIMEOUT_MS, hv("600")),
+                7 => h.append(GRPC_TIMEOUT, hv("2S")),
+                _ => h.append(
+                    HeaderName::try_from(format!("x-other-{i}")).unwrap(),
+                    hv("1"),
+                ),
+            };
+        }
+        assert_eq!(
+            read(&h, &REQUEST_TIMEOUT_MS),
+            Some(Duration::from_millis(700))
+        );
+        // A custom header name that is `grpc-timeout` itself is found as both.
+        let mut g = HeaderMap::new();
+        g.insert(GRPC_TIMEOUT, hv("5S"));
+        assert_eq!(
+            find(&g, &GRPC_TIMEOUT),
+            (g.get(GRPC_TIMEOUT), g.get(GRPC_TIMEOUT))
+        );
     }
 
     proptest::proptest! {

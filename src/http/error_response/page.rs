@@ -10,22 +10,40 @@ use crate::http::ResponseBody;
 /// Whether the request's `Accept` asks for JSON: a media range of
 /// `application/json`, `application/problem+json` or any `+json` type, not
 /// refused with `q=0`. `*/*` alone gets plain text.
+///
+/// Asked of every request (the answer must be known before the request is
+/// handed on), so a value that does not even contain `json`, as most do
+/// not, is passed over after one scan of its bytes.
 pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
     headers
         .get_all(ACCEPT)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|range| {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim();
-            let json = media.eq_ignore_ascii_case("application/json")
-                || (media.len() > 5
-                    && media
-                        .get(media.len() - 5..)
-                        .is_some_and(|s| s.eq_ignore_ascii_case("+json")));
-            json && !parts.any(|param| is_q_zero(param.trim()))
-        })
+        .any(|value| mentions_json(value.as_bytes()) && value.to_str().is_ok_and(accepts_json))
+}
+
+/// Whether `bytes` contain `json` in any case.
+fn mentions_json(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(i, b)| {
+        b | 0x20 == b'j'
+            && bytes[i..]
+                .get(..4)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"json"))
+    })
+}
+
+/// Whether one `Accept` value names a JSON media range not refused with
+/// `q=0`.
+fn accepts_json(value: &str) -> bool {
+    value.split(',').any(|range| {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        let json = media.eq_ignore_ascii_case("application/json")
+            || (media.len() > 5
+                && media
+                    .get(media.len() - 5..)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("+json")));
+        json && !parts.any(|param| is_q_zero(param.trim()))
+    })
 }
 
 fn is_q_zero(param: &str) -> bool {
@@ -102,7 +120,14 @@ mod tests {
         assert!(!accept("text/html"));
         assert!(!accept("application/json;q=0"));
         assert!(!accept("json"));
+        assert!(accept("text/html, Application/Problem+JSON"));
+        assert!(!accept("text/html, application/xml;q=0.9, */*;q=0.8"));
+        assert!(!accept("application/jso"));
         assert!(!wants_json(&HeaderMap::new()));
+        let mut two = HeaderMap::new();
+        two.append(ACCEPT, HeaderValue::from_static("text/html"));
+        two.append(ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(wants_json(&two));
     }
 
     #[test]
