@@ -124,7 +124,12 @@ mod rng;
 #[cfg(feature = "serde")]
 #[allow(dead_code)]
 mod serde_util;
-#[cfg(any(feature = "timeout", feature = "deadline"))]
+#[cfg(any(
+    feature = "timeout",
+    feature = "deadline",
+    feature = "load-shed",
+    feature = "fallback"
+))]
 mod time;
 
 pub use crate::error::{BoxError, ConfigError};

@@ -196,7 +196,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let now = Instant::now();
+        let now = crate::time::now();
         let config = &self.config;
 
         // Our own budget, shortened by the caller's if it sent one.
@@ -240,6 +240,7 @@ where
         }
         request.extensions_mut().insert(deadline);
 
+        let _now = crate::time::scope(now);
         ResponseFuture::running(self.inner.call(request), deadline.at)
     }
 }

@@ -97,7 +97,8 @@ where
         // stored, and a lookup after a failure needs only the id. Any other
         // keeps the request's URI and headers, to store the response under
         // its `Vary` or to find the right variant after a failure.
-        let keep = match self.shared.gate.recent(id.hash, Instant::now()) {
+        let now = crate::time::now();
+        let keep = match self.shared.gate.recent(id.hash, now) {
             Recent::Plain => Keep::Light,
             // Boxed, so that the futures of the other requests stay small:
             // this path copies the headers anyway.
@@ -112,6 +113,7 @@ where
             id,
             keep,
         };
+        let _now = crate::time::scope(now);
         StaleIfErrorFuture::new(self.inner.call(request), Some(ctx), self.classifier.clone())
     }
 }

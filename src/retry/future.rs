@@ -171,6 +171,7 @@ where
         let span = attempt_span(1, false);
         let primary = {
             let _entered = span.enter();
+            let _now = crate::time::scope(now);
             service.call(Request::from_parts(parts, first))
         };
         // Cold path: only with a subscriber for the span.

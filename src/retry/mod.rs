@@ -159,7 +159,6 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
-use tokio::time::Instant;
 use tower_service::Service;
 
 use self::future::ResponseFuture;
@@ -227,7 +226,7 @@ where
         // stays for the next one.
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
-        let now = Instant::now();
+        let now = crate::time::now();
         self.shared.budget.deposit_at(now);
         ResponseFuture::start(service, self.shared.clone(), request, now)
     }

@@ -65,7 +65,6 @@ pub use self::layer::TimeoutLayer;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::time::{saturating_add, LazyTimer};
@@ -125,7 +124,9 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         // The clock starts at `call`, as in tower; the timer itself is made
         // only if the response is not ready at its first poll.
-        let deadline = saturating_add(Instant::now(), self.timeout);
+        let now = crate::time::now();
+        let deadline = saturating_add(now, self.timeout);
+        let _now = crate::time::scope(now);
         ResponseFuture::new(self.inner.call(request), LazyTimer::new(deadline))
     }
 }

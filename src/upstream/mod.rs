@@ -537,7 +537,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         self.refresh();
-        let now = Instant::now();
+        let now = crate::time::now();
         match self.pick(&request, now) {
             Ok(Pick { index, probe }) => {
                 let endpoint = &self.endpoints[index];

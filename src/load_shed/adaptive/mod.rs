@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use tokio::time::Instant;
 use tower_service::Service;
 
 use self::future::{LimitFuture, Permit};
@@ -82,9 +81,10 @@ where
                 // Only the adaptive limit measures: a clock read and the
                 // classifier for it, none for a fixed one.
                 let adaptive = self.limiter.is_adaptive();
-                let started = adaptive.then(Instant::now);
+                let started = adaptive.then(crate::time::now);
                 let classifier = adaptive.then(|| self.classifier.clone());
                 let permit = Permit::new(self.limiter.clone(), started);
+                let _now = started.map(crate::time::scope);
                 LimitFuture::admitted(self.inner.call(request), permit, classifier)
             }
             Err(shed) => {

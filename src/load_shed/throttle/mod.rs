@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Response;
-use tokio::time::Instant;
 use tower_service::Service;
 
 use self::future::ThrottleFuture;
@@ -75,7 +74,9 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        match self.throttler.admit(Instant::now()) {
+        let now = crate::time::now();
+        let _now = crate::time::scope(now);
+        match self.throttler.admit(now) {
             Ok(()) => ThrottleFuture::called(
                 self.inner.call(request),
                 self.throttler.clone(),
