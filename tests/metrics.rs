@@ -12,20 +12,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{Empty, Full};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::CompositeKey;
 use tokio::time::advance;
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 use tower_steady::circuit_breaker::CircuitBreakerLayer;
 use tower_steady::deadline::DeadlineLayer;
-use tower_steady::fallback::{FallbackLayer, StaleIfErrorLayer};
+use tower_steady::fallback::FallbackLayer;
 use tower_steady::http::ErrorResponseLayer;
 use tower_steady::load_shed::AdaptiveLimitLayer;
 use tower_steady::retry::{Backoff, RetryLayer};
 use tower_steady::timeout::TimeoutLayer;
 
-use common::{scripted, site};
+use common::{scripted, site, stale_copy_stored};
 
 type Taken = Vec<(
     CompositeKey,
@@ -382,16 +382,7 @@ async fn ejections_readmissions_and_healthy_endpoints_are_reported() {
 async fn stale_copies_fallbacks_and_error_responses_are_counted() {
     let (recorder, rec) = recording!();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let stale = StaleIfErrorLayer::new().layer(scripted(&[200, 502]));
-    stale
-        .clone()
-        .oneshot(site())
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap();
+    let stale = stale_copy_stored().await;
     assert_eq!(
         stale.oneshot(site()).await.unwrap().status(),
         StatusCode::OK

@@ -15,11 +15,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{Empty, Full};
 use tokio::time::advance;
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 use tower_steady::deadline::DeadlineLayer;
-use tower_steady::fallback::StaleIfErrorLayer;
 use tower_steady::http::ErrorResponseLayer;
 use tower_steady::retry::{Backoff, RetryLayer};
 use tower_steady::timeout::TimeoutLayer;
@@ -29,7 +28,7 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
-use common::{scripted, site, status};
+use common::{scripted, site, stale_copy_stored, status};
 
 type Fields = BTreeMap<&'static str, String>;
 
@@ -354,16 +353,7 @@ async fn shedding_deadlines_and_error_answers_are_logged() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_stale_copy_served_is_logged_with_kind_status_and_age() {
     let (capture, _guard) = Capture::install();
-    let stale = StaleIfErrorLayer::new().layer(scripted(&[200, 502]));
-    stale
-        .clone()
-        .oneshot(site())
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap();
+    let stale = stale_copy_stored().await;
     advance(Duration::from_secs(7)).await;
     assert_eq!(
         stale.oneshot(site()).await.unwrap().status(),

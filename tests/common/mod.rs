@@ -169,6 +169,18 @@ pub fn site() -> http::Request<Empty<Bytes>> {
     get("http://site.test/")
 }
 
+/// A stale-if-error service whose upstream answered `site()` with `200`
+/// (read to the end, so stored) and answers `502` next: the next `site()`
+/// is served the stored copy.
+#[cfg(feature = "fallback")]
+pub async fn stale_copy_stored() -> tower_steady::fallback::StaleIfError<Scripted> {
+    use tower::{Layer, ServiceExt};
+    let stale = tower_steady::fallback::StaleIfErrorLayer::new().layer(scripted(&[200, 502]));
+    let stored = stale.clone().oneshot(site()).await.unwrap();
+    stored.into_body().collect().await.unwrap();
+    stale
+}
+
 /// A replica answering 502 while `broken` is set, if it is the bad one;
 /// 200 otherwise.
 #[cfg(feature = "upstream")]
