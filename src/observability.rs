@@ -316,6 +316,7 @@ mod keys {
             Some(FailureKind::Rejected) => 10,
             Some(FailureKind::Protocol) => 11,
             Some(FailureKind::Other) => 12,
+            Some(FailureKind::Unsupported) => 13,
         }
     }
 }

@@ -160,3 +160,153 @@ async fn a_down_upstream_is_answered_with_the_stale_page_then_an_honest_503() {
     assert_eq!(stats.stale_served, 80);
     assert_eq!(stats.entries, 0, "copies too old to serve are dropped");
 }
+
+/// An upstream whose pages name the user who asked (by cookie, token or
+/// `Host`), as an app's pages do: `/me` with no caching headers at all (a
+/// framework's default), `/max-age` fresh for a minute but not `public`,
+/// `/public` explicitly shareable.
+fn per_user_upstream() -> PausedServer {
+    let page = |cache_control: Option<&'static str>| {
+        move |headers: HeaderMap| async move {
+            let who = ["cookie", "authorization", "host"]
+                .iter()
+                .filter_map(|h| headers.get(*h))
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+                .join(" & ");
+            let mut out = HeaderMap::new();
+            if let Some(cc) = cache_control {
+                out.insert("cache-control", cc.parse().unwrap());
+            }
+            (StatusCode::OK, out, format!("page for [{who}]"))
+        }
+    };
+    let app = Router::new()
+        .route("/me", get(page(None)))
+        .route("/max-age", get(page(Some("max-age=60"))))
+        .route("/public", get(page(Some("public, max-age=60"))));
+    PausedServer::start(app)
+}
+
+fn request(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    let mut r = common::get(url);
+    for (k, v) in headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes()).unwrap();
+        r.headers_mut().insert(name, v.parse().unwrap());
+    }
+    r
+}
+
+async fn body_of<S, B>(
+    svc: &mut S,
+    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> (StatusCode, String)
+where
+    S: Service<http::Request<http_body_util::Empty<bytes::Bytes>>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let response = svc.ready().await.unwrap().call(req).await.unwrap();
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(Into::into)
+        .unwrap()
+        .to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_users_page_is_never_served_to_another_user_or_host_when_the_upstream_is_down() {
+    let server = per_user_upstream();
+    let host = server.addr.to_string();
+    let stale = StaleIfErrorLayer::builder()
+        .refresh(Duration::ZERO)
+        .build()
+        .unwrap();
+    let handle = stale.handle();
+    let mut svc = ErrorResponseLayer::new().layer(stale.layer(client()));
+
+    let alice: &[(&str, &str)] = &[("cookie", "session=alice")];
+    let alice_token: &[(&str, &str)] = &[("authorization", "Bearer alice")];
+    // User A warms the store: with a cookie, with a token, and (absolute
+    // URI naming the address) for the virtual host a.test.
+    let mut warmed = Vec::new();
+    for (path, who) in [
+        ("/me", alice),
+        ("/max-age", alice),
+        ("/me", alice_token),
+        ("/max-age", alice_token),
+        ("/public", alice),
+    ] {
+        let (status, body) = body_of(&mut svc, request(&server.url(path), who)).await;
+        assert_eq!(status, StatusCode::OK);
+        warmed.push(body);
+    }
+    let (_, tenant_a) = body_of(
+        &mut svc,
+        request(&server.url("/max-age"), &[("host", "a.test")]),
+    )
+    .await;
+    assert_eq!(tenant_a, "page for [a.test]");
+    assert_eq!(
+        handle.stats().entries,
+        2,
+        "the public page, and tenant a's anonymous one"
+    );
+
+    drop(server);
+    advance(Duration::from_secs(10)).await;
+
+    // Other users (another cookie, another token, none) never get A's page.
+    for path in ["/me", "/max-age"] {
+        for who in [
+            &[("cookie", "session=bob")][..],
+            &[("authorization", "Bearer bob")],
+            &[],
+            alice,
+            alice_token,
+        ] {
+            let (status, body) =
+                body_of(&mut svc, request(&format!("http://{host}{path}"), who)).await;
+            assert_eq!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{path} {who:?}: {body}"
+            );
+            assert!(!body.contains("alice"), "{path} {who:?}: {body}");
+        }
+    }
+    // Another tenant behind the same address never gets tenant a's page.
+    let (status, body) = body_of(
+        &mut svc,
+        request(&format!("http://{host}/max-age"), &[("host", "b.test")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (status, body) = body_of(
+        &mut svc,
+        request(&format!("http://{host}/max-age"), &[("host", "a.test")]),
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "page for [a.test]")
+    );
+
+    // A page the upstream called public is still served stale, to anyone.
+    for who in [&[("cookie", "session=bob")][..], &[]] {
+        let (status, body) =
+            body_of(&mut svc, request(&format!("http://{host}/public"), who)).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, warmed[4].as_str())
+        );
+    }
+}

@@ -175,3 +175,71 @@ async fn a_dns_name_is_resolved_and_balanced_over() {
     );
     assert_eq!(upstream.hits(), 20);
 }
+
+/// A `CONNECT` through `Upstreams` + `SetAuthority` is refused with a clear
+/// `501` and reaches no replica (its target would be lost, or tunnelled to
+/// wherever the caller named); `OPTIONS *` reaches the replica as
+/// `OPTIONS *`; neither harms the replica's health.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn connect_is_refused_and_options_asterisk_passes_unchanged() {
+    use std::sync::{Arc, Mutex};
+    use tower::{Service, ServiceExt};
+    use tower_steady::http::ErrorResponseLayer;
+
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let app = {
+        let seen = seen.clone();
+        axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let seen = seen.clone();
+            async move {
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{} {}", req.method(), req.uri()));
+                "ok"
+            }
+        })
+    };
+    let server = common::PausedServer::start(app);
+    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    let balancer = Upstreams::builder()
+        .build([server.addr], |addr| {
+            SetAuthority::new(addr, client.clone())
+        })
+        .unwrap();
+    let handle = balancer.handle();
+    let mut service = ErrorResponseLayer::new().layer(balancer);
+
+    let request = |method: http::Method, uri: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "site.test")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    for _ in 0..10 {
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request(http::Method::CONNECT, "example.com:443"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::NOT_IMPLEMENTED);
+    }
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request(http::Method::OPTIONS, "*"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(*seen.lock().unwrap(), ["OPTIONS *"]);
+    assert_eq!(
+        handle.endpoint(server.addr).map(|e| e.state),
+        Some(EndpointState::Healthy)
+    );
+}

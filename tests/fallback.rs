@@ -21,6 +21,10 @@ use tower_steady::fallback::{
 
 type Headers = &'static [(&'static str, &'static str)];
 
+/// A response that says it may be stored (and is stale at once): without
+/// any freshness information, a response is not stored unless `public`.
+const FRESH: (&str, &str) = ("cache-control", "max-age=0");
+
 /// What the origin answers next.
 #[derive(Clone, Debug)]
 enum Answer {
@@ -272,7 +276,7 @@ async fn the_failure_passes_on_once_the_copy_is_older_than_max_stale() {
 async fn a_response_stale_if_error_overrides_max_stale_both_ways() {
     for (cc, last_ok) in [
         ("max-age=10, stale-if-error=20", 30),
-        ("stale-if-error=600", 600),
+        ("max-age=0, stale-if-error=600", 600),
         ("public", 60),
     ] {
         let origin = Origin::new(page(&[("cache-control", cc)], "home"));
@@ -395,7 +399,7 @@ async fn a_public_response_to_a_credentialed_request_is_shared() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn vary_keeps_variants_apart() {
-    let origin = Origin::new(Answer::Echo(vec![("vary", "Accept-Encoding")]));
+    let origin = Origin::new(Answer::Echo(vec![FRESH, ("vary", "Accept-Encoding")]));
     let layer = layer();
     let handle = layer.handle();
     let mut svc = layer.layer(origin.service());
@@ -420,7 +424,7 @@ async fn vary_keeps_variants_apart() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn host_method_and_uri_make_the_key() {
-    let origin = Origin::new(page(&[], "a"));
+    let origin = Origin::new(page(&[FRESH], "a"));
     let mut svc = layer().layer(origin.service());
     // Origin-form requests, as a server sees them: the Host tells sites
     // apart.
@@ -433,7 +437,7 @@ async fn host_method_and_uri_make_the_key() {
             .unwrap()
     };
     ok(&mut svc, on("a.test", "GET", "/x")).await;
-    origin.set(page(&[], "b"));
+    origin.set(page(&[FRESH], "b"));
     ok(&mut svc, on("b.test", "GET", "/x")).await;
     ok(&mut svc, on("a.test", "GET", "/x?q=1")).await;
     origin.set(Answer::Status(502));
@@ -453,7 +457,7 @@ async fn host_method_and_uri_make_the_key() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn only_the_chosen_failures_are_answered() {
-    let origin = Origin::new(page(&[], "home"));
+    let origin = Origin::new(page(&[FRESH], "home"));
     let mut default = layer().layer(origin.service());
     let mut all = StaleIfErrorLayer::builder()
         .refresh(Duration::ZERO)
@@ -474,7 +478,7 @@ async fn only_the_chosen_failures_are_answered() {
     // A 404 is an answer, and is stored as the latest copy.
     origin.set(Answer::Page {
         status: 404,
-        headers: vec![],
+        headers: vec![FRESH],
         body: "gone".into(),
     });
     assert_eq!(
@@ -491,7 +495,7 @@ async fn only_the_chosen_failures_are_answered() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_popular_key_is_stored_once_per_refresh_interval() {
-    let origin = Origin::new(page(&[], "v1"));
+    let origin = Origin::new(page(&[FRESH], "v1"));
     let layer = StaleIfErrorLayer::builder()
         .refresh(Duration::from_secs(1))
         .build()
@@ -499,7 +503,7 @@ async fn a_popular_key_is_stored_once_per_refresh_interval() {
     let handle = layer.handle();
     let mut svc = layer.layer(origin.service());
     ok(&mut svc, get("/", &[])).await;
-    origin.set(page(&[], "v2"));
+    origin.set(page(&[FRESH], "v2"));
     for _ in 0..100 {
         ok(&mut svc, get("/", &[])).await;
         advance(Duration::from_millis(5)).await;
@@ -516,7 +520,7 @@ async fn a_popular_key_is_stored_once_per_refresh_interval() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_varying_key_keeps_finding_its_variants_between_stores() {
-    let origin = Origin::new(Answer::Echo(vec![("vary", "accept-encoding")]));
+    let origin = Origin::new(Answer::Echo(vec![FRESH, ("vary", "accept-encoding")]));
     let layer = StaleIfErrorLayer::builder()
         .refresh(Duration::from_secs(60))
         .build()
@@ -537,7 +541,7 @@ async fn a_varying_key_keeps_finding_its_variants_between_stores() {
 fn big_origin(len: usize) -> Origin {
     Origin::new(Answer::Page {
         status: 200,
-        headers: vec![],
+        headers: vec![FRESH],
         body: "x".repeat(len),
     })
 }
@@ -554,7 +558,7 @@ async fn a_body_over_the_entry_limit_streams_through_and_is_not_stored() {
     let mut svc = layer.layer(origin.service());
     let seen = ok(&mut svc, get("/big", &[])).await;
     assert_eq!(seen.body.len(), 5000);
-    origin.set(page(&[], "small"));
+    origin.set(page(&[FRESH], "small"));
     ok(&mut svc, get("/small", &[])).await;
     let stats = handle.stats();
     assert_eq!((stats.entries, stats.stored), (1, 1));
@@ -565,8 +569,8 @@ async fn a_body_over_the_entry_limit_streams_through_and_is_not_stored() {
 async fn the_byte_budget_evicts_the_least_recently_used() {
     let layer = StaleIfErrorLayer::builder()
         .refresh(Duration::ZERO)
-        .max_bytes(10_000)
-        .max_entry_bytes(4_000)
+        .max_bytes(12_000)
+        .max_entry_bytes(5_000)
         .build()
         .unwrap();
     let handle = layer.handle();
@@ -575,7 +579,7 @@ async fn the_byte_budget_evicts_the_least_recently_used() {
     for path in ["/a", "/b", "/c", "/d"] {
         ok(&mut svc, get(path, &[])).await;
         let StaleIfErrorStats { bytes, .. } = handle.stats();
-        assert!(bytes <= 10_000, "{bytes}");
+        assert!(bytes <= 12_000, "{bytes}");
     }
     assert_eq!(handle.stats().entries, 3);
     origin.set(Answer::Status(502));
@@ -621,7 +625,10 @@ fn streaming_origin() -> (
         let rx = rx.lock().unwrap().take();
         async move {
             match rx {
-                Some(rx) => Ok(Response::new(ChannelBody(rx))),
+                Some(rx) => Ok(Response::builder()
+                    .header(FRESH.0, FRESH.1)
+                    .body(ChannelBody(rx))
+                    .unwrap()),
                 None => Err(BoxError::from(io::Error::new(
                     io::ErrorKind::ConnectionRefused,
                     "down",
@@ -704,7 +711,7 @@ fn maintenance() -> Response<&'static str> {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn the_fallback_answers_the_chosen_failures_below_the_stale_copy() {
-    let origin = Origin::new(page(&[], "home"));
+    let origin = Origin::new(page(&[FRESH], "home"));
     let fallback = FallbackLayer::builder(maintenance()).build().unwrap();
     let mut svc = fallback.layer(layer().layer(origin.service()));
 
@@ -794,4 +801,169 @@ fn bad_configuration_names_the_field() {
         .failures(Failures::none())
         .build();
     assert_eq!(r.map(|_| ()).unwrap_err().field(), "fallback.failures");
+}
+
+/// Who asks: each user's own credentials (or none).
+const USERS: &[(&str, Headers)] = &[
+    ("anonymous", &[]),
+    ("alice's cookie", &[("cookie", "session=alice")]),
+    ("bob's cookie", &[("cookie", "session=bob")]),
+    ("alice's token", &[("authorization", "Bearer alice")]),
+    ("bob's token", &[("authorization", "Bearer bob")]),
+    (
+        "alice via a proxy",
+        &[("proxy-authorization", "Basic YWxpY2U6eA==")],
+    ),
+    (
+        "alice's cookie and token",
+        &[
+            ("cookie", "session=alice"),
+            ("authorization", "Bearer alice"),
+        ],
+    ),
+];
+
+/// What the origin may answer, and whether it says the page is shareable
+/// (`public` or `s-maxage`): only then may one user's copy reach another.
+const RESPONSES: &[(Headers, bool)] = &[
+    (&[], false),
+    (&[("cache-control", "max-age=60")], false),
+    (
+        &[("cache-control", "max-age=60, stale-if-error=600")],
+        false,
+    ),
+    (
+        &[
+            ("expires", "Thu, 01 Jan 2099 00:00:00 GMT"),
+            ("date", "Thu, 01 Jan 2026 00:00:00 GMT"),
+        ],
+        false,
+    ),
+    (&[("cache-control", "private, max-age=60")], false),
+    (&[("cache-control", "public, private, max-age=60")], false),
+    (&[("cache-control", "no-store")], false),
+    (&[("cache-control", "public, no-store")], false),
+    (
+        &[
+            ("cache-control", "max-age=60"),
+            ("set-cookie", "session=new"),
+        ],
+        false,
+    ),
+    (
+        &[
+            ("cache-control", "public, max-age=60"),
+            ("set-cookie", "session=new"),
+        ],
+        false,
+    ),
+    (
+        &[("cache-control", "max-age=60"), ("vary", "Cookie")],
+        false,
+    ),
+    (
+        &[("cache-control", "public, max-age=60"), ("vary", "Cookie")],
+        false,
+    ),
+    (
+        &[
+            ("cache-control", "public, max-age=60"),
+            ("vary", "accept, Authorization"),
+        ],
+        false,
+    ),
+    (
+        &[
+            ("cache-control", "public, max-age=60"),
+            ("vary", "Proxy-Authorization"),
+        ],
+        false,
+    ),
+    (
+        &[("cache-control", "public, max-age=60"), ("vary", "*")],
+        false,
+    ),
+    (&[("cache-control", "max-age=60"), ("vary", "*")], false),
+    (&[("cache-control", "public")], true),
+    (&[("cache-control", "public, max-age=60")], true),
+    (
+        &[("cache-control", "s-maxage=60, stale-if-error=600")],
+        true,
+    ),
+];
+
+/// Every user warms the store with their own page under every response
+/// shape, the origin fails, and every other user asks: a page made for a
+/// user with credentials reaches another only when the origin said it is
+/// shareable, and a page stored for one `Host` never answers another.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn no_user_ever_gets_another_users_page() {
+    let mut cross_user = Vec::new();
+    let mut shared_served = 0;
+    for (response, shareable) in RESPONSES {
+        for (owner, owner_headers) in USERS {
+            let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let origin = {
+                let down = down.clone();
+                service_fn(move |req: Request<()>| {
+                    let down = down.load(Ordering::Relaxed);
+                    // The page names whoever asked, as a per-user page does.
+                    let who = ["cookie", "authorization", "proxy-authorization", "host"]
+                        .iter()
+                        .filter_map(|h| req.headers().get(*h))
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .collect::<Vec<_>>()
+                        .join(" & ");
+                    async move {
+                        if down {
+                            return Err::<Response<Full<Bytes>>, BoxError>(
+                                io::Error::new(io::ErrorKind::ConnectionRefused, "down").into(),
+                            );
+                        }
+                        let mut res =
+                            Response::new(Full::new(Bytes::from(format!("page for [{who}]"))));
+                        for (k, v) in *response {
+                            res.headers_mut().append(*k, v.parse().unwrap());
+                        }
+                        Ok(res)
+                    }
+                })
+            };
+            let mut svc = layer().layer(origin);
+            let on = |host: &'static str, headers: Headers| {
+                let mut r = get("/me", headers);
+                r.headers_mut().insert("host", host.parse().unwrap());
+                r
+            };
+            let first = ok(&mut svc, on("a.test", owner_headers)).await;
+            down.store(true, Ordering::Relaxed);
+            for (asker, asker_headers) in USERS {
+                for host in ["a.test", "b.test"] {
+                    let seen = call(&mut svc, on(host, asker_headers)).await;
+                    let Ok(seen) = seen else { continue };
+                    assert_eq!(seen.body, first.body, "only the stored copy can answer");
+                    // An anonymous page carries nobody's data: serving it
+                    // to a signed-in user during an outage leaks nothing.
+                    let owned = !owner_headers.is_empty();
+                    if host != "a.test" || (owned && !shareable && owner != asker) {
+                        cross_user.push(format!(
+                            "{response:?}: {owner}'s page served to {asker} at {host}"
+                        ));
+                    }
+                    if *shareable && asker != owner {
+                        shared_served += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        cross_user.is_empty(),
+        "{} cross-user responses:\n{}",
+        cross_user.len(),
+        cross_user.join("\n")
+    );
+    // The shareable pages are still served to everyone on their host.
+    let shareable = RESPONSES.iter().filter(|(_, s)| *s).count();
+    assert_eq!(shared_served, shareable * USERS.len() * (USERS.len() - 1));
 }

@@ -129,7 +129,7 @@ async fn upstream_endpoint_snapshots() {
 async fn stale_if_error_stats() {
     let layer = StaleIfErrorLayer::new();
     let handle = layer.handle();
-    let svc = layer.layer(scripted(&[200, 502]));
+    let svc = layer.layer(scripted(&[200, 502]).cacheable());
     let body = svc.clone().oneshot(site()).await.unwrap().into_body();
     body.collect().await.unwrap();
     svc.oneshot(site()).await.unwrap();

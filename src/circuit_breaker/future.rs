@@ -130,7 +130,10 @@ impl Drop for Guard {
 ///   pacing this caller; opening the breaker would turn a rate limit into
 ///   an outage. Throttling and `Retry-After` deal with it.
 /// - a deadline that ran out before the request was sent: the caller's
-///   budget was spent elsewhere, not by the upstream.
+///   budget was spent elsewhere, not by the upstream;
+/// - a request that cannot be sent as it is
+///   ([`Unsupported`](FailureKind::Unsupported)): the fault is the
+///   request's, and counting it would let any client open the breaker.
 pub(crate) fn counts_as_failure(outcome: &Outcome, too_many_requests_is_failure: bool) -> bool {
     match *outcome {
         Outcome::Success => false,
@@ -141,6 +144,10 @@ pub(crate) fn counts_as_failure(outcome: &Outcome, too_many_requests_is_failure:
         Outcome::Failure {
             kind: FailureKind::DeadlineExceeded,
             safety: RetrySafety::NotSent,
+        } => false,
+        Outcome::Failure {
+            kind: FailureKind::Unsupported,
+            ..
         } => false,
         Outcome::Failure { .. } => true,
     }

@@ -195,6 +195,12 @@ pub enum FailureKind {
     Rejected,
     /// The upstream's response was malformed.
     Protocol,
+    /// The request cannot be sent as it is: its target is not a path that
+    /// an endpoint can serve (a `CONNECT`, or another authority-form
+    /// target, through an endpoint set). The fault is the request's, so it
+    /// is never retried nor counted against an upstream, and is answered
+    /// `501 Not Implemented`.
+    Unsupported,
     /// Anything else.
     Other,
 }
@@ -222,6 +228,7 @@ impl FailureKind {
             FailureKind::Reset => "reset",
             FailureKind::Rejected => "rejected",
             FailureKind::Protocol => "protocol",
+            FailureKind::Unsupported => "unsupported",
             FailureKind::Other => "other",
         }
     }
@@ -408,6 +415,13 @@ fn classify_one(err: &(dyn Error + 'static)) -> Option<Outcome> {
     if err.is::<crate::upstream::NoHealthyUpstream>() {
         return Some(Outcome::failure(
             FailureKind::Rejected,
+            RetrySafety::NotSent,
+        ));
+    }
+    #[cfg(feature = "upstream")]
+    if err.is::<crate::upstream::UnsupportedTarget>() {
+        return Some(Outcome::failure(
+            FailureKind::Unsupported,
             RetrySafety::NotSent,
         ));
     }

@@ -51,9 +51,12 @@ impl Pending {
         let Pending {
             shared,
             mut entry,
-            buf,
+            mut buf,
             ..
         } = *self;
+        // A buffer grown frame by frame has spare room (up to half of it);
+        // the store keeps exactly the body, which is what its budget counts.
+        buf.shrink_to_fit();
         entry.body = Bytes::from(buf);
         shared.store(entry);
     }

@@ -21,7 +21,7 @@ use crate::classify::FailureKind;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Failures(u16);
 
-const ALL: [FailureKind; 12] = [
+const ALL: [FailureKind; 13] = [
     FailureKind::BadGateway,
     FailureKind::Unavailable,
     FailureKind::GatewayTimeout,
@@ -33,6 +33,7 @@ const ALL: [FailureKind; 12] = [
     FailureKind::Reset,
     FailureKind::Rejected,
     FailureKind::Protocol,
+    FailureKind::Unsupported,
     FailureKind::Other,
 ];
 
@@ -50,6 +51,7 @@ const fn bit(kind: FailureKind) -> u16 {
         FailureKind::Rejected => 9,
         FailureKind::Protocol => 10,
         FailureKind::Other => 11,
+        FailureKind::Unsupported => 12,
     }
 }
 
@@ -85,6 +87,7 @@ impl Default for Failures {
         Failures::all()
             .without(FailureKind::TooManyRequests)
             .without(FailureKind::ServerError)
+            .without(FailureKind::Unsupported)
     }
 }
 

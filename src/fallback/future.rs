@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::body::{Pending, StaleIfErrorBody};
 use super::policy;
 use super::respond::Template;
-use super::stale::{strip_for_storage, Captured, Ctx, Keep};
+use super::stale::{headers_for_storage, Captured, Ctx, Keep};
 use super::store::{vary_values, Entry};
 use super::{Failures, TARGET};
 use crate::classify::Classify;
@@ -87,17 +87,21 @@ fn on_success<B: http_body::Body>(
     let Captured {
         uri,
         headers: request,
-        authorized,
+        credentialed,
     } = *captured;
     let now = Instant::now();
-    let storable = match policy::storable(response.status(), response.headers(), authorized) {
+    let storable = match policy::storable(response.status(), response.headers(), credentialed) {
         Ok(storable) => storable,
         Err(why) => {
             tracing::trace!(target: TARGET, %uri, why = why.as_str(), "response not stored");
             // The decision counts as this key's store for the refresh
             // interval: the next requests for a page that cannot be stored
-            // (`no-store`, `private`, ...) skip copying their headers.
-            shared.gate.claim(id.hash, false, now);
+            // (`no-store`, `private`, ...) skip copying their headers. Not
+            // so for a refusal that is about this request's credentials:
+            // the next request without any may store the shared page.
+            if why != policy::NotStored::Credentials {
+                shared.gate.claim(id.hash, false, now);
+            }
             return response.map(StaleIfErrorBody::live);
         }
     };
@@ -114,11 +118,10 @@ fn on_success<B: http_body::Body>(
         return response.map(StaleIfErrorBody::live);
     }
     let (parts, body) = response.into_parts();
-    let mut headers = parts.headers.clone();
-    strip_for_storage(&mut headers);
+    let headers = headers_for_storage(&parts.headers);
     let entry = Entry {
         id,
-        uri,
+        uri: uri.to_string().into_boxed_str(),
         vary,
         status: parts.status,
         headers,

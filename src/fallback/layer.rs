@@ -107,7 +107,7 @@ impl<C> StaleIfErrorBuilder<C> {
     }
 
     /// The most bytes all stored copies may take together (bodies, headers,
-    /// keys and 256 bytes of bookkeeping each); the least recently used are
+    /// keys and 512 bytes of bookkeeping each); the least recently used are
     /// evicted to make room. Default 32 MiB.
     pub fn max_bytes(mut self, max_bytes: usize) -> Self {
         self.settings.max_bytes = max_bytes;
@@ -169,7 +169,7 @@ impl<C> StaleIfErrorBuilder<C> {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the field: `stale_if_error.max_bytes` (zero),
-    /// `stale_if_error.max_entry_bytes` (not over the 256 bytes an entry's
+    /// `stale_if_error.max_entry_bytes` (not over the 512 bytes an entry's
     /// bookkeeping counts, or over `max_bytes`), `stale_if_error.failures`
     /// (empty).
     pub fn build(self) -> Result<StaleIfErrorLayer<C>, ConfigError> {
@@ -183,7 +183,7 @@ impl<C> StaleIfErrorBuilder<C> {
         if s.max_entry_bytes <= ENTRY_OVERHEAD {
             return Err(ConfigError::new(
                 "stale_if_error.max_entry_bytes",
-                "must be more than the 256 bytes each entry's bookkeeping counts",
+                "must be more than the 512 bytes each entry's bookkeeping counts",
             ));
         }
         if s.max_entry_bytes > s.max_bytes {

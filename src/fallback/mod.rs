@@ -20,8 +20,18 @@
 //!
 //! # What is stored
 //!
-//! A response is stored only when every one of these holds; the rules are a
-//! shared cache's (RFC 9111), read conservatively:
+//! One rule keeps one user's page from reaching another: **a request that
+//! carries `Cookie`, `Authorization` or `Proxy-Authorization` is stored
+//! only when the response says it is shareable (`Cache-Control: public`,
+//! or `s-maxage`), and a response with no freshness information (no
+//! `max-age`, `s-maxage` or `Expires`) is stored only when it says
+//! `public`.** A handler that answers a signed-in user with no caching
+//! headers at all (the default of most frameworks) is never stored; say
+//! `Cache-Control: public, max-age=N` on the pages that everyone may be
+//! served during an outage.
+//!
+//! In full, a response is stored only when every one of these holds; the
+//! rules are a shared cache's (RFC 9111), read conservatively:
 //!
 //! * the request is `GET` or `HEAD`, is not a range request, and does not
 //!   say `Cache-Control: no-store`;
@@ -33,20 +43,25 @@
 //!   `s-maxage` without an explicit `stale-if-error`; a `Cache-Control`
 //!   that cannot be read counts as a refusal;
 //! * it sets no cookie (`Set-Cookie`);
-//! * the request carried no `Authorization`, unless the response is
-//!   explicitly `public`;
-//! * its `Vary` is not `*` and names neither `Cookie` nor `Authorization`:
-//!   a page that differs per cookie or per credential is someone's own, and
-//!   is not kept in a store shared by every client;
+//! * the request carried no credentials (`Cookie`, `Authorization`,
+//!   `Proxy-Authorization`), unless the response is explicitly `public` or
+//!   has `s-maxage` (RFC 9111 §3.5);
+//! * it says how long it is fresh (`max-age`, `s-maxage` or `Expires`), or
+//!   is explicitly `public`;
+//! * its `Vary` is not `*` and names none of `Cookie`, `Authorization` and
+//!   `Proxy-Authorization`: a page that differs per cookie or per
+//!   credential is someone's own, and is not kept in a store shared by
+//!   every client;
 //! * its whole body fits the per-entry limit and arrives: a body that
 //!   fails, is dropped, carries trailers or grows too large is not stored.
 //!
 //! # Which copy, and how old
 //!
-//! A copy is found by method, URI (and `Host` when the URI has no
-//! authority, as on a server) and, when the response had a `Vary`, the
-//! exact values of the request headers it names: a request whose values
-//! differ in any byte does not get that variant.
+//! A copy is found by method, the URI's scheme, authority, path and query,
+//! the `Host` header (the authority the upstream is asked for, which tells
+//! virtual hosts behind one address apart) and, when the response had a
+//! `Vary`, the exact values of the request headers it names: a request
+//! whose values differ in any byte does not get that variant.
 //!
 //! A copy may be served while its age (its `Age` on arrival plus the time
 //! since) is at most its freshness (`s-maxage`, `max-age`, or
@@ -65,9 +80,12 @@
 //!
 //! The store holds at most [`max_bytes`](StaleIfErrorBuilder::max_bytes)
 //! (32 MiB) and evicts the least recently used copy to make room; a copy
-//! counts its body, headers and key plus 256 bytes of bookkeeping, and one
-//! over [`max_entry_bytes`](StaleIfErrorBuilder::max_entry_bytes) (1 MiB)
-//! is not stored. Bodies are copied while they stream to the client: each
+//! counts what it really holds (its body, kept exactly its size, its
+//! headers copied into a map of their own, its key, each allocation's
+//! overhead, plus 512 bytes of bookkeeping), so the memory the store keeps
+//! stays within its cap. One over
+//! [`max_entry_bytes`](StaleIfErrorBuilder::max_entry_bytes) (1 MiB) is
+//! not stored. Bodies are copied while they stream to the client: each
 //! frame is handed on as soon as it arrives, and the copy is stored when the
 //! body ends. Nothing is buffered in front of the client.
 //!

@@ -57,7 +57,8 @@ pub(crate) enum NotStored {
     Private,
     MustRevalidate,
     SetCookie,
-    Authorization,
+    Credentials,
+    NoFreshness,
     VaryStar,
     VaryPrivate,
     Unreadable,
@@ -71,7 +72,8 @@ impl NotStored {
             NotStored::Private => "private",
             NotStored::MustRevalidate => "must-revalidate",
             NotStored::SetCookie => "set-cookie",
-            NotStored::Authorization => "authorization",
+            NotStored::Credentials => "credentials",
+            NotStored::NoFreshness => "no-freshness",
             NotStored::VaryStar => "vary-star",
             NotStored::VaryPrivate => "vary-private",
             NotStored::Unreadable => "unreadable-header",
@@ -89,13 +91,23 @@ fn status_is_cacheable(status: StatusCode) -> bool {
     )
 }
 
+/// Whether a request carries credentials: `Cookie`, `Authorization` or
+/// `Proxy-Authorization`. A response to such a request is presumed to be
+/// that client's own.
+pub(crate) fn request_is_credentialed(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::COOKIE)
+        || headers.contains_key(header::AUTHORIZATION)
+        || headers.contains_key(header::PROXY_AUTHORIZATION)
+}
+
 /// Decides whether a successful response may be stored, and reads what the
-/// store needs from it. `authorized` is whether the request carried
-/// `Authorization`.
+/// store needs from it. `credentialed` is whether the request carried
+/// `Cookie`, `Authorization` or `Proxy-Authorization`
+/// ([`request_is_credentialed`]).
 pub(crate) fn storable(
     status: StatusCode,
     headers: &HeaderMap,
-    authorized: bool,
+    credentialed: bool,
 ) -> Result<Storable, NotStored> {
     if !status_is_cacheable(status) {
         return Err(NotStored::Status);
@@ -118,12 +130,21 @@ pub(crate) fn storable(
     if headers.contains_key(header::SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
-    // A response to a request with credentials is someone's own, unless
-    // the origin said it is not (RFC 9111 §3.5).
-    if authorized && !d.public {
-        return Err(NotStored::Authorization);
+    // A response to a request with credentials (a cookie counts: most
+    // handlers read one without saying `Vary: Cookie`) is someone's own,
+    // unless the origin said it is shareable (RFC 9111 §3.5): `public`, or
+    // `s-maxage`, which speaks to shared caches only.
+    if credentialed && !d.public && d.s_maxage.is_none() {
+        return Err(NotStored::Credentials);
     }
+    // A response that says nothing of caching (the default of most
+    // frameworks and hand-written handlers) may be anybody's page: it is
+    // stored only when it says `public`.
     let vary = vary(headers)?;
+    let has_expires = headers.contains_key(header::EXPIRES);
+    if d.s_maxage.is_none() && d.max_age.is_none() && !has_expires && !d.public {
+        return Err(NotStored::NoFreshness);
+    }
     let fresh = match d.s_maxage.or(d.max_age) {
         Some(secs) => secs,
         None => expires_minus_date(headers),
@@ -138,7 +159,8 @@ pub(crate) fn storable(
 
 /// The request headers named by `Vary`, lower-case, or why the response
 /// cannot be stored: `Vary: *` matches no later request, and a response
-/// that varies on `Cookie` or `Authorization` is a per-client page.
+/// that varies on `Cookie`, `Authorization` or `Proxy-Authorization` is a
+/// per-client page.
 fn vary(headers: &HeaderMap) -> Result<Vec<HeaderName>, NotStored> {
     let mut names = Vec::new();
     for value in headers.get_all(header::VARY) {
@@ -153,7 +175,10 @@ fn vary(headers: &HeaderMap) -> Result<Vec<HeaderName>, NotStored> {
             }
             let name =
                 HeaderName::from_bytes(name.as_bytes()).map_err(|_| NotStored::Unreadable)?;
-            if name == header::COOKIE || name == header::AUTHORIZATION {
+            if name == header::COOKIE
+                || name == header::AUTHORIZATION
+                || name == header::PROXY_AUTHORIZATION
+            {
                 return Err(NotStored::VaryPrivate);
             }
             if !names.contains(&name) {
@@ -447,10 +472,22 @@ mod tests {
             (
                 &[("cache-control", "max-age=60")],
                 true,
-                NotStored::Authorization,
+                NotStored::Credentials,
+            ),
+            (&[], true, NotStored::Credentials),
+            (&[], false, NotStored::NoFreshness),
+            (
+                &[("cache-control", "stale-if-error=60")],
+                false,
+                NotStored::NoFreshness,
             ),
             (&[("vary", "accept, *")], false, NotStored::VaryStar),
             (&[("vary", "Cookie")], false, NotStored::VaryPrivate),
+            (
+                &[("cache-control", "public"), ("vary", "proxy-authorization")],
+                true,
+                NotStored::VaryPrivate,
+            ),
             (
                 &[("vary", "accept-encoding"), ("vary", "authorization")],
                 false,
@@ -458,8 +495,8 @@ mod tests {
             ),
             (&[("vary", "bad name")], false, NotStored::Unreadable),
         ];
-        for (pairs, authorized, why) in cases {
-            let got = storable(StatusCode::OK, &headers(pairs), *authorized);
+        for (pairs, credentialed, why) in cases {
+            let got = storable(StatusCode::OK, &headers(pairs), *credentialed);
             assert_eq!(got, Err(*why), "{pairs:?}");
         }
     }
@@ -468,6 +505,14 @@ mod tests {
     fn public_responses_to_credentialed_requests_are_stored() {
         let h = headers(&[("cache-control", "public, max-age=10")]);
         assert_eq!(storable(StatusCode::OK, &h, true).unwrap().fresh, 10);
+        // `s-maxage` speaks to shared caches: shareable too.
+        let h = headers(&[("cache-control", "s-maxage=10, stale-if-error=60")]);
+        assert_eq!(storable(StatusCode::OK, &h, true).unwrap().fresh, 10);
+        // `public` alone: stored, with no freshness (usable for the
+        // allowance only).
+        let h = headers(&[("cache-control", "public")]);
+        assert_eq!(storable(StatusCode::OK, &h, true).unwrap().fresh, 0);
+        assert_eq!(storable(StatusCode::OK, &h, false).unwrap().fresh, 0);
         let h = headers(&[(
             "cache-control",
             "s-maxage=20, max-age=10, stale-if-error=60",
@@ -478,7 +523,7 @@ mod tests {
 
     #[test]
     fn only_heuristically_cacheable_statuses_are_stored() {
-        let h = HeaderMap::new();
+        let h = headers(&[("cache-control", "max-age=5")]);
         for ok in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414] {
             assert!(
                 storable(StatusCode::from_u16(ok).unwrap(), &h, false).is_ok(),
@@ -495,8 +540,18 @@ mod tests {
     }
 
     #[test]
+    fn credentials_are_a_cookie_or_either_authorization() {
+        assert!(!request_is_credentialed(&HeaderMap::new()));
+        for name in ["cookie", "authorization", "proxy-authorization"] {
+            assert!(request_is_credentialed(&headers(&[(name, "x")])), "{name}");
+        }
+        assert!(!request_is_credentialed(&headers(&[("x-cookie", "x")])));
+    }
+
+    #[test]
     fn vary_names_are_collected_lower_case_once_each() {
         let h = headers(&[
+            ("cache-control", "max-age=5"),
             ("vary", "Accept-Encoding, accept"),
             ("vary", "ACCEPT-ENCODING,,"),
         ]);
@@ -506,7 +561,7 @@ mod tests {
             .map(|i| format!("x-h{i}"))
             .collect::<Vec<_>>()
             .join(",");
-        let h = headers(&[("vary", &many)]);
+        let h = headers(&[("cache-control", "max-age=5"), ("vary", &many)]);
         assert_eq!(
             storable(StatusCode::OK, &h, false),
             Err(NotStored::Unreadable)

@@ -87,10 +87,11 @@ where
             );
         }
         let head = request.method() == Method::HEAD;
-        let host = match request.uri().authority() {
-            Some(_) => None,
-            None => request.headers().get(header::HOST),
-        };
+        // The key holds the `Host` header whenever there is one, beside the
+        // URI's own authority: what the upstream is told to serve is the
+        // `Host` (virtual hosts behind one address, an absolute-form URI
+        // that names the address), so two hosts never share a copy.
+        let host = request.headers().get(header::HOST);
         let id = self.shared.id(head, request.uri(), host);
         // A key stored within the refresh interval, whose responses vary on
         // nothing, needs nothing more kept: this request will not be
@@ -103,7 +104,7 @@ where
             // Boxed, so that the futures of the other requests stay small:
             // this path copies the headers anyway.
             Recent::No | Recent::Varies => Keep::Capture(Box::new(Captured {
-                authorized: request.headers().contains_key(header::AUTHORIZATION),
+                credentialed: policy::request_is_credentialed(request.headers()),
                 uri: request.uri().clone(),
                 headers: request.headers().clone(),
             })),
@@ -138,7 +139,9 @@ pub(crate) enum Keep {
 pub(crate) struct Captured {
     pub(crate) uri: http::Uri,
     pub(crate) headers: http::HeaderMap,
-    pub(crate) authorized: bool,
+    /// Whether the request carried `Cookie`, `Authorization` or
+    /// `Proxy-Authorization`.
+    pub(crate) credentialed: bool,
 }
 
 /// Settings, validated by the builder.
@@ -189,8 +192,8 @@ impl Shared {
     }
 
     /// The id of a request's key: one keyed SipHash over the method, the
-    /// URI's parts and the `Host`, finished twice (the second time with one
-    /// more byte) for 128 bits.
+    /// URI's scheme, authority, path and query, and the `Host` header,
+    /// finished twice (the second time with one more byte) for 128 bits.
     ///
     /// Asked of every safe request. Each `write` to SipHash has a fixed cost
     /// besides its bytes, so a key that fits 256 bytes (the usual URI) is
@@ -304,9 +307,11 @@ impl Shared {
     }
 }
 
-/// Headers that belong to one connection, not to the response (RFC 9110
-/// §7.6.1), and `Age`, which is recomputed when the copy is served.
-pub(crate) fn strip_for_storage(headers: &mut http::HeaderMap) {
+/// The response's headers as they are stored: a copy of their own
+/// ([`owned_headers`](super::store::owned_headers)), without the headers that
+/// belong to one connection, not to the response (RFC 9110 §7.6.1), and
+/// without `Age`, which is recomputed when the copy is served.
+pub(crate) fn headers_for_storage(headers: &http::HeaderMap) -> http::HeaderMap {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -314,22 +319,21 @@ pub(crate) fn strip_for_storage(headers: &mut http::HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::TE,
-        header::TRAILER,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        header::AGE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    super::store::owned_headers(headers, |name| {
+        named.contains(name)
+            || [
+                header::CONNECTION,
+                header::TRANSFER_ENCODING,
+                header::TE,
+                header::TRAILER,
+                header::UPGRADE,
+                header::PROXY_AUTHENTICATE,
+                header::AGE,
+            ]
+            .contains(name)
+            || name == "keep-alive"
+            || name == "proxy-connection"
+    })
 }
 
 /// Writes `first`, then `parts` with a zero byte between each two, to `h`:

@@ -12,19 +12,32 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HeaderName;
-use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use super::policy::usable_for;
 
-/// What the size of an entry counts besides its body and headers: the
-/// bookkeeping of the entry itself, rounded up.
-pub(crate) const ENTRY_OVERHEAD: usize = 256;
+/// What an allocation costs besides the bytes asked for: the allocator's
+/// own header and rounding (glibc's malloc: 8 to 16 bytes a chunk).
+const ALLOCATION_OVERHEAD: usize = 16;
+
+/// What the size of an entry counts besides what it points to: the slot
+/// itself (held inline in its key's list), its place in the map of keys
+/// and in the list of last uses, rounded up.
+pub(crate) const ENTRY_OVERHEAD: usize = 512;
+
+// The slot and its places in the two maps fit the overhead counted.
+const _: () = assert!(std::mem::size_of::<Slot>() + 128 <= ENTRY_OVERHEAD);
+
+/// What one place in a header map holds inline: a name, a value, and the
+/// map's hash, links and index (about 24 bytes in `http` 1).
+const HEADER_SLOT: usize =
+    std::mem::size_of::<HeaderName>() + std::mem::size_of::<HeaderValue>() + 24;
 
 /// What identifies a stored response, besides the request headers its
 /// `Vary` names: two keyed hashes (SipHash with a key drawn per layer) of
-/// the method (`HEAD` or `GET`), the URI and, when the URI has no authority
-/// (a server's origin-form request), the `Host` header. 128 bits of a keyed
+/// the method (`HEAD` or `GET`), the URI's scheme, authority, path and
+/// query, and the `Host` header when there is one. 128 bits of a keyed
 /// hash: two different requests share an id with a chance of 2^-128, and no
 /// client can aim for a collision without the key. The request path keeps
 /// only this, no copy of the URI.
@@ -39,17 +52,43 @@ pub(crate) struct Id {
 /// order of its `Vary`.
 pub(crate) type VaryValues = Vec<(HeaderName, Vec<HeaderValue>)>;
 
-/// Reads the values of `names` from a request's headers.
+/// Reads the values of `names` from a request's headers, each copied into
+/// an allocation of its own (see [`owned`]).
 pub(crate) fn vary_values(names: &[HeaderName], request: &HeaderMap) -> VaryValues {
     names
         .iter()
         .map(|name| {
             (
                 name.clone(),
-                request.get_all(name).iter().cloned().collect(),
+                request.get_all(name).iter().map(owned).collect(),
             )
         })
         .collect()
+}
+
+/// A copy of `value` in an allocation of its own, exactly its size.
+///
+/// hyper parses a message's head into one buffer and hands out header
+/// values (and the URI) as slices of it: a stored slice would keep that
+/// whole buffer (8 KiB or more, the connection's read buffer) alive for
+/// as long as the copy is stored, which the byte budget cannot see.
+pub(crate) fn owned(value: &HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
+        .unwrap_or_else(|_| value.clone());
+    copy.set_sensitive(value.is_sensitive());
+    copy
+}
+
+/// A copy of `headers` without the ones `skip` names, every value in an
+/// allocation of its own ([`owned`]) and the map no larger than it needs.
+pub(crate) fn owned_headers(headers: &HeaderMap, skip: impl Fn(&HeaderName) -> bool) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(headers.keys_len());
+    for (name, value) in headers {
+        if !skip(name) {
+            copy.append(name.clone(), owned(value));
+        }
+    }
+    copy
 }
 
 /// Whether `request` carries exactly the values a stored response was
@@ -65,8 +104,9 @@ fn vary_matches(stored: &VaryValues, request: &HeaderMap) -> bool {
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) id: Id,
-    /// For logs (and counted in the size).
-    pub(crate) uri: Uri,
+    /// For logs (and counted in the size); a string of its own, not the
+    /// request's URI, which may be a slice of a connection's buffer.
+    pub(crate) uri: Box<str>,
     pub(crate) vary: VaryValues,
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
@@ -79,16 +119,35 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// The bytes this entry counts against the budget.
+    /// The bytes this entry holds, as it counts against the budget: what
+    /// its allocations really take (a header map's spare places, each
+    /// value's allocation, the allocator's overhead), not only the bytes
+    /// of its body. The body and the URI are exactly their size (see
+    /// [`StaleIfErrorBody`](super::StaleIfErrorBody)), and the headers are
+    /// copied into a map of their own ([`owned_headers`]).
     pub(crate) fn size(&self) -> usize {
+        let allocation = |len: usize| {
+            if len == 0 {
+                0
+            } else {
+                len + ALLOCATION_OVERHEAD
+            }
+        };
+        let vary = allocation(
+            self.vary.capacity() * std::mem::size_of::<(HeaderName, Vec<HeaderValue>)>(),
+        ) + self
+            .vary
+            .iter()
+            .map(|(n, vs)| {
+                custom_name_size(n)
+                    + allocation(vs.capacity() * std::mem::size_of::<HeaderValue>())
+                    + vs.iter().map(|v| allocation(v.len())).sum::<usize>()
+            })
+            .sum::<usize>();
         header_size(&self.headers)
-            + self.body.len()
-            + self.uri.to_string().len()
-            + self
-                .vary
-                .iter()
-                .map(|(n, vs)| n.as_str().len() + vs.iter().map(HeaderValue::len).sum::<usize>())
-                .sum::<usize>()
+            + allocation(self.body.len())
+            + allocation(self.uri.len())
+            + vary
             + ENTRY_OVERHEAD
     }
 
@@ -98,13 +157,26 @@ impl Entry {
     }
 }
 
-/// The bytes a header map counts: names and values, plus 32 per field as
-/// HPACK counts them (RFC 7541 §4.1).
+/// The bytes a header map of [`owned_headers`] holds: its places (taken or
+/// spare), each value's allocation, each name, and the list that holds a
+/// name's second and later values.
 pub(crate) fn header_size(headers: &HeaderMap) -> usize {
-    headers
+    let places = headers.capacity() * HEADER_SLOT;
+    let extra_values = headers.len() - headers.keys_len();
+    let fields: usize = headers
         .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 32)
-        .sum()
+        .map(|(_, v)| v.len() + ALLOCATION_OVERHEAD)
+        .sum();
+    let names: usize = headers.keys().map(custom_name_size).sum();
+    places + 2 * ALLOCATION_OVERHEAD + extra_values * (HEADER_SLOT + 16) + fields + names
+}
+
+/// A header name outside `http`'s standard ones is an allocation of its
+/// own; a standard one is a constant, which `http` does not let us tell
+/// apart, so every name is counted as an allocation (an overcount of a few
+/// bytes a header, on the safe side).
+fn custom_name_size(name: &HeaderName) -> usize {
+    name.as_str().len() + ALLOCATION_OVERHEAD
 }
 
 /// What a lookup found.
@@ -113,7 +185,7 @@ pub(crate) enum Lookup {
     /// A usable copy, and its age now.
     Hit(Box<Entry>, Duration),
     /// A copy, too old to serve (its age and URI); it has been removed.
-    Expired(Duration, Uri),
+    Expired(Duration, Box<str>),
     Miss,
 }
 
@@ -198,7 +270,8 @@ impl Store {
         let tick = self.tick;
         self.by_key
             .entry(hash)
-            .or_default()
+            // Most keys have one variant: a list of one, not of four.
+            .or_insert_with(|| Vec::with_capacity(1))
             .push(Slot { tick, size, entry });
         self.lru.insert(tick, hash);
         self.bytes += size;
@@ -312,7 +385,7 @@ mod tests {
         };
         Entry {
             id: key(k),
-            uri: Uri::try_from(format!("http://example.com/{k}")).unwrap(),
+            uri: format!("http://example.com/{k}").into(),
             vary,
             status: StatusCode::OK,
             headers: HeaderMap::new(),

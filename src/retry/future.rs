@@ -433,7 +433,10 @@ where
             tracing::debug!(target: TARGET, attempt, kind = kind.as_str(), reason, "not retrying");
             None
         };
-        if matches!(kind, FailureKind::DeadlineExceeded | FailureKind::Rejected) {
+        if matches!(
+            kind,
+            FailureKind::DeadlineExceeded | FailureKind::Rejected | FailureKind::Unsupported
+        ) {
             return refuse("a retry would fail the same way");
         }
         if !safe {

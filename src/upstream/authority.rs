@@ -2,14 +2,23 @@ use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
 use http::uri::{Authority, Scheme, Uri};
-use http::Request;
+use http::{Method, Request};
 use tower_service::Service;
+
+use super::future::SetAuthorityFuture;
+use crate::BoxError;
 
 /// Points every request at one endpoint: sets the request URI's authority
 /// to the endpoint's address (and its scheme to `http` when it has none),
 /// keeping the path, the query and every header (`Host` included). It is
 /// how an [`Upstreams`](super::Upstreams) maker turns one shared
-/// hyper-util client into a service per endpoint:
+/// hyper-util client into a service per endpoint.
+///
+/// An asterisk-form `OPTIONS *` stays `OPTIONS *`. A `CONNECT`, or any
+/// other request whose target is an authority (`host:port`), is refused
+/// with [`UnsupportedTarget`](super::UnsupportedTarget), sent nowhere:
+/// pointing it at the endpoint would lose the target, and passing it on
+/// would let the client open a tunnel to wherever the caller named.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -59,16 +68,26 @@ impl<S> SetAuthority<S> {
 impl<S, B> Service<Request<B>> for SetAuthority<S>
 where
     S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
 {
     type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+    type Error = BoxError;
+    type Future = SetAuthorityFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let uri = request.uri();
+        // `CONNECT host:port` (or any authority-form target): the target is
+        // the authority itself, which this service exists to replace.
+        if request.method() == Method::CONNECT
+            || (uri.authority().is_some() && uri.scheme().is_none())
+        {
+            tracing::debug!(target: "tower_steady::upstream", method = %request.method(), %uri, "request target cannot be sent to an endpoint");
+            return SetAuthorityFuture::refused();
+        }
         let mut parts = std::mem::take(request.uri_mut()).into_parts();
         if parts.scheme.is_none() {
             parts.scheme = Some(Scheme::HTTP);
@@ -77,9 +96,11 @@ where
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
         parts.authority = Some(self.authority.clone());
-        // Scheme, authority and path are all set, so this cannot fail.
+        // Scheme, authority and path are all set (an asterisk-form `*`
+        // stays the path, and goes on the wire as `OPTIONS *`), so this
+        // cannot fail.
         *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
-        self.inner.call(request)
+        SetAuthorityFuture::called(self.inner.call(request))
     }
 }
 
@@ -106,14 +127,40 @@ mod tests {
     }
 
     fn through(uri: &str) -> Uri {
-        let mut service = SetAuthority::new("127.0.0.1:9000".parse().unwrap(), Echo);
-        let request = Request::builder().uri(uri).body(()).unwrap();
-        service.call(request).into_inner().unwrap()
+        call(Method::GET, uri).unwrap()
     }
 
     #[test]
     fn an_origin_form_request_gets_scheme_and_authority() {
         assert_eq!(through("/a/b?c=d"), "http://127.0.0.1:9000/a/b?c=d");
+    }
+
+    fn call(method: Method, uri: &str) -> Result<Uri, BoxError> {
+        let mut service = SetAuthority::new("127.0.0.1:9000".parse().unwrap(), Echo);
+        let request = Request::builder().method(method).uri(uri).body(()).unwrap();
+        tokio_test::block_on(service.call(request))
+    }
+
+    #[test]
+    fn options_asterisk_stays_asterisk() {
+        let uri = call(Method::OPTIONS, "*").unwrap();
+        assert_eq!(uri.path(), "*");
+        assert_eq!(uri.authority().unwrap(), "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn connect_and_authority_form_targets_are_refused() {
+        for (method, uri) in [
+            (Method::CONNECT, "example.com:443"),
+            (Method::CONNECT, "http://example.com/"),
+            (Method::GET, "example.com:443"),
+        ] {
+            let err = call(method.clone(), uri).unwrap_err();
+            assert!(
+                err.is::<crate::upstream::UnsupportedTarget>(),
+                "{method} {uri}: {err}"
+            );
+        }
     }
 
     #[test]

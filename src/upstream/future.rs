@@ -190,3 +190,63 @@ impl Drop for Track {
         }
     }
 }
+
+pin_project! {
+    /// Response future of [`SetAuthority`](super::SetAuthority): the inner
+    /// service's, or at once an
+    /// [`UnsupportedTarget`](super::UnsupportedTarget) for a request whose
+    /// target cannot be pointed at an endpoint.
+    pub struct SetAuthorityFuture<F> {
+        #[pin]
+        kind: SetAuthorityKind<F>,
+    }
+}
+
+pin_project! {
+    #[project = SetAuthorityProj]
+    enum SetAuthorityKind<F> {
+        Called { #[pin] future: F },
+        Refused,
+    }
+}
+
+impl<F> SetAuthorityFuture<F> {
+    pub(crate) fn called(future: F) -> Self {
+        Self {
+            kind: SetAuthorityKind::Called { future },
+        }
+    }
+
+    pub(crate) fn refused() -> Self {
+        Self {
+            kind: SetAuthorityKind::Refused,
+        }
+    }
+}
+
+impl<F, T, E> Future for SetAuthorityFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            SetAuthorityProj::Called { future } => future.poll(cx).map_err(Into::into),
+            SetAuthorityProj::Refused => Poll::Ready(Err(super::UnsupportedTarget::new().into())),
+        }
+    }
+}
+
+impl<F> fmt::Debug for SetAuthorityFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            SetAuthorityKind::Called { .. } => "called",
+            SetAuthorityKind::Refused => "refused",
+        };
+        f.debug_struct("SetAuthorityFuture")
+            .field("kind", &kind)
+            .finish()
+    }
+}

@@ -221,7 +221,7 @@ pub use self::authority::SetAuthority;
 pub use self::builder::UpstreamsBuilder;
 pub use self::check::{Check, HealthCheck, HttpGet, ServiceCheck};
 pub use self::dns::Dns;
-pub use self::error::NoHealthyUpstream;
+pub use self::error::{NoHealthyUpstream, UnsupportedTarget};
 pub use self::handle::{EndpointSnapshot, EndpointState, UpstreamsHandle};
 
 use self::future::{ResponseFuture, Track};

@@ -137,12 +137,22 @@ pub fn status(code: u16) -> http::Response<http_body_util::Full<Bytes>> {
 pub struct Scripted {
     script: &'static [u16],
     n: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    cacheable: bool,
 }
 
 pub fn scripted(script: &'static [u16]) -> Scripted {
     Scripted {
         script,
         n: Default::default(),
+        cacheable: false,
+    }
+}
+
+impl Scripted {
+    /// Its 200s say they may be stored (`Cache-Control: max-age=0`).
+    pub fn cacheable(mut self) -> Self {
+        self.cacheable = true;
+        self
     }
 }
 
@@ -160,7 +170,13 @@ impl<B> tower::Service<http::Request<B>> for Scripted {
 
     fn call(&mut self, _: http::Request<B>) -> Self::Future {
         let i = self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        std::future::ready(Ok(status(self.script.get(i).copied().unwrap_or(200))))
+        let mut response = status(self.script.get(i).copied().unwrap_or(200));
+        if self.cacheable && response.status() == http::StatusCode::OK {
+            response
+                .headers_mut()
+                .insert("cache-control", http::HeaderValue::from_static("max-age=0"));
+        }
+        std::future::ready(Ok(response))
     }
 }
 
@@ -175,7 +191,8 @@ pub fn site() -> http::Request<Empty<Bytes>> {
 #[cfg(feature = "fallback")]
 pub async fn stale_copy_stored() -> tower_steady::fallback::StaleIfError<Scripted> {
     use tower::{Layer, ServiceExt};
-    let stale = tower_steady::fallback::StaleIfErrorLayer::new().layer(scripted(&[200, 502]));
+    let stale =
+        tower_steady::fallback::StaleIfErrorLayer::new().layer(scripted(&[200, 502]).cacheable());
     let stored = stale.clone().oneshot(site()).await.unwrap();
     stored.into_body().collect().await.unwrap();
     stale

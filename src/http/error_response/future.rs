@@ -125,7 +125,10 @@ fn answer<B, C: Classify>(
         .map_or(settings.retry_after_secs, whole_seconds_at_least_one);
 
     let cause = Chain(error);
-    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::GATEWAY_TIMEOUT {
+    if status == StatusCode::SERVICE_UNAVAILABLE
+        || status == StatusCode::GATEWAY_TIMEOUT
+        || status == StatusCode::NOT_IMPLEMENTED
+    {
         tracing::debug!(target: "tower_steady::http", status = status.as_u16(), kind = kind.as_str(), %cause, "answering an error");
     } else {
         tracing::warn!(target: "tower_steady::http", status = status.as_u16(), kind = kind.as_str(), %cause, "answering an error");
@@ -134,6 +137,7 @@ fn answer<B, C: Classify>(
         503 => "503",
         504 => "504",
         502 => "502",
+        501 => "501",
         _ => "500",
     };
     crate::observability::emit::error_response(label, kind.as_str());
@@ -156,6 +160,8 @@ fn status_for(kind: FailureKind) -> StatusCode {
         // The one honest 502: the upstream answered, but not in HTTP.
         FailureKind::Protocol => StatusCode::BAD_GATEWAY,
         FailureKind::ServerError | FailureKind::Other => StatusCode::INTERNAL_SERVER_ERROR,
+        // The request asked for what this stack does not do (a tunnel).
+        FailureKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
     }
 }
 
@@ -177,6 +183,7 @@ mod tests {
             Connect,
             Reset,
             Rejected,
+            Unsupported,
             Other,
         ] {
             assert_ne!(status_for(kind), StatusCode::BAD_GATEWAY, "{kind}");

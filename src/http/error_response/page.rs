@@ -70,6 +70,10 @@ fn page(status: StatusCode) -> Page {
             text: "Bad gateway. The upstream service sent an invalid response.\n",
             json: r#"{"type":"about:blank","title":"Bad Gateway","status":502,"detail":"The upstream service sent an invalid response."}"#,
         },
+        StatusCode::NOT_IMPLEMENTED => Page {
+            text: "Not implemented. This request cannot be forwarded.\n",
+            json: r#"{"type":"about:blank","title":"Not Implemented","status":501,"detail":"This request cannot be forwarded."}"#,
+        },
         _ => Page {
             text: "Internal server error.\n",
             json: r#"{"type":"about:blank","title":"Internal Server Error","status":500}"#,

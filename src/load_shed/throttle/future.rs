@@ -92,6 +92,8 @@ pub(crate) fn accepted(outcome: &Outcome) -> Option<bool> {
                 RetrySafety::MaybeSent => Some(false),
                 RetrySafety::NotSent => None,
             },
+            // Never sent, and the request's own fault.
+            Unsupported => None,
             // It answered (a 500, a malformed response) or something
             // unknown went wrong: no evidence of a refusal.
             _ => Some(true),
