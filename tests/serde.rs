@@ -83,6 +83,7 @@ async fn load_shed_snapshots() {
         json!({
             "limit": 1,
             "in_flight": 1,
+            "waiting": 0,
             "rejected": 1,
             "rejected_sheddable": 0,
             "no_load_ms": null,

@@ -200,7 +200,11 @@ where
             Some(kind) if this.failures.contains(kind) => {
                 tracing::debug!(target: TARGET, kind = kind.as_str(), status = this.template.status.as_u16(), "fallback response served");
                 crate::observability::emit::fallback_served(kind.as_str());
-                Poll::Ready(Ok(this.template.response()))
+                let mut response = this.template.response();
+                response
+                    .extensions_mut()
+                    .insert(crate::http::Substituted::new(kind));
+                Poll::Ready(Ok(response))
             }
             _ => Poll::Ready(result.map(|r| r.map(ResponseBody::inner))),
         }

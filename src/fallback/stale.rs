@@ -303,6 +303,9 @@ impl Shared {
         let mut response = Response::new(StaleIfErrorBody::stored(body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
+        response
+            .extensions_mut()
+            .insert(crate::http::Substituted::new(kind));
         Some(response)
     }
 }

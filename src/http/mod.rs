@@ -11,13 +11,17 @@
 //!   service's body, or a short error page.
 //! * [`Retried`] is the extension on a response that took more than one
 //!   attempt.
+//! * [`Substituted`] is the extension on a response that stands in for a
+//!   failure (a stale copy, a fallback page).
 
 mod body;
 mod error_response;
 mod retried;
 mod retry_after;
+mod substituted;
 
 pub use self::body::ResponseBody;
 pub use self::error_response::{future, ErrorResponse, ErrorResponseLayer};
 pub use self::retried::Retried;
 pub use self::retry_after::RetryAfter;
+pub use self::substituted::Substituted;

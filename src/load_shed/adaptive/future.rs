@@ -1,16 +1,19 @@
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::Response;
+use http::{Request, Response};
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
 
 use super::limiter::{Limiter, Observation};
-use crate::classify::{Classify, FailureKind, Outcome, RetrySafety};
-use crate::http::Retried;
+use super::queue::{Fate, Waiter};
+use crate::classify::{Classify, Outcome};
+use crate::http::{Retried, Substituted};
 use crate::load_shed::Overloaded;
 use crate::BoxError;
 
@@ -19,30 +22,69 @@ pin_project! {
     ///
     /// An admitted request's place in the limit is held here and given back
     /// when the response (or error) arrives, or when the future is dropped.
-    #[derive(Debug)]
-    pub struct LimitFuture<F, C> {
+    /// A request that waits for a place waits here, holding the inner
+    /// service (made ready when the request was called) and the request,
+    /// and calls it once a place is its; it leaves the queue if the future
+    /// is dropped first.
+    pub struct LimitFuture<S, B, C>
+    where
+        S: Service<Request<B>>,
+    {
         #[pin]
-        kind: Kind<F, C>,
+        kind: Kind<S, B, C>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    #[derive(Debug)]
-    enum Kind<F, C> {
+    enum Kind<S, B, C>
+    where
+        S: Service<Request<B>>,
+    {
         // The classifier only in adaptive mode, which measures outcomes.
-        Admitted { #[pin] future: F, permit: Permit, classifier: Option<C> },
+        Admitted { #[pin] future: S::Future, permit: Permit, classifier: Option<C> },
+        Waiting { #[pin] timer: Sleep, waiting: Option<Waiting<S, B, C>> },
         Shed { retry_after: Duration },
     }
 }
 
-impl<F, C> LimitFuture<F, C> {
-    pub(crate) fn admitted(future: F, permit: Permit, classifier: Option<C>) -> Self {
+/// What a waiting request keeps until its fate is decided.
+pub(crate) struct Waiting<S, B, C> {
+    pub(crate) service: S,
+    pub(crate) request: Option<Request<B>>,
+    pub(crate) waiter: Arc<Waiter>,
+    pub(crate) limiter: Arc<Limiter>,
+    pub(crate) classifier: Option<C>,
+}
+
+impl<S, B, C> Drop for Waiting<S, B, C> {
+    fn drop(&mut self) {
+        // Still holding the request: its caller left before it was called.
+        if self.request.is_some() {
+            self.limiter.leave(&self.waiter);
+        }
+    }
+}
+
+impl<S, B, C> LimitFuture<S, B, C>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn admitted(future: S::Future, permit: Permit, classifier: Option<C>) -> Self {
         Self {
             kind: Kind::Admitted {
                 future,
                 permit,
                 classifier,
+            },
+        }
+    }
+
+    pub(crate) fn waiting(waiting: Waiting<S, B, C>, until: Instant) -> Self {
+        Self {
+            kind: Kind::Waiting {
+                timer: tokio::time::sleep_until(until),
+                waiting: Some(waiting),
             },
         }
     }
@@ -54,62 +96,118 @@ impl<F, C> LimitFuture<F, C> {
     }
 }
 
-impl<F, C, B, E> Future for LimitFuture<F, C>
+impl<S, B, C, RB> Future for LimitFuture<S, B, C>
 where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
     C: Classify,
 {
-    type Output = Result<Response<B>, BoxError>;
+    type Output = Result<Response<RB>, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Admitted {
-                future,
-                permit,
-                classifier,
-            } => {
-                let result = ready!(future.poll(cx)).map_err(Into::into);
-                match (permit.started, classifier.as_ref()) {
-                    (Some(started), Some(classifier)) => {
-                        let outcome = classifier.classify_result(&result);
-                        // A retry's backoff below is a wait, not a queue:
-                        // it is not part of the latency.
-                        let backoff = match &result {
-                            Ok(response) => response
-                                .extensions()
-                                .get::<Retried>()
-                                .map_or(Duration::ZERO, |r| r.backoff),
-                            Err(_) => Duration::ZERO,
-                        };
-                        let started = started.checked_add(backoff).unwrap_or(started);
-                        permit.finish(observation(&outcome), started);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project().kind.project() {
+                KindProj::Admitted {
+                    future,
+                    permit,
+                    classifier,
+                } => {
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    match (permit.started, classifier.as_ref()) {
+                        (Some(started), Some(classifier)) => {
+                            let outcome = classifier.classify_result(&result);
+                            // A retry's backoff below is a wait, not a
+                            // queue: it is not part of the latency.
+                            let (backoff, substituted) = match &result {
+                                Ok(response) => (
+                                    response
+                                        .extensions()
+                                        .get::<Retried>()
+                                        .map_or(Duration::ZERO, |r| r.backoff),
+                                    response.extensions().get::<Substituted>().is_some(),
+                                ),
+                                Err(_) => (Duration::ZERO, false),
+                            };
+                            let started = started.checked_add(backoff).unwrap_or(started);
+                            permit.finish(observation(&outcome, substituted), started);
+                        }
+                        _ => permit.release(),
                     }
-                    _ => permit.release(),
+                    return Poll::Ready(result);
                 }
-                Poll::Ready(result)
-            }
-            KindProj::Shed { retry_after } => {
-                Poll::Ready(Err(Overloaded::new(*retry_after).into()))
+                KindProj::Waiting { timer, waiting } => {
+                    let Some(w) = waiting.as_ref() else {
+                        return Poll::Ready(Err(Overloaded::new(Duration::ZERO).into()));
+                    };
+                    w.waiter.register(cx.waker());
+                    let fate = match w.waiter.fate() {
+                        Fate::Waiting => match timer.poll(cx) {
+                            Poll::Ready(()) => w.limiter.give_up(&w.waiter, Instant::now()),
+                            Poll::Pending => return Poll::Pending,
+                        },
+                        fate => fate,
+                    };
+                    let mut w = waiting.take().expect("checked above");
+                    let request = w.request.take().expect("a waiting request holds it");
+                    if fate != Fate::Admitted {
+                        let retry_after = w.limiter.retry_after();
+                        tracing::debug!(
+                            target: "tower_steady::load_shed",
+                            waited_us = w.waiter.enqueued.elapsed().as_micros() as u64,
+                            "request shed after waiting for a place"
+                        );
+                        drop(request);
+                        self.as_mut().project().kind.set(Kind::Shed { retry_after });
+                        continue;
+                    }
+                    // The place is ours: measured from now, in the handler.
+                    let started = Instant::now();
+                    let permit = Permit::new(w.limiter.clone(), Some(started));
+                    let future = w.service.call(request);
+                    let classifier = w.classifier.take();
+                    drop(w);
+                    self.as_mut().project().kind.set(Kind::Admitted {
+                        future,
+                        permit,
+                        classifier,
+                    });
+                }
+                KindProj::Shed { retry_after } => {
+                    return Poll::Ready(Err(Overloaded::new(*retry_after).into()));
+                }
             }
         }
     }
 }
 
+impl<S, B, C> fmt::Debug for LimitFuture<S, B, C>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.kind {
+            Kind::Admitted { .. } => "admitted",
+            Kind::Waiting { .. } => "waiting",
+            Kind::Shed { .. } => "shed",
+        };
+        f.debug_struct("LimitFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
 /// What an outcome tells the limit: a latency for a success (a 4xx is the
-/// service working), a drop for a timeout, nothing for a fast failure.
-fn observation(outcome: &Outcome) -> Observation {
-    match *outcome {
-        Outcome::Success => Observation::Latency,
-        Outcome::Failure {
-            kind: FailureKind::Timeout,
-            ..
-        }
-        | Outcome::Failure {
-            kind: FailureKind::DeadlineExceeded,
-            safety: RetrySafety::MaybeSent,
-        } => Observation::Dropped,
-        Outcome::Failure { .. } => Observation::Ignored,
+/// service working); nothing for a failure, nor for a response that stands
+/// in for one (a stale copy or a fallback page, [`Substituted`]). A fast
+/// failure says nothing about a queue, and a slow one (a timeout, an
+/// upstream that hangs or refuses while a retry backs off) is an
+/// upstream's trouble, which the client stack deals with, not a queue in
+/// this server. The successes that do complete while a server queues show
+/// the queue.
+fn observation(outcome: &Outcome, substituted: bool) -> Observation {
+    match outcome {
+        Outcome::Success if !substituted => Observation::Latency,
+        _ => Observation::Ignored,
     }
 }
 

@@ -22,6 +22,8 @@ pub struct LimitSnapshot {
     pub limit: u32,
     /// Requests admitted and not yet completed or dropped.
     pub in_flight: u32,
+    /// Requests waiting for a place (adaptive mode only).
+    pub waiting: u32,
     /// Requests shed since the layer was built.
     pub rejected: u64,
     /// Of those, the sheddable ones.
@@ -53,12 +55,18 @@ impl LimitHandle {
         self.limiter.in_flight()
     }
 
+    /// Requests waiting for a place (adaptive mode only).
+    pub fn waiting(&self) -> u32 {
+        self.limiter.waiting()
+    }
+
     /// Everything at once.
     pub fn snapshot(&self) -> LimitSnapshot {
         let (rejected, rejected_sheddable) = self.limiter.rejected();
         LimitSnapshot {
             limit: self.limiter.limit(),
             in_flight: self.limiter.in_flight(),
+            waiting: self.limiter.waiting(),
             rejected,
             rejected_sheddable,
             no_load: self.limiter.no_load(),

@@ -4,8 +4,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower_layer::Layer;
 
+use super::delay::{DelayLimit, Settings};
 use super::limiter::{Limiter, WindowSettings};
-use super::vegas::{Settings, Vegas};
+use super::queue::Codel;
 use super::{AdaptiveLimit, LimitHandle};
 use crate::classify::HttpClassifier;
 use crate::rng::Rng;
@@ -62,13 +63,16 @@ impl<S, C: Clone> Layer<S> for AdaptiveLimitLayer<C> {
 
 /// Builds an [`AdaptiveLimitLayer`], checking its configuration.
 ///
-/// The defaults are Netflix's `VegasLimit` ones; each is given with its
-/// setting, and the [module docs](crate::load_shed#the-adaptive-limit) say
-/// where they come from.
+/// Each default is given with its setting, and the
+/// [module docs](crate::load_shed#the-adaptive-limit) say where they come
+/// from.
 #[derive(Debug, Clone)]
 #[must_use = "call `build()` to get the layer"]
 pub struct AdaptiveLimitBuilder<C = HttpClassifier> {
     settings: Settings,
+    /// `None`: the limit starts at its maximum.
+    initial: Option<u32>,
+    interval: Duration,
     window: WindowSettings,
     fixed: Option<u32>,
     sheddable_ratio: f64,
@@ -81,6 +85,8 @@ impl AdaptiveLimitBuilder {
     fn new() -> Self {
         Self {
             settings: Settings::default(),
+            initial: None,
+            interval: Duration::from_millis(100),
             window: WindowSettings::default(),
             fixed: None,
             sheddable_ratio: 0.8,
@@ -108,11 +114,12 @@ impl<C> AdaptiveLimitBuilder<C> {
     }
 
     /// The limit to start from, before any window has been measured.
-    /// Default `20`; must be between [`min_limit`](Self::min_limit) and
-    /// [`max_limit`](Self::max_limit). Set it near the server's known
-    /// capacity if there is one.
+    /// Default: [`max_limit`](Self::max_limit), so a server that has just
+    /// started takes a burst; the limit comes down only once a queue shows.
+    /// Must be between [`min_limit`](Self::min_limit) and
+    /// [`max_limit`](Self::max_limit).
     pub fn initial_limit(mut self, limit: u32) -> Self {
-        self.settings.initial = limit;
+        self.initial = Some(limit);
         self
     }
 
@@ -122,32 +129,50 @@ impl<C> AdaptiveLimitBuilder<C> {
         self
     }
 
-    /// The limit never goes above this. Default `1000`; must be at least
+    /// The limit never goes above this, and at most this many requests
+    /// wait for a place. Default `1000`; must be at least
     /// [`min_limit`](Self::min_limit).
     pub fn max_limit(mut self, limit: u32) -> Self {
         self.settings.max = limit;
         self
     }
 
-    /// How much of each step the limit takes: `1.0` takes it whole, `0.2`
-    /// moves a fifth of the way. Default `1.0`; must be in `(0, 1]`.
-    pub fn smoothing(mut self, smoothing: f64) -> Self {
-        self.settings.smoothing = smoothing;
+    /// The queueing delay that counts: a window whose latency is more than
+    /// this above the unloaded latency shows a queue in the service, and a
+    /// request that waited longer than this for a place, every one for an
+    /// [`interval`](Self::interval), shows a standing queue in front of it.
+    /// Default 5 ms (CoDel's target); must be greater than zero. For a
+    /// service slower than 10 ms, the [`tolerance`](Self::tolerance) allows
+    /// more.
+    pub fn target(mut self, target: Duration) -> Self {
+        self.settings.target = target;
         self
     }
 
-    /// How often the limit halves for two windows to re-measure the
-    /// unloaded latency; each interval is shortened by up to half at
-    /// random. Default 30 s; must be greater than zero.
+    /// How long waits must stay above the [`target`](Self::target) before
+    /// requests are shed, and how long a request may wait for a place
+    /// until then. Default 100 ms (CoDel's interval); must be at least the
+    /// target.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// How often, while the limit is full, it drops to half of what the
+    /// service completes in its unloaded latency for two windows, to
+    /// re-measure that latency; each interval is shortened by up to half at
+    /// random. A limit that is not full is never probed. Default 30 s; must
+    /// be greater than zero.
     pub fn probe_interval(mut self, interval: Duration) -> Self {
         self.settings.probe_interval = interval;
         self
     }
 
-    /// How many times the unloaded latency a window's latency may reach
-    /// before the excess counts as a queue. Default `1.5` (Netflix's
-    /// `Gradient2Limit` tolerance); `1.0` is Vegas as published, which
-    /// reads any rise as a queue. Must be at least `1.0`. See the
+    /// How many times the unloaded latency a window may take before the
+    /// excess counts as a queue, when that is more than the
+    /// [`target`](Self::target): with the default `1.5`, a service whose
+    /// unloaded latency is 100 ms may reach 150 ms. Must be at least `1.0`
+    /// and finite; `1.0` leaves the target alone. See the
     /// [module docs](crate::load_shed#the-adaptive-limit).
     pub fn tolerance(mut self, tolerance: f64) -> Self {
         self.settings.tolerance = tolerance;
@@ -201,6 +226,8 @@ impl<C> AdaptiveLimitBuilder<C> {
     pub fn classifier<D>(self, classifier: D) -> AdaptiveLimitBuilder<D> {
         AdaptiveLimitBuilder {
             settings: self.settings,
+            initial: self.initial,
+            interval: self.interval,
             window: self.window,
             fixed: self.fixed,
             sheddable_ratio: self.sheddable_ratio,
@@ -228,14 +255,25 @@ impl<C> AdaptiveLimitBuilder<C> {
             Some(0) => return Err(ConfigError::new("load_shed.fixed", "must be at least 1")),
             Some(limit) => Limiter::fixed(limit, ratio, self.retry_after),
             None => {
-                validate(&self.settings, &self.window)?;
+                let mut settings = self.settings;
+                settings.initial = self.initial.unwrap_or(settings.max);
+                validate(&settings, self.interval, &self.window)?;
                 let rng = match self.seed {
                     Some(seed) => Rng::from_seed(seed),
                     None => Rng::from_entropy(),
                 };
                 let now = Instant::now();
-                let vegas = Vegas::new(self.settings, now, rng.next_f64());
-                Limiter::adaptive(vegas, self.window, ratio, self.retry_after, rng, now)
+                let algorithm = DelayLimit::new(settings, now, rng.next_f64());
+                let codel = Codel::new(settings.target, self.interval);
+                Limiter::adaptive(
+                    algorithm,
+                    self.window,
+                    codel,
+                    ratio,
+                    self.retry_after,
+                    rng,
+                    now,
+                )
             }
         };
         Ok(AdaptiveLimitLayer {
@@ -245,7 +283,11 @@ impl<C> AdaptiveLimitBuilder<C> {
     }
 }
 
-fn validate(settings: &Settings, window: &WindowSettings) -> Result<(), ConfigError> {
+fn validate(
+    settings: &Settings,
+    interval: Duration,
+    window: &WindowSettings,
+) -> Result<(), ConfigError> {
     if settings.min == 0 {
         return Err(ConfigError::new(
             "load_shed.min_limit",
@@ -264,8 +306,17 @@ fn validate(settings: &Settings, window: &WindowSettings) -> Result<(), ConfigEr
             "must be between min_limit and max_limit",
         ));
     }
-    if !(settings.smoothing > 0.0 && settings.smoothing <= 1.0) {
-        return Err(ConfigError::new("load_shed.smoothing", "must be in (0, 1]"));
+    if settings.target.is_zero() {
+        return Err(ConfigError::new(
+            "load_shed.target",
+            "must be greater than zero",
+        ));
+    }
+    if interval < settings.target {
+        return Err(ConfigError::new(
+            "load_shed.interval",
+            "must be at least the target",
+        ));
     }
     if !(settings.tolerance >= 1.0 && settings.tolerance.is_finite()) {
         return Err(ConfigError::new(

@@ -1,14 +1,16 @@
 //! The state every clone of an [`AdaptiveLimit`](super::AdaptiveLimit)
-//! shares: the admission counters, the window being measured, and the
-//! algorithm behind a lock taken once per window.
+//! shares: the admission counters, the window being measured, the
+//! algorithm behind a lock taken once per window, and the queue of
+//! requests waiting for a place behind a lock only waiting requests take.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::vegas::{Reason, Sample, Vegas};
+use super::delay::{DelayLimit, Reason, Sample};
+use super::queue::{Codel, Fate, Queue, Waiter};
 use crate::load_shed::Criticality;
 use crate::rng::Rng;
 
@@ -35,9 +37,8 @@ impl Default for WindowSettings {
 pub(crate) enum Observation {
     /// Its latency is a sample.
     Latency,
-    /// It timed out: the limit must come down.
-    Dropped,
-    /// Nothing: a fast failure's latency says nothing about queueing.
+    /// Nothing: a fast failure's latency says nothing about queueing, and a
+    /// slow one is an upstream's, not this server's.
     Ignored,
 }
 
@@ -46,6 +47,8 @@ pub(crate) struct Limiter {
     /// The admission limit; sheddable requests get `sheddable_ratio` of it.
     limit: AtomicU32,
     sheddable_ratio: f64,
+    /// Sequentially consistent, as is `Adaptive::waiting`: a place given
+    /// back while a request starts to wait is seen by one of the two.
     in_flight: AtomicU32,
     rejected: AtomicU64,
     rejected_sheddable: AtomicU64,
@@ -53,19 +56,34 @@ pub(crate) struct Limiter {
     adaptive: Option<Adaptive>,
 }
 
-/// The measuring half, absent in fixed mode.
+/// The measuring and waiting half, absent in fixed mode.
 #[derive(Debug)]
 struct Adaptive {
     origin: Instant,
-    /// When the current window may close, in nanoseconds since `origin`.
+    /// When the current window opened and may close, in nanoseconds since
+    /// `origin`.
+    window_start: AtomicU64,
     window_end: AtomicU64,
     rtt_sum: AtomicU64,
     samples: AtomicU32,
-    drops: AtomicU32,
     max_in_flight: AtomicU32,
     window: WindowSettings,
-    vegas: Mutex<Vegas>,
+    algorithm: Mutex<DelayLimit>,
     rng: Rng,
+    queue: Mutex<Queue>,
+    /// How many requests wait in `queue`: read without the lock by every
+    /// request that gives its place back.
+    waiting: AtomicU32,
+    /// Completions per second in the last window (`f64` bits), to tell how
+    /// long a request that starts waiting would wait.
+    rate: AtomicU64,
+    /// While a decrease is checked: requests admitted from this time on
+    /// (nanoseconds since `origin`) are also measured apart, so that the
+    /// check sees only requests admitted under the lower limit. `u64::MAX`
+    /// otherwise.
+    fresh_since: AtomicU64,
+    fresh_sum: AtomicU64,
+    fresh_samples: AtomicU32,
 }
 
 /// A reason the request was not admitted.
@@ -73,6 +91,17 @@ struct Adaptive {
 pub(crate) struct Shed {
     pub(crate) in_flight: u32,
     pub(crate) limit: u32,
+}
+
+/// What became of a request that found the limit full and may wait.
+#[derive(Debug)]
+pub(crate) enum Enqueued {
+    /// A place came free meanwhile: it holds it.
+    Admitted,
+    /// It waits, at most this long.
+    Waiting(Arc<Waiter>, Duration),
+    /// The queue is full: shed.
+    Shed,
 }
 
 impl Limiter {
@@ -91,25 +120,37 @@ impl Limiter {
     }
 
     pub(crate) fn adaptive(
-        vegas: Vegas,
+        algorithm: DelayLimit,
         window: WindowSettings,
+        codel: Codel,
         sheddable_ratio: f64,
         retry_after: Duration,
         rng: Rng,
         now: Instant,
     ) -> Self {
-        let limit = vegas.limit();
+        let limit = algorithm.limit();
+        // The wait bound is what keeps the queue short; this only bounds
+        // its memory.
+        let capacity = (algorithm.max_limit() as usize)
+            .saturating_mul(10)
+            .max(1024);
         Self {
             adaptive: Some(Adaptive {
                 origin: now,
+                window_start: AtomicU64::new(0),
                 window_end: AtomicU64::new(nanos(window.min)),
                 rtt_sum: AtomicU64::new(0),
                 samples: AtomicU32::new(0),
-                drops: AtomicU32::new(0),
                 max_in_flight: AtomicU32::new(0),
                 window,
-                vegas: Mutex::new(vegas),
+                algorithm: Mutex::new(algorithm),
                 rng,
+                queue: Mutex::new(Queue::new(codel, capacity)),
+                waiting: AtomicU32::new(0),
+                rate: AtomicU64::new(0f64.to_bits()),
+                fresh_since: AtomicU64::new(u64::MAX),
+                fresh_sum: AtomicU64::new(0),
+                fresh_samples: AtomicU32::new(0),
             }),
             ..Self::fixed(limit, sheddable_ratio, retry_after)
         }
@@ -131,6 +172,13 @@ impl Limiter {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Requests waiting for a place now.
+    pub(crate) fn waiting(&self) -> u32 {
+        self.adaptive
+            .as_ref()
+            .map_or(0, |a| a.waiting.load(Ordering::Relaxed))
+    }
+
     pub(crate) fn rejected(&self) -> (u64, u64) {
         (
             self.rejected.load(Ordering::Relaxed),
@@ -140,8 +188,11 @@ impl Limiter {
 
     pub(crate) fn no_load(&self) -> Option<Duration> {
         let adaptive = self.adaptive.as_ref()?;
-        let vegas = adaptive.vegas.lock().unwrap_or_else(|e| e.into_inner());
-        vegas.no_load()
+        let algorithm = adaptive
+            .algorithm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        algorithm.no_load()
     }
 
     /// Admits a request if fewer than its limit are in flight: one load
@@ -152,20 +203,16 @@ impl Limiter {
             Criticality::Critical => limit,
             Criticality::Sheddable => sheddable(limit, self.sheddable_ratio),
         };
-        let mut in_flight = self.in_flight.load(Ordering::Relaxed);
+        let mut in_flight = self.in_flight.load(Ordering::SeqCst);
         loop {
             if in_flight >= limit {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-                if criticality == Criticality::Sheddable {
-                    self.rejected_sheddable.fetch_add(1, Ordering::Relaxed);
-                }
                 return Err(Shed { in_flight, limit });
             }
             match self.in_flight.compare_exchange_weak(
                 in_flight,
                 in_flight + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
             ) {
                 Ok(_) => break,
                 Err(actual) => in_flight = actual,
@@ -183,10 +230,137 @@ impl Limiter {
         Ok(())
     }
 
-    /// Gives an admitted request's place back, whatever became of it.
+    /// Counts a request shed.
+    pub(crate) fn count_shed(&self, criticality: Criticality) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        if criticality == Criticality::Sheddable {
+            self.rejected_sheddable.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lines up a critical request that found the limit full (adaptive mode
+    /// only; a fixed limit sheds at once).
+    #[cold]
+    pub(crate) fn enqueue(&self, now: Instant) -> Enqueued {
+        let Some(adaptive) = &self.adaptive else {
+            return Enqueued::Shed;
+        };
+        let mut queue = adaptive
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if queue.is_full() {
+            queue.codel.turned_away(now);
+            return Enqueued::Shed;
+        }
+        // A request that would wait longer than the queue allows is shed
+        // now rather than at the end of its wait: places free at the rate
+        // requests complete, and those over the limit and those already
+        // waiting go first.
+        let max_wait = queue.codel.max_wait(now);
+        let rate = f64::from_bits(adaptive.rate.load(Ordering::Relaxed));
+        if rate > 0.0 {
+            let over = self.in_flight().saturating_sub(self.limit()) as usize;
+            let ahead = over + queue.len() + 1;
+            if ahead as f64 / rate > max_wait.as_secs_f64() {
+                queue.codel.turned_away(now);
+                return Enqueued::Shed;
+            }
+        }
+        // Counted as waiting before looking for a place once more: a place
+        // given back from now on sees it and admits it.
+        adaptive
+            .waiting
+            .store(queue.len() as u32 + 1, Ordering::SeqCst);
+        if self.try_acquire(Criticality::Critical).is_ok() {
+            adaptive.waiting.store(queue.len() as u32, Ordering::SeqCst);
+            return Enqueued::Admitted;
+        }
+        let waiter = Arc::new(Waiter::new(now));
+        queue.push(waiter.clone());
+        Enqueued::Waiting(waiter, max_wait)
+    }
+
+    /// Gives an admitted request's place back, whatever became of it, and
+    /// hands it on to a waiting request if there is one.
     pub(crate) fn release(&self) {
-        let before = self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let before = self.in_flight.fetch_sub(1, Ordering::SeqCst);
         crate::observability::emit::in_flight(before.saturating_sub(1));
+        if let Some(adaptive) = &self.adaptive {
+            if adaptive.waiting.load(Ordering::SeqCst) > 0 {
+                self.admit_waiting(adaptive, Instant::now());
+            }
+        }
+    }
+
+    /// Admits waiting requests, oldest first, while there are places; in a
+    /// standing queue, sheds those that waited longer than the target.
+    #[cold]
+    fn admit_waiting(&self, adaptive: &Adaptive, now: Instant) {
+        let mut queue = adaptive
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while let Some(front) = queue.front() {
+            let waited = now.saturating_duration_since(front.enqueued);
+            if queue.codel.standing(now) && waited > queue.codel.target {
+                queue.pop(false, now);
+                self.count_shed(Criticality::Critical);
+                crate::observability::emit::shed("adaptive_limit");
+                continue;
+            }
+            if self.try_acquire(Criticality::Critical).is_err() {
+                break;
+            }
+            queue.pop(true, now);
+        }
+        adaptive.waiting.store(queue.len() as u32, Ordering::SeqCst);
+    }
+
+    /// A waiting request's time is up: shed, unless it was admitted
+    /// meanwhile.
+    #[cold]
+    pub(crate) fn give_up(&self, waiter: &Arc<Waiter>, now: Instant) -> Fate {
+        let Some(adaptive) = &self.adaptive else {
+            return Fate::Shed;
+        };
+        let fate = {
+            let mut queue = adaptive
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let fate = queue.give_up(waiter, now);
+            adaptive.waiting.store(queue.len() as u32, Ordering::SeqCst);
+            fate
+        };
+        if fate == Fate::Shed {
+            self.count_shed(Criticality::Critical);
+        }
+        fate
+    }
+
+    /// A waiting request's caller left: out of the queue, and its place
+    /// back if it had been given one.
+    #[cold]
+    pub(crate) fn leave(&self, waiter: &Arc<Waiter>) {
+        let Some(adaptive) = &self.adaptive else {
+            return;
+        };
+        let fate = {
+            let mut queue = adaptive
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let fate = waiter.fate();
+            if fate == Fate::Waiting {
+                queue.remove(waiter, Instant::now());
+                adaptive.waiting.store(queue.len() as u32, Ordering::SeqCst);
+            }
+            fate
+        };
+        if fate == Fate::Admitted {
+            self.release();
+        }
     }
 
     /// Records what a completed request tells the algorithm, and closes the
@@ -200,9 +374,13 @@ impl Limiter {
                 let rtt = nanos(now.saturating_duration_since(started));
                 adaptive.rtt_sum.fetch_add(rtt, Ordering::Relaxed);
                 adaptive.samples.fetch_add(1, Ordering::Relaxed);
-            }
-            Observation::Dropped => {
-                adaptive.drops.fetch_add(1, Ordering::Relaxed);
+                let since = adaptive.fresh_since.load(Ordering::Relaxed);
+                if since != u64::MAX
+                    && nanos(started.saturating_duration_since(adaptive.origin)) >= since
+                {
+                    adaptive.fresh_sum.fetch_add(rtt, Ordering::Relaxed);
+                    adaptive.fresh_samples.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Observation::Ignored => return,
         }
@@ -216,7 +394,7 @@ impl Limiter {
     /// leaves it to the holder.
     #[cold]
     fn close_window(&self, adaptive: &Adaptive, at: u64, now: Instant) {
-        let Ok(mut vegas) = adaptive.vegas.try_lock() else {
+        let Ok(mut algorithm) = adaptive.algorithm.try_lock() else {
             return;
         };
         if at < adaptive.window_end.load(Ordering::Relaxed) {
@@ -224,8 +402,7 @@ impl Limiter {
             return;
         }
         let samples = adaptive.samples.load(Ordering::Relaxed);
-        let drops = adaptive.drops.load(Ordering::Relaxed);
-        if samples < adaptive.window.samples && drops == 0 {
+        if samples < adaptive.window.samples {
             // Too few to judge by: the window runs on.
             return;
         }
@@ -233,41 +410,69 @@ impl Limiter {
         // next; either is fine.
         let samples = adaptive.samples.swap(0, Ordering::Relaxed);
         let rtt_sum = adaptive.rtt_sum.swap(0, Ordering::Relaxed);
-        adaptive.drops.swap(0, Ordering::Relaxed);
-        let max_in_flight = adaptive
-            .max_in_flight
-            .swap(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let max_in_flight = adaptive.max_in_flight.swap(in_flight, Ordering::Relaxed);
+        let started = adaptive.window_start.swap(at, Ordering::Relaxed);
+        let fresh_samples = adaptive.fresh_samples.load(Ordering::Relaxed);
+        let fresh_sum = adaptive.fresh_sum.load(Ordering::Relaxed);
 
         let sample = Sample {
             rtt: (samples > 0).then(|| Duration::from_nanos(rtt_sum / u64::from(samples))),
+            fresh_rtt: (fresh_samples > 0)
+                .then(|| Duration::from_nanos(fresh_sum / u64::from(fresh_samples))),
+            fresh_samples,
+            samples,
+            // A window that ran long for want of samples (a quiet server)
+            // counts at most the longest window: a rate read too low
+            // would size the limit too small.
+            elapsed: Duration::from_nanos(at.saturating_sub(started)).min(adaptive.window.max),
             max_in_flight,
-            dropped: drops > 0,
+            in_flight,
         };
-        let before = vegas.limit();
-        let reason = vegas.update(sample, now, adaptive.rng.next_f64());
-        let after = vegas.limit();
+        let before = algorithm.limit();
+        let reason = algorithm.update(sample, now, adaptive.rng.next_f64());
+        let after = algorithm.limit();
+        let no_load = algorithm.no_load();
+        let checking = algorithm.is_checking_decrease();
+        drop(algorithm);
+        adaptive
+            .rate
+            .store(sample.rate().to_bits(), Ordering::Relaxed);
+        // A decrease starts its check: from now on, what is admitted under
+        // the new limit is measured apart.
+        if !checking {
+            adaptive.fresh_since.store(u64::MAX, Ordering::Relaxed);
+        } else if reason == Reason::Queue && after < before {
+            adaptive.fresh_samples.store(0, Ordering::Relaxed);
+            adaptive.fresh_sum.store(0, Ordering::Relaxed);
+            adaptive.fresh_since.store(at, Ordering::Relaxed);
+        }
         if after != before {
-            self.limit.store(after, Ordering::Relaxed);
+            self.limit.store(after, Ordering::SeqCst);
             tracing::debug!(
                 target: "tower_steady::load_shed",
                 from = before,
                 to = after,
                 reason = reason.as_str(),
                 rtt_us = sample.rtt.map_or(0, |d| d.as_micros() as u64),
-                no_load_us = vegas.no_load().map_or(0, |d| d.as_micros() as u64),
+                no_load_us = no_load.map_or(0, |d| d.as_micros() as u64),
                 max_in_flight,
                 "concurrency limit changed"
             );
             crate::observability::emit::concurrency_limit(after);
-        } else if reason == Reason::ProbeDone {
+            if after > before && adaptive.waiting.load(Ordering::SeqCst) > 0 {
+                self.admit_waiting(adaptive, now);
+            }
+        } else if reason == Reason::ProbeDone || reason == Reason::Rebaseline {
             tracing::debug!(
                 target: "tower_steady::load_shed",
                 limit = after,
-                no_load_us = vegas.no_load().map_or(0, |d| d.as_micros() as u64),
+                reason = reason.as_str(),
+                no_load_us = no_load.map_or(0, |d| d.as_micros() as u64),
                 "unloaded latency measured"
             );
         }
-        let no_load = vegas.no_load().unwrap_or(adaptive.window.min);
+        let no_load = no_load.unwrap_or(adaptive.window.min);
         let length = (no_load * 2).clamp(adaptive.window.min, adaptive.window.max);
         adaptive
             .window_end
@@ -303,7 +508,11 @@ mod tests {
         assert_eq!((shed.in_flight, shed.limit), (1, 1));
         assert!(limiter.try_acquire(Criticality::Critical).is_ok());
         assert!(limiter.try_acquire(Criticality::Critical).is_err());
-        assert_eq!(limiter.rejected(), (2, 1));
+        assert_eq!(
+            limiter.rejected(),
+            (0, 0),
+            "the caller counts what it sheds"
+        );
         limiter.release();
         limiter.release();
         assert_eq!(limiter.in_flight(), 0);

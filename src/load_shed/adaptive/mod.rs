@@ -1,10 +1,11 @@
 //! The server side: a concurrency limit that rejects, fixed or adaptive.
 
+mod delay;
 pub(crate) mod future;
 mod handle;
 mod layer;
 mod limiter;
-mod vegas;
+mod queue;
 
 pub use self::handle::{LimitHandle, LimitSnapshot};
 pub use self::layer::{AdaptiveLimitBuilder, AdaptiveLimitLayer};
@@ -15,8 +16,8 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use self::future::{LimitFuture, Permit};
-use self::limiter::Limiter;
+use self::future::{LimitFuture, Permit, Waiting};
+use self::limiter::{Enqueued, Limiter};
 use super::Criticality;
 use crate::classify::{Classify, HttpClassifier};
 use crate::BoxError;
@@ -62,13 +63,13 @@ impl<S, C> AdaptiveLimit<S, C> {
 
 impl<S, C, B, RB> Service<Request<B>> for AdaptiveLimit<S, C>
 where
-    S: Service<Request<B>, Response = Response<RB>>,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
     C: Classify + Clone,
 {
     type Response = Response<RB>;
     type Error = BoxError;
-    type Future = LimitFuture<S::Future, C>;
+    type Future = LimitFuture<S, B, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -76,28 +77,66 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let criticality = Criticality::of(&request);
-        match self.limiter.try_acquire(criticality) {
-            Ok(()) => {
-                // Only the adaptive limit measures: a clock read and the
-                // classifier for it, none for a fixed one.
-                let adaptive = self.limiter.is_adaptive();
-                let started = adaptive.then(crate::time::now);
-                let classifier = adaptive.then(|| self.classifier.clone());
-                let permit = Permit::new(self.limiter.clone(), started);
-                let _now = started.map(crate::time::scope);
-                LimitFuture::admitted(self.inner.call(request), permit, classifier)
-            }
-            Err(shed) => {
-                tracing::debug!(
-                    target: "tower_steady::load_shed",
-                    in_flight = shed.in_flight,
-                    limit = shed.limit,
-                    criticality = criticality.as_str(),
-                    "request shed"
-                );
-                crate::observability::emit::shed("adaptive_limit");
-                LimitFuture::shed(self.limiter.retry_after())
+        let shed = match self.limiter.try_acquire(criticality) {
+            Ok(()) => return self.admitted(request),
+            Err(shed) => shed,
+        };
+        // Over the limit. A critical request of an adaptive limit may wait
+        // for a place (see `queue`); a sheddable one, or any over a fixed
+        // limit, is shed at once.
+        if self.limiter.is_adaptive() && criticality == Criticality::Critical {
+            let now = crate::time::now();
+            match self.limiter.enqueue(now) {
+                Enqueued::Admitted => return self.admitted(request),
+                Enqueued::Waiting(waiter, wait) => {
+                    // The ready service goes with the request; this one
+                    // gets a clone, to be made ready for the next call.
+                    let clone = self.inner.clone();
+                    let service = std::mem::replace(&mut self.inner, clone);
+                    let until = waiter.enqueued + wait;
+                    return LimitFuture::waiting(
+                        Waiting {
+                            service,
+                            request: Some(request),
+                            waiter,
+                            limiter: self.limiter.clone(),
+                            classifier: Some(self.classifier.clone()),
+                        },
+                        until,
+                    );
+                }
+                Enqueued::Shed => {}
             }
         }
+        self.limiter.count_shed(criticality);
+        tracing::debug!(
+            target: "tower_steady::load_shed",
+            in_flight = shed.in_flight,
+            limit = shed.limit,
+            criticality = criticality.as_str(),
+            "request shed"
+        );
+        crate::observability::emit::shed("adaptive_limit");
+        LimitFuture::shed(self.limiter.retry_after())
+    }
+}
+
+impl<S, C> AdaptiveLimit<S, C>
+where
+    C: Clone,
+{
+    /// Calls the inner service with a place held.
+    fn admitted<B>(&mut self, request: Request<B>) -> LimitFuture<S, B, C>
+    where
+        S: Service<Request<B>>,
+    {
+        // Only the adaptive limit measures: a clock read and the classifier
+        // for it, none for a fixed one.
+        let adaptive = self.limiter.is_adaptive();
+        let started = adaptive.then(crate::time::now);
+        let classifier = adaptive.then(|| self.classifier.clone());
+        let permit = Permit::new(self.limiter.clone(), started);
+        let _now = started.map(crate::time::scope);
+        LimitFuture::admitted(self.inner.call(request), permit, classifier)
     }
 }
