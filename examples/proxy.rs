@@ -58,6 +58,7 @@ use tower_steady::Resilience;
 const HELP: &str = "\
 usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare]]
        proxy --upstream-server --listen ADDR [--fail-502 RATE]
+             [--capacity N --work MS] [--cache-control VALUE]
 
   (no flags)        run the demo: four fault scenarios against in-process
                     upstreams on loopback, bare proxy and resilient proxy
@@ -72,6 +73,12 @@ usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare]]
                     (every path answers 200 with a short body), for benchmarks
   --fail-502 RATE   with --upstream-server: answer this fraction of
                     requests (0 to 1) with 502, injected by ChaosLayer
+  --capacity N      with --upstream-server: work on at most N requests at
+                    once; the rest wait in line (a queueing upstream)
+  --work MS         with --capacity: each request takes MS milliseconds
+  --cache-control VALUE
+                    with --upstream-server: send this Cache-Control on
+                    every answer (e.g. max-age=60), so copies can be stored
   --help            this text
 
 The resilient proxy is Resilience::server() (deadline, adaptive concurrency
@@ -100,6 +107,9 @@ async fn run_main() -> Result<(), BoxError> {
     let mut bare = false;
     let mut upstream_server = false;
     let mut fail_502 = 0.0;
+    let mut capacity = None;
+    let mut work = Duration::ZERO;
+    let mut cache_control = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -108,6 +118,17 @@ async fn run_main() -> Result<(), BoxError> {
             "--bare" => bare = true,
             "--upstream-server" => upstream_server = true,
             "--fail-502" => fail_502 = args.next().ok_or("--fail-502 needs a rate")?.parse()?,
+            "--capacity" => {
+                capacity = Some(args.next().ok_or("--capacity needs a number")?.parse()?);
+            }
+            "--work" => {
+                let ms: u64 = args.next().ok_or("--work needs milliseconds")?.parse()?;
+                work = Duration::from_millis(ms);
+            }
+            "--cache-control" => {
+                let value = args.next().ok_or("--cache-control needs a value")?;
+                cache_control = Some(http::HeaderValue::try_from(value)?);
+            }
             "--help" | "-h" => {
                 println!("{HELP}");
                 return Ok(());
@@ -115,11 +136,22 @@ async fn run_main() -> Result<(), BoxError> {
             other => return Err(format!("unknown argument {other:?}\n\n{HELP}").into()),
         }
     }
-    if fail_502 != 0.0 && !upstream_server {
-        return Err(format!("--fail-502 goes with --upstream-server\n\n{HELP}").into());
+    if (fail_502 != 0.0 || capacity.is_some() || cache_control.is_some()) && !upstream_server {
+        return Err(format!(
+            "--fail-502, --capacity and --cache-control go with --upstream-server\n\n{HELP}"
+        )
+        .into());
     }
+    if !work.is_zero() && capacity.is_none() {
+        return Err(format!("--work goes with --capacity\n\n{HELP}").into());
+    }
+    let upstream = UpstreamSettings {
+        fail_502,
+        capacity: capacity.map(|slots| Capacity { slots, work }),
+        cache_control,
+    };
     match listen {
-        Some(listen) if upstream_server => serve_upstream(&listen, fail_502).await,
+        Some(listen) if upstream_server => serve_upstream(&listen, upstream).await,
         None if upstream_server => {
             Err(format!("--upstream-server needs --listen\n\n{HELP}").into())
         }
@@ -285,22 +317,35 @@ async fn serve(listen: &str, upstreams: &[String], bare: bool) -> Result<(), Box
     Ok(())
 }
 
-/// `--upstream-server --listen ADDR [--fail-502 RATE]`: a fast upstream
-/// until Ctrl-C.
-async fn serve_upstream(listen: &str, fail_502: f64) -> Result<(), BoxError> {
+/// What `--upstream-server` serves.
+struct UpstreamSettings {
+    fail_502: f64,
+    capacity: Option<Capacity>,
+    cache_control: Option<http::HeaderValue>,
+}
+
+/// `--upstream-server --listen ADDR [...]`: an upstream until Ctrl-C.
+async fn serve_upstream(listen: &str, settings: UpstreamSettings) -> Result<(), BoxError> {
     let addr = tokio::net::lookup_host(listen)
         .await?
         .next()
         .ok_or(format!("{listen}: no address"))?;
     let mut chaos = ChaosLayer::builder();
-    if fail_502 > 0.0 {
-        chaos = chaos.fault(Fault::Status(StatusCode::BAD_GATEWAY), fail_502);
+    if settings.fail_502 > 0.0 {
+        chaos = chaos.fault(Fault::Status(StatusCode::BAD_GATEWAY), settings.fail_502);
     }
-    let replica = Replica::start(addr, 0, chaos.build()?, None)?;
+    let mut replica = Replica::new(addr, 0, chaos.build()?, settings.capacity);
+    replica.cache_control = settings.cache_control;
+    replica.restart()?;
     println!(
-        "upstream on http://{}, {}% of answers 502; Ctrl-C to stop",
+        "upstream on http://{}, {}% of answers 502{}; Ctrl-C to stop",
         replica.addr,
-        fail_502 * 100.0
+        settings.fail_502 * 100.0,
+        settings.capacity.map_or(String::new(), |c| format!(
+            ", {} at a time, {} ms each",
+            c.slots,
+            c.work.as_millis()
+        )),
     );
     tokio::signal::ctrl_c().await?;
     Ok(())
@@ -326,23 +371,30 @@ struct Replica {
     id: usize,
     chaos: ChaosLayer,
     capacity: Option<Capacity>,
+    /// Sent on every answer when set.
+    cache_control: Option<http::HeaderValue>,
     running: Option<JoinHandle<()>>,
 }
 
 impl Replica {
+    fn new(addr: SocketAddr, id: usize, chaos: ChaosLayer, capacity: Option<Capacity>) -> Self {
+        Self {
+            addr,
+            id,
+            chaos,
+            capacity,
+            cache_control: None,
+            running: None,
+        }
+    }
+
     fn start(
         addr: SocketAddr,
         id: usize,
         chaos: ChaosLayer,
         capacity: Option<Capacity>,
     ) -> Result<Self, BoxError> {
-        let mut replica = Self {
-            addr,
-            id,
-            chaos,
-            capacity,
-            running: None,
-        };
+        let mut replica = Self::new(addr, id, chaos, capacity);
         replica.restart()?;
         Ok(replica)
     }
@@ -358,11 +410,13 @@ impl Replica {
         let slots = self
             .capacity
             .map(|c| (Arc::new(Semaphore::new(c.slots)), c.work));
+        let cache_control = self.cache_control.clone();
         let app = self
             .chaos
             .clone()
             .layer(service_fn(move |_: Request<Incoming>| {
                 let slots = slots.clone();
+                let cache_control = cache_control.clone();
                 async move {
                     if let Some((slots, work)) = slots {
                         // Spawned: the work goes on if the caller leaves.
@@ -372,9 +426,12 @@ impl Replica {
                         })
                         .await;
                     }
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
-                        "hello from replica {id}\n"
-                    )))))
+                    let mut response =
+                        Response::new(Full::new(Bytes::from(format!("hello from replica {id}\n"))));
+                    if let Some(value) = cache_control {
+                        response.headers_mut().insert(header::CACHE_CONTROL, value);
+                    }
+                    Ok::<_, Infallible>(response)
                 }
             }));
         self.running = Some(tokio::spawn(async move {

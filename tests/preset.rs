@@ -366,3 +366,93 @@ async fn the_client_preset_around_a_hyper_util_client() {
     assert_eq!(served.load(Ordering::Relaxed), 3);
     assert_eq!(calls.load(Ordering::Relaxed), 3);
 }
+
+/// A reverse proxy as the presets compose it: `Resilience::server()` around
+/// a handler that forwards through `Resilience::client()`. While every
+/// upstream refuses connections, each request the stack can answer from a
+/// stale copy is answered from it, at any concurrency: the stale copy is in
+/// the client stack, and the server's limit learns nothing from those
+/// answers (they are marked `Substituted`), nor from the retries' backoff
+/// before them, so it never sheds what the stale copies can serve.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_proxy_serves_every_stale_copy_through_an_outage() {
+    use std::sync::atomic::AtomicBool;
+
+    let up = Arc::new(AtomicBool::new(true));
+    let upstream = {
+        let up = up.clone();
+        service_fn(move |request: Request<ReplayBody<Empty<Bytes>>>| {
+            let up = up.load(Ordering::Relaxed);
+            async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                if !up {
+                    let refused: BoxError =
+                        Box::new(io::Error::new(io::ErrorKind::ConnectionRefused, "refused"));
+                    return Err(refused);
+                }
+                let mut page = Response::new(Full::from(format!("page {}", request.uri().path())));
+                page.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("max-age=1"),
+                );
+                Ok::<_, BoxError>(page)
+            }
+        })
+    };
+    let forward = Resilience::client().build().unwrap().layer(upstream);
+    let server = Resilience::server().build().unwrap();
+    let limit = server.handles().limit.clone().unwrap();
+    let proxy = server.layer(service_fn(move |request: Request<Empty<Bytes>>| {
+        forward.clone().oneshot(request)
+    }));
+    let get = |n: usize| {
+        Request::get(format!("http://site.test/p/{n}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+
+    // Up: 50 pages stored.
+    for n in 0..50 {
+        let page = proxy.clone().oneshot(get(n)).await.unwrap();
+        page.into_body().collect().await.unwrap();
+    }
+    up.store(false, Ordering::Relaxed);
+
+    // Down: 64 callers, 2 000 requests (on this thread: the stack's
+    // futures need not be `Send` for that).
+    let (stale, total) = tokio::task::LocalSet::new()
+        .run_until(async {
+            let mut callers = tokio::task::JoinSet::new();
+            for caller in 0..64 {
+                let proxy = proxy.clone();
+                callers.spawn_local(async move {
+                    let mut statuses = Vec::new();
+                    for i in 0..2_000 / 64 {
+                        let n = (caller * 7 + i) % 50;
+                        let response = proxy.clone().oneshot(get(n)).await.unwrap();
+                        let stale = response.headers().contains_key("cache-status");
+                        statuses.push((response.status(), stale));
+                        response.into_body().collect().await.unwrap();
+                    }
+                    statuses
+                });
+            }
+            let (mut stale, mut total) = (0, 0);
+            while let Some(statuses) = callers.join_next().await {
+                for (status, is_stale) in statuses.unwrap() {
+                    total += 1;
+                    assert_eq!(status, StatusCode::OK);
+                    stale += usize::from(is_stale);
+                }
+            }
+            (stale, total)
+        })
+        .await;
+    assert_eq!(stale, total, "every answer was a stale copy");
+    let snapshot = limit.snapshot();
+    assert_eq!(
+        (snapshot.rejected, snapshot.limit),
+        (0, 1000),
+        "{snapshot:?}"
+    );
+}

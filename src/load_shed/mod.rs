@@ -9,9 +9,10 @@
 //! others the truth. This module does it on both sides of a call:
 //!
 //! * [`AdaptiveLimitLayer`], on a server: a concurrency limit that finds the
-//!   server's capacity from its latency and rejects requests over it at once
-//!   with [`Overloaded`]. A fixed limit that rejects (instead of waiting, as
-//!   tower's `ConcurrencyLimit` does) is the same layer with
+//!   server's capacity from its latency, lets a burst wait for a place, and
+//!   sheds with [`Overloaded`] only while a standing queue hurts callers. A
+//!   fixed limit that rejects at once (instead of waiting, as tower's
+//!   `ConcurrencyLimit` does) is the same layer with
 //!   [`fixed`](AdaptiveLimitBuilder::fixed).
 //! * [`ThrottleLayer`], on a client: adaptive throttling from the Google SRE
 //!   book. When the upstream has been refusing requests, the client refuses
@@ -27,76 +28,88 @@
 //!
 //! # The adaptive limit
 //!
-//! The limit is TCP Vegas applied to requests, as in Netflix's
-//! [concurrency-limits] (`VegasLimit`), with a tolerance taken from its
-//! `Gradient2Limit`. Completed requests are measured in windows; at the end
-//! of each, Vegas compares the window's mean latency `rtt` with the
-//! unloaded latency `no_load` (the lowest window mean seen) and estimates
-//! the queue: of `limit` requests in flight, the share of their time above
-//! `tolerance × no_load` was spent waiting, so
-//! `queue = ⌈limit × (1 − tolerance × no_load / rtt)⌉` (at least 0). With
-//! `step = max(1, ⌊log10(limit)⌋)`:
+//! A limit that answers `503` when nothing is wrong is worse than no
+//! limit. So the adaptive limit sheds only when a queue hurts callers in
+//! absolute terms: when the time requests wait has *stayed* above a small
+//! target, CoDel's idea (Nichols and Jacobson, "Controlling Queue Delay",
+//! 2012), as Facebook applies it to server admission ("Fail at Scale",
+//! 2015). A latency a little above the quietest one seen (a saturated CPU
+//! scheduling a sub-millisecond handler, a cache miss) is the service
+//! working, and is never a reason to refuse a request. It works in two
+//! parts.
+//!
+//! **The limit** on requests in flight starts open (at [`max_limit`],
+//! 1000), so a server that has just started takes a burst. Completed
+//! requests are measured in windows; at the end of each, the window's mean
+//! latency `rtt` is compared with the unloaded latency `no_load` (the
+//! lowest window mean seen), and the requests in flight with the rate the
+//! service completes them (by Little's law they will take
+//! `in_flight / rate`, which shows a queue still growing before its
+//! requests complete). With `threshold = max(target, (tolerance − 1) ×
+//! no_load)` (5 ms, or half the unloaded latency for a service slower than
+//! 10 ms):
 //!
 //! | the window saw | the limit |
 //! |---|---|
-//! | a request time out (a drop) | − step |
-//! | fewer than half the limit in flight | holds: it is not what bounds the server |
-//! | `queue ≤ step` | + 6 × step (beta) |
-//! | `queue < 3 × step` (alpha) | + step |
-//! | `queue > 6 × step` (beta) | − step |
-//! | a queue between alpha and beta | holds |
+//! | a delay above the threshold | down to `rate × (no_load + threshold)`: as many as the service completes in the latency allowed (Little's law, as BBR sizes its window) |
+//! | a delay under half the threshold, the limit full | up to `2 × rate × (no_load + threshold)`: it doubles while there is no queue |
+//! | a delay under the threshold, the limit full | + 1 |
+//! | fewer requests than the limit | holds: it is not what bounds the service |
 //!
-//! The [`tolerance`] (1.5 by default) is how much slower than unloaded a
-//! window may be before the excess counts as a queue. Vegas as published
-//! (`tolerance(1.0)`) reads any rise as a queue: under a load above
-//! capacity `C` its limit settles where the queue is between alpha and
-//! beta, `C + 3` to `C + 6` for limits under 100, and accepted requests wait
-//! behind at most that many others. That is tight for a fast server on a
-//! busy machine: with sub-millisecond requests, the scheduling of a
-//! saturated CPU alone makes a window 1.3 to 1.8 times slower than the
-//! unloaded one, and published Vegas then sheds one request in five of a
-//! server that could answer them all in a millisecond (measured with
-//! `benches/proxy.sh`). With the default, the limit settles where latency
-//! is about 1.5 times the unloaded one (about `1.5 × C` plus alpha to beta
-//! under a load above capacity): still far from the timeouts that shedding
-//! is there to prevent, and with no shedding on a merely busy server.
+//! A decrease must buy a lower latency: once ten requests admitted under
+//! the lowered limit have completed, their latency is compared with the
+//! one that brought the limit down, and if it did not fall by a tenth, the
+//! latency is the service's own (it became slower for good, or a
+//! dependency did), becomes the unloaded latency, and the limit goes back
+//! up. The unloaded latency is re-measured while the limit is full: every
+//! [`probe_interval`] (30 s, jittered down to half) the limit drops for two
+//! windows to half of what the service completes in its unloaded latency,
+//! the first to drain the queue, the second to measure (BBR's `ProbeRTT`:
+//! Cardwell et al., "BBR: Congestion-Based Congestion Control", 2016). A
+//! limit that is not full is never probed.
 //!
-//! The unloaded latency can only go down by observation. A service that
-//! became slower for good (a bigger dataset, a slower dependency) would look
-//! queued forever, and one under load from its first second never sees its
-//! unloaded latency at all. So every [`probe_interval`] (30 s, jittered
-//! down to half), the limit halves for two windows: the first lets the queue
-//! drain, the second measures the latency with no queue and makes it the new
-//! unloaded latency, higher or lower. It is BBR's `ProbeRTT` in spirit
-//! (Cardwell et al., "BBR: Congestion-Based Congestion Control", 2016).
-//! Netflix's Vegas instead resets the unloaded latency to the latest
-//! sample, which under steady overload is a queued one, and lets the limit
-//! drift up; measuring with the queue drained is what keeps it near `C`.
-//! While a probe runs, requests over half the limit are shed: it costs
-//! those two windows (at most 2 s) every 15 to 30 s, and nothing when the
-//! server is not busy.
+//! **The queue.** A request that finds the limit full is not refused: it
+//! waits, in arrival order, for a place. While the queue has not been busy
+//! for a whole [`interval`] (100 ms), a request may wait up to the
+//! interval, so a burst is absorbed and served. Once it has, the queue is
+//! standing: a request may wait only the [`target`] (5 ms), and one that
+//! would wait longer (places free at the rate requests complete) is shed at
+//! once, with `Retry-After`. The queue stops standing once it has been
+//! empty for an interval. So a server is shed only under a sustained load
+//! above what it completes, and then it stays busy with what it admits,
+//! answers those within about `no_load + threshold`, and refuses the rest
+//! in microseconds instead of queueing them into timeouts. Requests
+//! marked [sheddable](Criticality) never wait, and a
+//! [`fixed`](AdaptiveLimitBuilder::fixed) limit has no queue: it sheds at
+//! once what is over it.
+//!
+//! The latency measured is the time from admission to the response (not
+//! its body): time in this server's handler, not in the queue, less the
+//! backoff a retry layer below reports in [`Retried`](crate::http::Retried).
+//! Only successes and client errors are latencies. A failure says nothing
+//! of a queue in this server: a fast one is a refusal, and a slow one (a
+//! timeout, an upstream that hangs or refuses while a retry backs off) is
+//! an upstream's trouble, which the client stack answers (breaker,
+//! throttle, stale copy). A response that stands in for a failure (a stale
+//! copy or a fallback page, marked with
+//! [`Substituted`](crate::http::Substituted)) is not a latency either: a
+//! proxy serving stale copies through an outage keeps its limit where it
+//! was, so the stale copies keep being served (see
+//! [`Resilience`](crate::Resilience) for the order of the layers).
 //!
 //! A window lasts twice the unloaded latency, at least [`min_window`]
-//! (100 ms) and at most [`max_window`] (1 s), and closes only once
-//! it holds [`window_samples`] (10) latencies or a timeout. Its latency is
-//! the time from `call` to the response (not its body), less the backoff
-//! a retry layer below reports in [`Retried`](crate::http::Retried): a
-//! server that forwards through a retrying client would otherwise read the
-//! few retried requests' waits (up to 250 ms each) as a queue and shed
-//! with room to spare. Successes and
-//! client errors are latencies; timeouts (the inner service's
-//! [`Elapsed`](crate::timeout::error::Elapsed), a `408`, a deadline
-//! that ran out after the request was sent) are drops; other failures are
-//! not measured, since a fast failure says nothing about a queue.
+//! (100 ms) and at most [`max_window`] (1 s), and closes only once it holds
+//! [`window_samples`] (10) latencies.
 //!
 //! | setting | default | source |
 //! |---|---|---|
-//! | [`initial_limit`] | 20 | Netflix `VegasLimit` |
+//! | [`initial_limit`] | [`max_limit`] | starts open, so a cold server takes a burst |
 //! | [`min_limit`] | 1 | Netflix `VegasLimit` |
 //! | [`max_limit`] | 1000 | Netflix `VegasLimit` (`maxConcurrency`) |
-//! | [`smoothing`] | 1.0 (none: each step is taken whole) | Netflix `VegasLimit` |
-//! | [`tolerance`] | 1.5 | Netflix `Gradient2Limit` (its `rttTolerance`) |
-//! | [`probe_interval`] | 30 s, jittered to 15–30 s | BBR re-measures every 10 s; a limit drain costs more than a packet-window one |
+//! | [`target`] | 5 ms | CoDel's target |
+//! | [`interval`] | 100 ms | CoDel's interval; Facebook's queue timeout outside overload |
+//! | [`tolerance`] | 1.5 | Netflix `Gradient2Limit` (its `rttTolerance`), for services slower than 10 ms |
+//! | [`probe_interval`] | 30 s, jittered to 15–30 s | BBR re-measures every 10 s; only a full limit is probed |
 //! | [`min_window`] / [`max_window`] / [`window_samples`] | 100 ms / 1 s / 10 | Netflix `WindowedLimit` (1 s / 1 s / 10); a shorter minimum lets fast services adapt in seconds, not minutes |
 //! | [`sheddable_ratio`] | 0.8 | |
 //!
@@ -105,7 +118,8 @@
 //! Keep health checks outside it: a shed health check takes the instance
 //! out of its load balancer, and on a quiet night a window of fast health
 //! checks alone would become the unloaded latency, making the next
-//! morning's real requests look queued until the next probe.
+//! morning's real requests look queued until a decrease is found not to
+//! help.
 //!
 //! # Criticality
 //!
@@ -156,13 +170,17 @@
 //! # Cost
 //!
 //! Admission is one load and one compare-and-swap on the in-flight count;
-//! completion one subtraction and, in adaptive mode, a clock read at each
-//! end of the request and two additions to the window. The window is
-//! closed, and the algorithm run, by one completing request under a lock
-//! taken with `try_lock`, which never waits: once per window, or on each
-//! completion of a window that has run its time but still lacks samples.
-//! Nothing is allocated per request; the response future holds a clone of
-//! the limiter's `Arc`. The
+//! completion one subtraction, one load of the number waiting and, in
+//! adaptive mode, a clock read at each end of the request and two additions
+//! to the window. The window is closed, and the algorithm run, by one
+//! completing request under a lock taken with `try_lock`, which never
+//! waits: once per window, or on each completion of a window that has run
+//! its time but still lacks samples. Nothing is allocated per request
+//! admitted at once; the response future holds a clone of the limiter's
+//! `Arc`. A request that waits (the limit is full) takes the queue's lock,
+//! allocates its place in the queue and a timer, and keeps a clone of the
+//! inner service, so the service must be `Clone`, as axum's and hyper's
+//! are. The
 //! throttle reads the clock once and two counters per request, and draws a
 //! random number only when `p > 0`. See `BENCHMARKS.md`.
 //!
@@ -173,7 +191,7 @@
 //!
 //! Target `tower_steady::load_shed`: `debug` when the limit changes (from,
 //! to, reason, window latency, unloaded latency) and when a request is shed
-//! or throttled.
+//! (at once, or after waiting for a place) or throttled.
 //!
 //! # Examples
 //!
@@ -255,7 +273,8 @@
 //! [`initial_limit`]: AdaptiveLimitBuilder::initial_limit
 //! [`min_limit`]: AdaptiveLimitBuilder::min_limit
 //! [`max_limit`]: AdaptiveLimitBuilder::max_limit
-//! [`smoothing`]: AdaptiveLimitBuilder::smoothing
+//! [`target`]: AdaptiveLimitBuilder::target
+//! [`interval`]: AdaptiveLimitBuilder::interval
 //! [`tolerance`]: AdaptiveLimitBuilder::tolerance
 //! [`probe_interval`]: AdaptiveLimitBuilder::probe_interval
 //! [`min_window`]: AdaptiveLimitBuilder::min_window

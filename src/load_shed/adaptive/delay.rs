@@ -295,6 +295,7 @@ impl DelayLimit {
             Phase::Steady { .. } => {}
         }
 
+        // The lowest latency seen becomes the unloaded one.
         let new_minimum = self.no_load.map_or(true, |no_load| rtt < no_load);
         if new_minimum {
             self.no_load = Some(rtt);
@@ -314,7 +315,15 @@ impl DelayLimit {
         let latency = rtt.max(ahead);
         let delay = latency.saturating_sub(no_load);
         let allowed = (no_load + threshold).as_secs_f64();
-        if delay > threshold {
+        // A window that sets the unloaded latency shows a queue only by
+        // what is in flight, and only a large one: the first window of a
+        // server that just started also holds its warming up.
+        let queued = if new_minimum {
+            ahead.as_secs_f64() > 2.0 * allowed
+        } else {
+            delay > threshold
+        };
+        if queued {
             // Steady => Settling: as many as the service completes in the
             // latency allowed, never more than now.
             let limit = self.clamp(sample.rate() * allowed).min(self.limit);
@@ -423,11 +432,25 @@ mod tests {
         // a second: the ones now in flight will take half a second.
         let (mut l, now) = limit(1000);
         l.update(window(MS * 40, 40, MS * 100, 10), now, 0.0);
-        let mut w = window(MS * 40, 40, MS * 100, 200);
+        let mut w = window(MS * 41, 40, MS * 100, 200);
         w.in_flight = 200;
         assert_eq!(l.update(w, now + MS * 100, 0.0), Reason::Queue);
         // 400/s × (40 ms + 20 ms allowed).
         assert_eq!(l.limit(), 24);
+        // The very first window too, when the queue is large: twice the
+        // latency allowed.
+        let (mut l, now) = limit(1000);
+        let mut w = window(MS * 40, 40, MS * 100, 200);
+        w.in_flight = 200;
+        assert_eq!(l.update(w, now, 0.0), Reason::Queue);
+        let (mut l, now) = limit(1000);
+        let mut w = window(MS * 3, 20, MS * 10, 22);
+        w.in_flight = 22;
+        assert_eq!(
+            l.update(w, now, 0.0),
+            Reason::NewMinimum,
+            "11 ms ahead: warming up"
+        );
     }
 
     #[test]

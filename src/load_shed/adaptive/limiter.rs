@@ -60,8 +60,8 @@ pub(crate) struct Limiter {
 #[derive(Debug)]
 struct Adaptive {
     origin: Instant,
-    /// When the current window opened and may close, in nanoseconds since
-    /// `origin`.
+    /// When the current window opened (the admission of its first request;
+    /// `u64::MAX` until then) and may close, in nanoseconds since `origin`.
     window_start: AtomicU64,
     window_end: AtomicU64,
     rtt_sum: AtomicU64,
@@ -137,7 +137,7 @@ impl Limiter {
         Self {
             adaptive: Some(Adaptive {
                 origin: now,
-                window_start: AtomicU64::new(0),
+                window_start: AtomicU64::new(u64::MAX),
                 window_end: AtomicU64::new(nanos(window.min)),
                 rtt_sum: AtomicU64::new(0),
                 samples: AtomicU32::new(0),
@@ -253,11 +253,17 @@ impl Limiter {
             queue.codel.turned_away(now);
             return Enqueued::Shed;
         }
+        // In a standing queue, a request that finds the limit full is shed
+        // at once: the places that free go to those already waiting.
+        if queue.codel.standing(now) {
+            queue.codel.turned_away(now);
+            return Enqueued::Shed;
+        }
         // A request that would wait longer than the queue allows is shed
         // now rather than at the end of its wait: places free at the rate
         // requests complete, and those over the limit and those already
         // waiting go first.
-        let max_wait = queue.codel.max_wait(now);
+        let max_wait = queue.codel.interval;
         let rate = f64::from_bits(adaptive.rate.load(Ordering::Relaxed));
         if rate > 0.0 {
             let over = self.in_flight().saturating_sub(self.limit()) as usize;
@@ -374,10 +380,14 @@ impl Limiter {
                 let rtt = nanos(now.saturating_duration_since(started));
                 adaptive.rtt_sum.fetch_add(rtt, Ordering::Relaxed);
                 adaptive.samples.fetch_add(1, Ordering::Relaxed);
+                // The window opens with the first request measured in it:
+                // the time since a quiet server was built is no window.
+                let admitted = nanos(started.saturating_duration_since(adaptive.origin));
+                if adaptive.window_start.load(Ordering::Relaxed) == u64::MAX {
+                    adaptive.window_start.fetch_min(admitted, Ordering::Relaxed);
+                }
                 let since = adaptive.fresh_since.load(Ordering::Relaxed);
-                if since != u64::MAX
-                    && nanos(started.saturating_duration_since(adaptive.origin)) >= since
-                {
+                if since != u64::MAX && admitted >= since {
                     adaptive.fresh_sum.fetch_add(rtt, Ordering::Relaxed);
                     adaptive.fresh_samples.fetch_add(1, Ordering::Relaxed);
                 }
@@ -412,7 +422,7 @@ impl Limiter {
         let rtt_sum = adaptive.rtt_sum.swap(0, Ordering::Relaxed);
         let in_flight = self.in_flight.load(Ordering::Relaxed);
         let max_in_flight = adaptive.max_in_flight.swap(in_flight, Ordering::Relaxed);
-        let started = adaptive.window_start.swap(at, Ordering::Relaxed);
+        let started = adaptive.window_start.swap(u64::MAX, Ordering::Relaxed);
         let fresh_samples = adaptive.fresh_samples.load(Ordering::Relaxed);
         let fresh_sum = adaptive.fresh_sum.load(Ordering::Relaxed);
 
@@ -425,7 +435,8 @@ impl Limiter {
             // A window that ran long for want of samples (a quiet server)
             // counts at most the longest window: a rate read too low
             // would size the limit too small.
-            elapsed: Duration::from_nanos(at.saturating_sub(started)).min(adaptive.window.max),
+            elapsed: Duration::from_nanos(at.saturating_sub(started.min(at)))
+                .min(adaptive.window.max),
             max_in_flight,
             in_flight,
         };

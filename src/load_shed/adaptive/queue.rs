@@ -7,10 +7,12 @@
 //! to server admission ("Fail at Scale", 2015): while the queue has not
 //! been busy for a whole [`interval`](Codel::interval) (100 ms), a request
 //! may wait up to the interval, so a burst is absorbed; once it has, the
-//! queue is standing and hurts every caller, and a request may wait only
-//! the [`target`](Codel::target) (5 ms) before it is shed. The queue stops
-//! standing once it has been empty for an interval: brief moments empty in
-//! the middle of an overload do not restart the allowance.
+//! queue is standing and hurts every caller: a request that finds the limit
+//! full is shed at once, and one already waiting is shed when its turn
+//! comes if it waited longer than the [`target`](Codel::target) (5 ms). The
+//! queue stops standing once it has been empty for an interval: brief
+//! moments empty in the middle of an overload do not restart the
+//! allowance.
 //!
 //! Only the waiting path takes the lock here; a request admitted at once
 //! never does.
@@ -83,15 +85,6 @@ impl Codel {
         }
         self.empty_since
             .map_or(true, |at| now.saturating_duration_since(at) < self.interval)
-    }
-
-    /// How long a request that starts waiting now may wait.
-    pub(crate) fn max_wait(&self, now: Instant) -> Duration {
-        if self.standing(now) {
-            self.target
-        } else {
-            self.interval
-        }
     }
 }
 
@@ -235,11 +228,9 @@ mod tests {
     fn a_queue_stands_once_busy_for_an_interval_until_empty_for_one() {
         let now = Instant::now();
         let mut codel = Codel::new(MS * 5, MS * 100);
-        assert_eq!(codel.max_wait(now), MS * 100);
         codel.filled(now);
         assert!(!codel.standing(now + MS * 99));
         assert!(codel.standing(now + MS * 100));
-        assert_eq!(codel.max_wait(now + MS * 100), MS * 5);
         // Empty for a moment: still standing, and busy again at once.
         codel.emptied(now + MS * 150);
         assert!(codel.standing(now + MS * 160));
