@@ -61,23 +61,23 @@ fn bench(c: &mut Criterion) {
 
     let single = single_runtime();
     let mut group = c.benchmark_group("circuit_breaker/single");
-    bench_single::<_, ()>(&mut group, &single, "no_breaker", inner);
+    bench_single::<_, (), _>(&mut group, &single, "no_breaker", inner);
     let svc = resilience_count().layer(inner);
-    bench_single::<_, ()>(&mut group, &single, "tower_resilience_count", svc);
+    bench_single::<_, (), _>(&mut group, &single, "tower_resilience_count", svc);
     let svc = resilience().layer(inner);
-    bench_single::<_, ()>(&mut group, &single, "tower_resilience", svc);
-    bench_single::<_, ()>(&mut group, &single, "tower_steady", steady().layer(inner));
+    bench_single::<_, (), _>(&mut group, &single, "tower_resilience", svc);
+    bench_single::<_, (), _>(&mut group, &single, "tower_steady", steady().layer(inner));
     group.finish();
 
     let multi = contended_runtime();
     let mut group = c.benchmark_group("circuit_breaker/contended");
-    bench_contended::<_, ()>(&mut group, &multi, "no_breaker", inner, TASKS);
+    bench_contended::<_, (), _>(&mut group, &multi, "no_breaker", inner, TASKS);
     let svc = resilience_count().layer(inner);
-    bench_contended::<_, ()>(&mut group, &multi, "tower_resilience_count", svc, TASKS);
+    bench_contended::<_, (), _>(&mut group, &multi, "tower_resilience_count", svc, TASKS);
     let svc = resilience().layer(inner);
-    bench_contended::<_, ()>(&mut group, &multi, "tower_resilience", svc, TASKS);
+    bench_contended::<_, (), _>(&mut group, &multi, "tower_resilience", svc, TASKS);
     let svc = steady().layer(inner);
-    bench_contended::<_, ()>(&mut group, &multi, "tower_steady", svc, TASKS);
+    bench_contended::<_, (), _>(&mut group, &multi, "tower_steady", svc, TASKS);
     group.finish();
 }
 

@@ -47,22 +47,22 @@ fn bench(c: &mut Criterion) {
 
     let single = single_runtime();
     let mut group = c.benchmark_group("load_shed/single");
-    bench_single::<_, ()>(&mut group, &single, "no_limit", inner);
+    bench_single::<_, (), _>(&mut group, &single, "no_limit", inner);
     let name = "tower_load_shed_concurrency_limit";
-    bench_single::<_, ()>(&mut group, &single, name, tower_stack());
-    bench_single::<_, ()>(&mut group, &single, "fixed", fixed());
-    bench_single::<_, ()>(&mut group, &single, "adaptive", adaptive());
-    bench_single::<_, ()>(&mut group, &single, "throttle", throttle());
+    bench_single::<_, (), _>(&mut group, &single, name, tower_stack());
+    bench_single::<_, (), _>(&mut group, &single, "fixed", fixed());
+    bench_single::<_, (), _>(&mut group, &single, "adaptive", adaptive());
+    bench_single::<_, (), _>(&mut group, &single, "throttle", throttle());
     group.finish();
 
     let multi = contended_runtime();
     let mut group = c.benchmark_group("load_shed/contended");
-    bench_contended::<_, ()>(&mut group, &multi, "no_limit", inner, TASKS);
+    bench_contended::<_, (), _>(&mut group, &multi, "no_limit", inner, TASKS);
     let name = "tower_load_shed_concurrency_limit";
-    bench_contended::<_, ()>(&mut group, &multi, name, tower_stack(), TASKS);
-    bench_contended::<_, ()>(&mut group, &multi, "fixed", fixed(), TASKS);
-    bench_contended::<_, ()>(&mut group, &multi, "adaptive", adaptive(), TASKS);
-    bench_contended::<_, ()>(&mut group, &multi, "throttle", throttle(), TASKS);
+    bench_contended::<_, (), _>(&mut group, &multi, name, tower_stack(), TASKS);
+    bench_contended::<_, (), _>(&mut group, &multi, "fixed", fixed(), TASKS);
+    bench_contended::<_, (), _>(&mut group, &multi, "adaptive", adaptive(), TASKS);
+    bench_contended::<_, (), _>(&mut group, &multi, "throttle", throttle(), TASKS);
     group.finish();
 }
 

@@ -93,18 +93,18 @@ fn bench(c: &mut Criterion) {
 
     let single = single_runtime();
     let mut group = c.benchmark_group("retry/single");
-    bench_single::<_, NoBody>(&mut group, &single, "no_retry", inner);
-    bench_single::<_, NoBody>(&mut group, &single, "tower", tower_retry().layer(inner));
-    bench_single::<_, NoBody>(&mut group, &single, "tower_steady", steady().layer(inner));
+    bench_single::<_, NoBody, _>(&mut group, &single, "no_retry", inner);
+    bench_single::<_, NoBody, _>(&mut group, &single, "tower", tower_retry().layer(inner));
+    bench_single::<_, NoBody, _>(&mut group, &single, "tower_steady", steady().layer(inner));
     group.finish();
 
     let multi = contended_runtime();
     let mut group = c.benchmark_group("retry/contended");
-    bench_contended::<_, NoBody>(&mut group, &multi, "no_retry", inner, TASKS);
+    bench_contended::<_, NoBody, _>(&mut group, &multi, "no_retry", inner, TASKS);
     let svc = tower_retry().layer(inner);
-    bench_contended::<_, NoBody>(&mut group, &multi, "tower", svc, TASKS);
+    bench_contended::<_, NoBody, _>(&mut group, &multi, "tower", svc, TASKS);
     let svc = steady().layer(inner);
-    bench_contended::<_, NoBody>(&mut group, &multi, "tower_steady", svc, TASKS);
+    bench_contended::<_, NoBody, _>(&mut group, &multi, "tower_steady", svc, TASKS);
     group.finish();
 }
 

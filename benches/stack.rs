@@ -81,7 +81,10 @@ impl<B: Clone, T, E> Policy<Request<B>, Response<T>, E> for TowerPolicy {
 
 fn tower_client<S>(
     inner: S,
-) -> impl Service<Request<NoBody>, Error = BoxError, Future: Send> + Clone + Send + 'static
+) -> impl Service<Request<NoBody>, Response = Response<()>, Error = BoxError, Future: Send>
+       + Clone
+       + Send
+       + 'static
 where
     S: Service<Request<NoBody>, Response = Response<()>, Error = Infallible>
         + Clone
@@ -163,58 +166,58 @@ fn bench(c: &mut Criterion) {
         let http_inner = HttpInner { pending_once };
 
         let mut group = c.benchmark_group(format!("stack/client/{shape}/single"));
-        bench_single::<_, NoBody>(&mut group, &single, "none", inner);
-        bench_single::<_, NoBody>(&mut group, &single, "tower_builtin", tower_client(inner));
-        bench_single::<_, NoBody>(
+        bench_single::<_, NoBody, _>(&mut group, &single, "none", inner);
+        bench_single::<_, NoBody, _>(&mut group, &single, "tower_builtin", tower_client(inner));
+        bench_single::<_, NoBody, _>(
             &mut group,
             &single,
             "tower_resilience",
             single.block_on(async { resilience_client(inner) }),
         );
         let svc = steady_client.layer(inner);
-        bench_single::<_, NoBody>(&mut group, &single, "tower_steady_client", svc);
+        bench_single::<_, NoBody, _>(&mut group, &single, "tower_steady_client", svc);
         // Where the client stack's time goes: the same stack less one part.
         if !pending_once {
             let part = |name: &str| format!("tower_steady_client_without_{name}");
             let svc = client().without_deadline().build().unwrap().layer(inner);
-            bench_single::<_, NoBody>(&mut group, &single, &part("deadline"), svc);
+            bench_single::<_, NoBody, _>(&mut group, &single, &part("deadline"), svc);
             let svc = client().without_retry().build().unwrap().layer(inner);
-            bench_single::<_, NoBody>(&mut group, &single, &part("retry"), svc);
+            bench_single::<_, NoBody, _>(&mut group, &single, &part("retry"), svc);
             let svc = client()
                 .without_circuit_breaker()
                 .build()
                 .unwrap()
                 .layer(inner);
-            bench_single::<_, NoBody>(&mut group, &single, &part("breaker"), svc);
+            bench_single::<_, NoBody, _>(&mut group, &single, &part("breaker"), svc);
             let svc = client().without_throttle().build().unwrap().layer(inner);
-            bench_single::<_, NoBody>(&mut group, &single, &part("throttle"), svc);
+            bench_single::<_, NoBody, _>(&mut group, &single, &part("throttle"), svc);
         }
         group.finish();
 
         let mut group = c.benchmark_group(format!("stack/client/{shape}/contended"));
-        bench_contended::<_, NoBody>(&mut group, &multi, "none", inner, TASKS);
+        bench_contended::<_, NoBody, _>(&mut group, &multi, "none", inner, TASKS);
         let svc = tower_client(inner);
-        bench_contended::<_, NoBody>(&mut group, &multi, "tower_builtin", svc, TASKS);
+        bench_contended::<_, NoBody, _>(&mut group, &multi, "tower_builtin", svc, TASKS);
         let svc = multi.block_on(async { resilience_client(inner) });
-        bench_contended::<_, NoBody>(&mut group, &multi, "tower_resilience", svc, TASKS);
+        bench_contended::<_, NoBody, _>(&mut group, &multi, "tower_resilience", svc, TASKS);
         let svc = steady_client.layer(inner);
-        bench_contended::<_, NoBody>(&mut group, &multi, "tower_steady_client", svc, TASKS);
+        bench_contended::<_, NoBody, _>(&mut group, &multi, "tower_steady_client", svc, TASKS);
         group.finish();
 
         let mut group = c.benchmark_group(format!("stack/server/{shape}/single"));
-        bench_single::<_, NoBody>(&mut group, &single, "none", http_inner);
+        bench_single::<_, NoBody, _>(&mut group, &single, "none", http_inner);
         let svc = tower_server().service(http_inner);
-        bench_single::<_, NoBody>(&mut group, &single, "tower_builtin", svc);
+        bench_single::<_, NoBody, _>(&mut group, &single, "tower_builtin", svc);
         let svc = steady_server.layer(http_inner);
-        bench_single::<_, NoBody>(&mut group, &single, "tower_steady_server", svc);
+        bench_single::<_, NoBody, _>(&mut group, &single, "tower_steady_server", svc);
         group.finish();
 
         let mut group = c.benchmark_group(format!("stack/server/{shape}/contended"));
-        bench_contended::<_, NoBody>(&mut group, &multi, "none", http_inner, TASKS);
+        bench_contended::<_, NoBody, _>(&mut group, &multi, "none", http_inner, TASKS);
         let svc = tower_server().service(http_inner);
-        bench_contended::<_, NoBody>(&mut group, &multi, "tower_builtin", svc, TASKS);
+        bench_contended::<_, NoBody, _>(&mut group, &multi, "tower_builtin", svc, TASKS);
         let svc = steady_server.layer(http_inner);
-        bench_contended::<_, NoBody>(&mut group, &multi, "tower_steady_server", svc, TASKS);
+        bench_contended::<_, NoBody, _>(&mut group, &multi, "tower_steady_server", svc, TASKS);
         group.finish();
     }
 }

@@ -21,19 +21,19 @@ fn bench(c: &mut Criterion) {
 
         group.bench_function(BenchmarkId::from_parameter("no_timeout"), |b| {
             b.to_async(&rt)
-                .iter_custom(|iters| single_task::<_, ()>(inner, iters));
+                .iter_custom(|iters| single_task::<_, (), _>(inner, iters));
         });
 
         let tower = tower::timeout::TimeoutLayer::new(TIMEOUT).layer(inner);
         group.bench_function(BenchmarkId::from_parameter("tower"), |b| {
             b.to_async(&rt)
-                .iter_custom(|iters| single_task::<_, ()>(tower.clone(), iters));
+                .iter_custom(|iters| single_task::<_, (), _>(tower.clone(), iters));
         });
 
         let steady = tower_steady::timeout::TimeoutLayer::new(TIMEOUT).layer(inner);
         group.bench_function(BenchmarkId::from_parameter("tower_steady"), |b| {
             b.to_async(&rt)
-                .iter_custom(|iters| single_task::<_, ()>(steady.clone(), iters));
+                .iter_custom(|iters| single_task::<_, (), _>(steady.clone(), iters));
         });
 
         group.finish();

@@ -59,25 +59,25 @@ fn bench(c: &mut Criterion) {
 
     let rt = single_runtime();
     let mut group = c.benchmark_group("upstream/single");
-    bench_single::<_, ()>(&mut group, &rt, "one_endpoint", inner);
+    bench_single::<_, (), _>(&mut group, &rt, "one_endpoint", inner);
     // `Balance` is not `Clone`: a new one for each batch of calls.
     group.bench_function(
         BenchmarkId::from_parameter("tower_balance_peak_ewma"),
         |b| {
             b.to_async(&rt)
-                .iter_custom(|iters| single_task::<_, ()>(tower_balance(), iters));
+                .iter_custom(|iters| single_task::<_, (), _>(tower_balance(), iters));
         },
     );
-    bench_single::<_, ()>(&mut group, &rt, "upstreams", upstreams());
+    bench_single::<_, (), _>(&mut group, &rt, "upstreams", upstreams());
     group.finish();
 
     let multi = contended_runtime();
     let mut group = c.benchmark_group("upstream/contended");
-    bench_contended::<_, ()>(&mut group, &multi, "one_endpoint", inner, TASKS);
+    bench_contended::<_, (), _>(&mut group, &multi, "one_endpoint", inner, TASKS);
     let buffered = multi.block_on(async { Buffer::new(tower_balance(), 1024) });
     let name = "tower_balance_peak_ewma";
-    bench_contended::<_, ()>(&mut group, &multi, name, buffered, TASKS);
-    bench_contended::<_, ()>(&mut group, &multi, "upstreams", upstreams(), TASKS);
+    bench_contended::<_, (), _>(&mut group, &multi, name, buffered, TASKS);
+    bench_contended::<_, (), _>(&mut group, &multi, "upstreams", upstreams(), TASKS);
     group.finish();
 
     // Scaling: the same call with 1, 10, 100 and 1000 endpoints (the pick
@@ -92,7 +92,7 @@ fn bench(c: &mut Criterion) {
             .seed(1)
             .build(addrs, |_| inner)
             .unwrap();
-        bench_single::<_, ()>(&mut group, &rt, &endpoints.to_string(), svc);
+        bench_single::<_, (), _>(&mut group, &rt, &endpoints.to_string(), svc);
     }
     group.finish();
 }

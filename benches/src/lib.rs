@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -84,29 +85,49 @@ impl<B> Service<Request<B>> for Inner {
     }
 }
 
+/// Calls answered with anything but `200 OK` (an error, a `503` from a
+/// shed request) since the last [`take_not_ok`]: a refusal is faster than
+/// a call, so a benchmark that sheds must say so.
+static NOT_OK: AtomicU64 = AtomicU64::new(0);
+
+/// The calls answered with anything but `200 OK` since the last call, and
+/// a line saying how many for `name` (printed beside criterion's figures).
+pub fn take_not_ok(name: &str) -> u64 {
+    let n = NOT_OK.swap(0, Ordering::Relaxed);
+    println!("{name}: {n} calls answered other than 200 OK");
+    n
+}
+
 /// One request (`Request::default()`: `GET /`, no headers, an empty body
-/// of type `B`) through `poll_ready`, `call` and the response future.
-pub async fn one_call<S, B>(svc: &mut S)
+/// of type `B`) through `poll_ready`, `call` and the response future. A
+/// failure or a status other than 200 is counted (see [`take_not_ok`]).
+pub async fn one_call<S, B, RB>(svc: &mut S)
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<RB>>,
     S::Error: std::fmt::Debug,
     B: Default,
 {
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
     let res = svc.call(Request::default()).await;
-    std::hint::black_box(res.unwrap());
+    match &res {
+        Ok(response) if response.status() == http::StatusCode::OK => {}
+        _ => {
+            NOT_OK.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    std::hint::black_box(res.ok());
 }
 
 /// `iters` calls in a row on one service, by one task: the time they took.
-pub async fn single_task<S, B>(mut svc: S, iters: u64) -> Duration
+pub async fn single_task<S, B, RB>(mut svc: S, iters: u64) -> Duration
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<RB>>,
     S::Error: std::fmt::Debug,
     B: Default,
 {
     let start = Instant::now();
     for _ in 0..iters {
-        one_call::<S, B>(&mut svc).await;
+        one_call::<S, B, RB>(&mut svc).await;
     }
     start.elapsed()
 }
@@ -114,9 +135,9 @@ where
 /// About `iters` calls shared out between `tasks` tasks, each calling its
 /// own clone of `svc`, on a multi-thread runtime: the wall time they took,
 /// scaled to exactly `iters` calls.
-pub async fn contended<S, B>(svc: S, tasks: u64, iters: u64) -> Duration
+pub async fn contended<S, B, RB>(svc: S, tasks: u64, iters: u64) -> Duration
 where
-    S: Service<Request<B>> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Error: std::fmt::Debug,
     S::Future: Send,
     B: Default + Send + 'static,
@@ -128,7 +149,7 @@ where
             let mut svc = svc.clone();
             tokio::spawn(async move {
                 for _ in 0..per_task {
-                    one_call::<S, B>(&mut svc).await;
+                    one_call::<S, B, RB>(&mut svc).await;
                 }
             })
         })
@@ -180,38 +201,40 @@ pub fn contended_runtime() -> tokio::runtime::Runtime {
 
 /// Benchmarks `svc` as `name` in `group`, one task calling it in a loop on
 /// `rt` (a current-thread runtime).
-pub fn bench_single<S, B>(
+pub fn bench_single<S, B, RB>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     rt: &tokio::runtime::Runtime,
     name: &str,
     svc: S,
 ) where
-    S: Service<Request<B>> + Clone,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
     S::Error: std::fmt::Debug,
     B: Default,
 {
     group.bench_function(criterion::BenchmarkId::from_parameter(name), |b| {
         b.to_async(rt)
-            .iter_custom(|iters| single_task::<S, B>(svc.clone(), iters));
+            .iter_custom(|iters| single_task::<S, B, RB>(svc.clone(), iters));
     });
+    take_not_ok(name);
 }
 
 /// Benchmarks `svc` as `name` in `group`, `tasks` tasks sharing it on `rt`
 /// (a multi-thread runtime); see [`contended`].
-pub fn bench_contended<S, B>(
+pub fn bench_contended<S, B, RB>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     rt: &tokio::runtime::Runtime,
     name: &str,
     svc: S,
     tasks: u64,
 ) where
-    S: Service<Request<B>> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Error: std::fmt::Debug,
     S::Future: Send,
     B: Default + Send + 'static,
 {
     group.bench_function(criterion::BenchmarkId::from_parameter(name), |b| {
         b.to_async(rt)
-            .iter_custom(|iters| contended::<S, B>(svc.clone(), tasks, iters));
+            .iter_custom(|iters| contended::<S, B, RB>(svc.clone(), tasks, iters));
     });
+    take_not_ok(name);
 }
