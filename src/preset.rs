@@ -31,8 +31,23 @@
 //! |---|---|---|
 //! | [`ErrorResponseLayer`] | on | shed requests, expired deadlines and timeouts become `503` + `Retry-After` and `504` |
 //! | [`DeadlineLayer::server()`] | 15 s, or less when the caller's header says so | a request that arrives with no time left is answered at once, before it takes a slot |
-//! | [`AdaptiveLimitLayer`] | on | sheds past the measured capacity, at once, instead of queueing into timeouts |
+//! | [`AdaptiveLimitLayer`] | on, starting open | sheds a standing queue at once instead of queueing into timeouts; a burst waits for a place and is served |
 //! | [`TimeoutLayer`] | off; [`timeout`](ServerBuilder::timeout) | bounds the handler alone, when it should be tighter than the deadline |
+//!
+//! # A reverse proxy
+//!
+//! `Resilience::server()` around a handler that forwards through
+//! `Resilience::client()`: the server stack bounds the work the proxy takes
+//! on, the client stack answers for the upstreams. The order guarantees
+//! that a request the client stack can answer from a stale copy is answered
+//! from it, even through an outage at any load: the stale copy is in the
+//! client stack, and the server's limit learns only from the handler's own
+//! answers, never from failures, from the time a retry backed off
+//! ([`Retried`](crate::http::Retried)) or from a response that stands in
+//! for a failure ([`Substituted`](crate::http::Substituted)); a handler
+//! that returns the client's response (or copies its extensions) passes
+//! those on. So an outage leaves the limit open, and nothing is shed that a
+//! stale copy could serve.
 //!
 //! # Tuning and turning off
 //!
