@@ -111,7 +111,7 @@ pub mod preset;
 #[cfg(feature = "preset")]
 pub use preset::Resilience;
 
-mod error;
+pub mod error;
 #[cfg(any(
     feature = "chaos",
     feature = "circuit-breaker",
@@ -138,3 +138,56 @@ pub use crate::error::{BoxError, ConfigError};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+#[cfg(test)]
+mod architecture {
+    //! The shared decisions depend on the vocabulary only: `classify` and
+    //! `error` name no layer module, so there is no import circle between
+    //! them and the layers, and any layer builds alone.
+
+    const LAYERS: [&str; 9] = [
+        "timeout",
+        "deadline",
+        "retry",
+        "circuit_breaker",
+        "load_shed",
+        "upstream",
+        "fallback",
+        "chaos",
+        "preset",
+    ];
+
+    const SHARED: [(&str, &str); 3] = [
+        ("src/error.rs", include_str!("error.rs")),
+        ("src/classify/mod.rs", include_str!("classify/mod.rs")),
+        (
+            "src/classify/idempotency.rs",
+            include_str!("classify/idempotency.rs"),
+        ),
+    ];
+
+    #[test]
+    fn the_vocabulary_and_classify_import_no_layer() {
+        for (file, text) in SHARED {
+            // Code only: a doc comment's link to a layer is not an import.
+            let code = text
+                .lines()
+                .enumerate()
+                .filter(|(_, line)| !line.trim_start().starts_with("//"));
+            for (n, line) in code {
+                for layer in LAYERS {
+                    assert!(
+                        !line.contains(&format!("crate::{layer}")),
+                        "{file}:{}: names the {layer} layer: {line}",
+                        n + 1
+                    );
+                }
+                assert!(
+                    !line.contains("feature = \"") || line.contains("feature = \"hyper"),
+                    "{file}:{}: depends on a layer's feature: {line}",
+                    n + 1
+                );
+            }
+        }
+    }
+}

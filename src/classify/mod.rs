@@ -91,8 +91,8 @@
 //!
 //! [idempotent]: is_idempotent
 //! [`source()`]: std::error::Error::source
-//! [`Elapsed`]: crate::timeout::error::Elapsed
-//! [`DeadlineExceeded`]: crate::deadline::error::DeadlineExceeded
+//! [`Elapsed`]: crate::timeout::Elapsed
+//! [`DeadlineExceeded`]: crate::deadline::DeadlineExceeded
 //! [`CircuitOpen`]: crate::circuit_breaker::CircuitOpen
 //! [`Overloaded`]: crate::load_shed::Overloaded
 //! [`NoHealthyUpstream`]: crate::upstream::NoHealthyUpstream
@@ -103,6 +103,10 @@ use std::io;
 use std::time::Duration;
 
 use http::{Response, StatusCode};
+
+use crate::error::{
+    CircuitOpen, DeadlineExceeded, Elapsed, NoHealthyUpstream, Overloaded, UnsupportedTarget,
+};
 
 mod idempotency;
 
@@ -347,16 +351,13 @@ impl Classify for HttpClassifier {
     fn retry_after(&self, error: &(dyn Error + 'static)) -> Option<Duration> {
         let mut current = Some(error);
         while let Some(err) = current {
-            #[cfg(feature = "circuit-breaker")]
-            if let Some(open) = err.downcast_ref::<crate::circuit_breaker::CircuitOpen>() {
+            if let Some(open) = err.downcast_ref::<CircuitOpen>() {
                 return Some(open.retry_after());
             }
-            #[cfg(feature = "load-shed")]
-            if let Some(overloaded) = err.downcast_ref::<crate::load_shed::Overloaded>() {
+            if let Some(overloaded) = err.downcast_ref::<Overloaded>() {
                 return Some(overloaded.retry_after());
             }
-            #[cfg(feature = "upstream")]
-            if let Some(none) = err.downcast_ref::<crate::upstream::NoHealthyUpstream>() {
+            if let Some(none) = err.downcast_ref::<NoHealthyUpstream>() {
                 return Some(none.retry_after());
             }
             current = next_in_chain(err);
@@ -381,15 +382,13 @@ fn next_in_chain<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a (dyn Error + 
 
 /// Classifies one error of a chain, or `None` to look at its source.
 fn classify_one(err: &(dyn Error + 'static)) -> Option<Outcome> {
-    #[cfg(feature = "timeout")]
-    if err.is::<crate::timeout::error::Elapsed>() {
+    if err.is::<Elapsed>() {
         return Some(Outcome::failure(
             FailureKind::Timeout,
             RetrySafety::MaybeSent,
         ));
     }
-    #[cfg(feature = "deadline")]
-    if let Some(exceeded) = err.downcast_ref::<crate::deadline::error::DeadlineExceeded>() {
+    if let Some(exceeded) = err.downcast_ref::<DeadlineExceeded>() {
         let safety = if exceeded.was_sent() {
             RetrySafety::MaybeSent
         } else {
@@ -397,29 +396,25 @@ fn classify_one(err: &(dyn Error + 'static)) -> Option<Outcome> {
         };
         return Some(Outcome::failure(FailureKind::DeadlineExceeded, safety));
     }
-    #[cfg(feature = "circuit-breaker")]
-    if err.is::<crate::circuit_breaker::CircuitOpen>() {
+    if err.is::<CircuitOpen>() {
         return Some(Outcome::failure(
             FailureKind::Rejected,
             RetrySafety::NotSent,
         ));
     }
-    #[cfg(feature = "load-shed")]
-    if err.is::<crate::load_shed::Overloaded>() {
+    if err.is::<Overloaded>() {
         return Some(Outcome::failure(
             FailureKind::Rejected,
             RetrySafety::NotSent,
         ));
     }
-    #[cfg(feature = "upstream")]
-    if err.is::<crate::upstream::NoHealthyUpstream>() {
+    if err.is::<NoHealthyUpstream>() {
         return Some(Outcome::failure(
             FailureKind::Rejected,
             RetrySafety::NotSent,
         ));
     }
-    #[cfg(feature = "upstream")]
-    if err.is::<crate::upstream::UnsupportedTarget>() {
+    if err.is::<UnsupportedTarget>() {
         return Some(Outcome::failure(
             FailureKind::Unsupported,
             RetrySafety::NotSent,

@@ -95,6 +95,7 @@
 //! [`DeadlineExceeded`]: error::DeadlineExceeded
 
 pub mod error;
+pub use self::error::DeadlineExceeded;
 pub mod future;
 pub mod header;
 mod layer;

@@ -57,6 +57,7 @@
 //! [`ErrorResponseLayer`]: crate::http::ErrorResponseLayer
 
 pub mod error;
+pub use self::error::Elapsed;
 pub mod future;
 mod layer;
 
