@@ -573,6 +573,61 @@ async fn a_retry_sends_what_is_left_of_the_deadline_header_and_the_whole_head() 
     }
 }
 
+/// A deadline layer with a header name of its own: each retry sends what is
+/// left of the budget in that header, never the first attempt's figure
+/// (the next hop would believe it has more time than it has).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_retry_refreshes_a_deadline_header_of_any_name() {
+    let budgets = Arc::new(Mutex::new(Vec::<(Instant, u64)>::new()));
+    let upstream = {
+        let budgets = budgets.clone();
+        service_fn(move |req: Request<ReplayBody<Body>>| {
+            let budgets = budgets.clone();
+            async move {
+                let ms = req.headers()["x-budget-ms"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(!req.headers().contains_key("x-request-timeout-ms"));
+                let n = {
+                    let mut budgets = budgets.lock().unwrap();
+                    budgets.push((Instant::now(), ms));
+                    budgets.len()
+                };
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let mut response = Response::new(());
+                *response.status_mut() = if n < 3 {
+                    http::StatusCode::BAD_GATEWAY
+                } else {
+                    http::StatusCode::OK
+                };
+                Ok::<_, BoxError>(response)
+            }
+        })
+    };
+    let deadline = tower_steady::deadline::DeadlineLayer::client()
+        .timeout(Duration::from_secs(2))
+        .margin(Duration::ZERO)
+        .header_name(http::HeaderName::from_static("x-budget-ms"))
+        .build()
+        .unwrap();
+    let svc = tower::ServiceBuilder::new()
+        .layer(deadline)
+        .layer(layer())
+        .service(upstream);
+    let response = svc.oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let budgets = budgets.lock().unwrap().clone();
+    assert_eq!(budgets.len(), 3);
+    assert_eq!(budgets[0].1, 2000);
+    for pair in budgets.windows(2) {
+        let spent = (pair[1].0 - pair[0].0).as_millis() as u64;
+        assert!(spent >= 200, "{budgets:?}");
+        assert_eq!(pair[1].1, pair[0].1 - spent, "{budgets:?}");
+    }
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_retried_response_says_how_many_attempts_and_how_long_they_waited() {
     let up = Script::new(vec![

@@ -14,6 +14,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 /// changed with [`DeadlineLayerBuilder::header_name`](super::DeadlineLayerBuilder::header_name).
 pub const REQUEST_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-request-timeout-ms");
 
+/// [`REQUEST_TIMEOUT_MS`] where a `'static` reference is needed.
+pub(crate) static DEFAULT_HEADER: HeaderName = REQUEST_TIMEOUT_MS;
+
 /// gRPC's deadline header (`grpc-timeout: 100m`), read on the server side.
 pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
@@ -111,6 +114,49 @@ pub(crate) fn read(headers: &HeaderMap, name: &HeaderName) -> Option<Duration> {
 /// never believes it has more time than it does.
 pub(crate) fn write(headers: &mut HeaderMap, name: &HeaderName, remaining: Duration) {
     headers.insert(name.clone(), value(remaining));
+}
+
+/// What a retry keeps of its first attempt's deadline header, so that every
+/// later attempt sends what is left of the budget instead of the first
+/// attempt's figure: the header (the one the [`DeadlineLayer`] above wrote,
+/// as its [`Deadline`] says, else [`REQUEST_TIMEOUT_MS`] when the request
+/// carries one) and the budget it said when the first attempt was sent.
+///
+/// The deadline layer owns its header; a retry layer asks this type to
+/// refresh it, as linkerd's retry asks its policy to set each attempt's
+/// headers.
+///
+/// [`DeadlineLayer`]: super::DeadlineLayer
+/// [`Deadline`]: super::Deadline
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "retry"), allow(dead_code))]
+pub(crate) struct AttemptBudget {
+    name: &'static HeaderName,
+    budget: Duration,
+}
+
+#[cfg_attr(not(feature = "retry"), allow(dead_code))]
+impl AttemptBudget {
+    /// The budget the first attempt's headers carry, if any.
+    pub(crate) fn of(headers: &HeaderMap, deadline: Option<&super::Deadline>) -> Option<Self> {
+        let name = deadline
+            .and_then(super::Deadline::header)
+            .unwrap_or(&DEFAULT_HEADER);
+        let budget = parse_millis(headers.get(name)?)?;
+        Some(Self { name, budget })
+    }
+
+    /// Whether the budget's header is the only one in `headers` (then a
+    /// retry keeps the head without it, and writes it anew each time).
+    pub(crate) fn is_only_header(&self, headers: &HeaderMap) -> bool {
+        headers.len() == 1 && headers.contains_key(self.name)
+    }
+
+    /// Writes what is left of the budget `spent` after the first attempt
+    /// was sent.
+    pub(crate) fn write(&self, headers: &mut HeaderMap, spent: Duration) {
+        write(headers, self.name, self.budget.saturating_sub(spent));
+    }
 }
 
 /// `remaining` as the header's value: whole milliseconds, rounded down.

@@ -18,7 +18,11 @@ pub(crate) struct Config {
     pub(crate) read_headers: bool,
     pub(crate) write_header: bool,
     pub(crate) margin: Duration,
-    pub(crate) header_name: HeaderName,
+    /// `'static` so that each request's [`Deadline`](super::Deadline) can
+    /// name it at no cost: the default is a constant, a name set with
+    /// [`header_name`](DeadlineLayerBuilder::header_name) is allocated once,
+    /// when the layer is built, and kept for the life of the program.
+    pub(crate) header_name: &'static HeaderName,
     /// The header's value for a request whose budget is the whole
     /// `timeout` (a client's usual request), made once so that writing it
     /// neither formats nor allocates; set by `build`.
@@ -80,6 +84,7 @@ impl<S> Layer<S> for DeadlineLayer {
 #[must_use = "call `build()` to get the layer"]
 pub struct DeadlineLayerBuilder {
     config: Config,
+    header_name: Option<HeaderName>,
 }
 
 impl DeadlineLayerBuilder {
@@ -90,9 +95,10 @@ impl DeadlineLayerBuilder {
                 read_headers: false,
                 write_header: false,
                 margin: DEFAULT_MARGIN,
-                header_name: REQUEST_TIMEOUT_MS,
+                header_name: &super::header::DEFAULT_HEADER,
                 whole_budget: None,
             },
+            header_name: None,
         }
     }
 
@@ -125,7 +131,7 @@ impl DeadlineLayerBuilder {
     /// `x-request-timeout-ms`. `grpc-timeout` is read as well, whatever this
     /// is.
     pub fn header_name(mut self, name: HeaderName) -> Self {
-        self.config.header_name = name;
+        self.header_name = Some(name);
         self
     }
 
@@ -145,6 +151,12 @@ impl DeadlineLayerBuilder {
             ));
         }
         let mut config = self.config;
+        if let Some(name) = self.header_name {
+            if name != REQUEST_TIMEOUT_MS {
+                // Once per layer built with its own header name.
+                config.header_name = Box::leak(Box::new(name));
+            }
+        }
         if config.write_header {
             config.whole_budget = Some(super::header::value(
                 config.timeout.saturating_sub(config.margin),

@@ -105,7 +105,7 @@ pub use self::layer::{DeadlineLayer, DeadlineLayerBuilder};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Request;
+use http::{HeaderName, Request};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -117,16 +117,56 @@ use crate::BoxError;
 /// The instant by which a request must be answered.
 ///
 /// [`DeadlineLayer`] stores one in each request's extensions; read it with
-/// [`Deadline::of`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// [`Deadline::of`]. One that a layer wrote into a header also remembers
+/// which header, so that each later attempt of the request (a retry) can
+/// say what is left of it there (see [`header::AttemptBudget`]). Two
+/// deadlines compare by their instant alone.
+#[derive(Clone, Copy, Debug)]
 pub struct Deadline {
     at: Instant,
+    /// The header the layer that set it wrote, if it wrote one.
+    header: Option<&'static HeaderName>,
+}
+
+impl PartialEq for Deadline {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Deadline {}
+
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Deadline {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+impl std::hash::Hash for Deadline {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.at.hash(state);
+    }
 }
 
 impl Deadline {
     /// A deadline at `instant`.
     pub const fn at(instant: Instant) -> Self {
-        Self { at: instant }
+        Self {
+            at: instant,
+            header: None,
+        }
+    }
+
+    /// The header the deadline layer that set this deadline wrote it to.
+    #[cfg_attr(not(feature = "retry"), allow(dead_code))]
+    pub(crate) fn header(&self) -> Option<&'static HeaderName> {
+        self.header
     }
 
     /// A deadline `budget` from now.
@@ -203,7 +243,7 @@ where
         // Our own budget, shortened by the caller's if it sent one.
         let mut budget = config.timeout;
         if config.read_headers {
-            if let Some(theirs) = header::read(request.headers(), &config.header_name) {
+            if let Some(theirs) = header::read(request.headers(), config.header_name) {
                 budget = budget.min(theirs);
             }
         }
@@ -234,10 +274,13 @@ where
                 }
                 _ => header::write(
                     request.headers_mut(),
-                    &config.header_name,
+                    config.header_name,
                     remaining.saturating_sub(config.margin),
                 ),
             }
+        }
+        if config.write_header {
+            deadline.header = Some(config.header_name);
         }
         request.extensions_mut().insert(deadline);
 

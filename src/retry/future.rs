@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
@@ -21,7 +21,7 @@ use super::hedge::HedgeDelay;
 use super::layer::Shared;
 use super::Budget;
 use crate::classify::{is_idempotent, Classify, FailureKind, Outcome};
-use crate::deadline::header::{self, REQUEST_TIMEOUT_MS};
+use crate::deadline::header::AttemptBudget;
 use crate::deadline::Deadline;
 use crate::http::{Retried, RetryAfter};
 use crate::time::saturating_add;
@@ -63,10 +63,9 @@ struct Ctx<S, B, C> {
     /// The request's head, to make every later attempt from (see
     /// [`copy_head`]).
     head: Parts,
-    /// The first attempt's `x-request-timeout-ms` when it was its only
-    /// header (and `head` was kept without it); otherwise it is read from
-    /// `head` when a later attempt is made.
-    header_budget: Option<Duration>,
+    /// The first attempt's deadline header, which every later attempt
+    /// sends what is left of (the deadline layer's own bookkeeping).
+    budget: Option<AttemptBudget>,
     replay: Replay<B>,
     phase: Phase,
     /// Attempts sent so far.
@@ -77,7 +76,7 @@ struct Ctx<S, B, C> {
     /// histogram.
     #[cfg(feature = "metrics")]
     sent: [Instant; 2],
-    deadline: Option<Instant>,
+    deadline: Option<Deadline>,
     idempotent: bool,
     /// When to hedge, while a hedge may still be sent.
     hedge_at: Option<Instant>,
@@ -149,10 +148,11 @@ where
         now: Instant,
     ) -> Self {
         let idempotent = is_idempotent(&request);
-        let deadline = Deadline::of(&request).map(|d| d.instant());
+        let deadline = Deadline::of(&request);
         let (parts, body) = request.into_parts();
-        let header_budget = only_header_budget(&parts.headers);
-        let head = copy_head(&parts, header_budget.is_some(), deadline.is_some());
+        let budget = AttemptBudget::of(&parts.headers, deadline.as_ref());
+        let only_header = budget.is_some_and(|b| b.is_only_header(&parts.headers));
+        let head = copy_head(&parts, only_header, deadline.is_some());
         let (first, replay) = ReplayBody::first(body, shared.replay_limit);
         // The first attempt carries no `Attempt`: inserting an extension
         // allocates, and "none" already says "first, nothing tried".
@@ -184,7 +184,7 @@ where
                 service,
                 shared,
                 head,
-                header_budget,
+                budget,
                 replay,
                 phase: Phase::Running,
                 attempts: 1,
@@ -467,7 +467,7 @@ where
         if let Some(deadline) = self.deadline {
             // tokio's timer rounds a sleep up to its next millisecond: a
             // wait ending within one of the deadline could wake past it.
-            if saturating_add(now, wait + TIMER_GRANULARITY) > deadline {
+            if saturating_add(now, wait + TIMER_GRANULARITY) > deadline.instant() {
                 return refuse("the wait would pass the deadline");
             }
         }
@@ -524,7 +524,7 @@ where
             return refuse(self, timer, "its body is still being sent");
         }
         if let Some(deadline) = self.deadline {
-            if deadline <= Instant::now() {
+            if deadline.is_expired() {
                 return refuse(self, timer, "no time left");
             }
         }
@@ -553,26 +553,16 @@ where
         let mut parts = copy_head(&self.head, false, false);
         if let Some(deadline) = self.deadline {
             // Back in, if `copy_head` left it out.
-            parts.extensions.insert(Deadline::at(deadline));
+            parts.extensions.insert(deadline);
         }
         parts
             .extensions
             .insert(Attempt::new(self.attempts, hedge, self.tried.clone()));
         // The deadline header written for the first attempt is older than
         // this one: send what is left of it.
-        let budget = self.header_budget.or_else(|| {
-            parts
-                .headers
-                .get(REQUEST_TIMEOUT_MS)
-                .and_then(header::parse_millis)
-        });
-        if let Some(budget) = budget {
+        if let Some(budget) = &self.budget {
             let spent = Instant::now().saturating_duration_since(self.started);
-            header::write(
-                &mut parts.headers,
-                &REQUEST_TIMEOUT_MS,
-                budget.saturating_sub(spent),
-            );
+            budget.write(&mut parts.headers, spent);
         }
         Request::from_parts(parts, self.replay.replay())
     }
@@ -585,19 +575,6 @@ const HEDGE: usize = 1;
 /// (a timeout, an ejection, a breaker opening) carries its number.
 fn attempt_span(attempt: u32, hedge: bool) -> Span {
     tracing::debug_span!(target: TARGET, "attempt", attempt, hedge)
-}
-
-/// The deadline header's budget if it is the only header: then the head
-/// is kept without it. Found without hashing the name.
-fn only_header_budget(headers: &HeaderMap) -> Option<Duration> {
-    if headers.len() != 1 {
-        return None;
-    }
-    let (name, value) = headers.iter().next()?;
-    if name != REQUEST_TIMEOUT_MS {
-        return None;
-    }
-    header::parse_millis(value)
 }
 
 /// A copy of a request's head (`Parts` is not `Clone`, its fields are),
