@@ -19,7 +19,7 @@
 
 #![cfg(feature = "preset")]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! client (through `Upstreams` where there are replicas) in front of real
 //! axum servers on `127.0.0.1:0`. The scenarios of the presets' issue, but
 //! the fourth (a server at three times its capacity), which is
-//! `tests/e2e_load_shed.rs` with `Resilience::server()`. Each prints its
+//! `tests/it/e2e_load_shed.rs` with `Resilience::server()`. Each prints its
 //! counts, and asserts on counts and statuses, and on latencies only in the
 //! runtime's virtual time.
 //!
@@ -16,7 +16,7 @@
 //! them. Each test sends a fixed number of requests and stops by itself.
 #![cfg(all(feature = "preset", feature = "upstream"))]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

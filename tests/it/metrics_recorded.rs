@@ -3,7 +3,7 @@
 //! recorder (installed for the test's thread only). Paused time throughout.
 #![cfg(feature = "metrics")]
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::io;

@@ -3,7 +3,7 @@
 //! records every event and the spans around it (installed for the test's
 //! thread only). Paused time throughout.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

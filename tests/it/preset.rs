@@ -5,7 +5,7 @@
 //! to a real server.
 #![cfg(feature = "preset")]
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::io;

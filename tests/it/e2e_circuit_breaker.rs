@@ -12,7 +12,7 @@
 //! gateway's clock forward at once: the open period passes without the test
 //! waiting on the wall clock.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! Classification of real errors from real hyper clients on loopback, and of
 //! error chains as other layers and libraries build them.
 
-mod common;
+use crate::common;
 
 use std::io;
 

@@ -7,9 +7,9 @@
 //! size, streamed, reaches the attempt that succeeds intact.
 //!
 //! The backoff is off (`Backoff::none()`): its waits are tested under
-//! paused time in `tests/retry.rs`, and here they would only be real sleeps.
+//! paused time in `tests/it/retry.rs`, and here they would only be real sleeps.
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hasher};

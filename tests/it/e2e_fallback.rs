@@ -11,7 +11,7 @@
 //! The upstream is a `PausedServer` on a thread and runtime of its own.
 #![cfg(feature = "fallback")]
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;

@@ -12,7 +12,7 @@
 //! requests.
 #![cfg(feature = "upstream")]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

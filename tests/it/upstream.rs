@@ -1,7 +1,7 @@
 //! Behaviour of `Upstreams`, under paused time, over simulated endpoints.
 #![cfg(feature = "upstream")]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

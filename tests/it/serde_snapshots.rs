@@ -3,7 +3,7 @@
 //! durations as float milliseconds in `_ms` fields. Paused time throughout.
 #![cfg(feature = "serde")]
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! The server runs under paused time (see `common::PausedServer`), so hangs
 //! and slow handlers reach their timeout at once and deterministically.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
