@@ -7,7 +7,7 @@
 //! recorder (`metrics-exporter-prometheus`, an OpenTelemetry bridge, ...).
 //! Without a recorder every call is a no-op: with the feature on and no
 //! recorder, the retry layer (the one that reports on every request)
-//! measured 5–8% slower than without it (`BENCHMARKS.md`). Every name starts with
+//! measured 5–8% slower than without it (in the crate's benchmarks). Every name starts with
 //! `tower_steady_`; labels take a bounded set of values (a failure kind, a
 //! status, a state, a breaker's name), never a path or an address.
 //! [`describe_metrics`] registers the descriptions and units below with the

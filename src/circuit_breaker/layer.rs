@@ -65,8 +65,7 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
 
 /// Builds a [`CircuitBreakerLayer`], checking its configuration.
 ///
-/// Each setting's default is given in its documentation; together they are
-/// the DESIGN defaults: open on at least 50% failures over the last 10 s (in
+/// Each setting's default is given in its documentation; together: open on at least 50% failures over the last 10 s (in
 /// 1 s buckets) once there were at least 20 calls; stay open 5 s, doubling on
 /// each reopening up to 60 s, shortened by up to 10% at random; close after
 /// 3 successful probes.

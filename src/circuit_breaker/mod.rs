@@ -75,7 +75,7 @@
 //! stripe of the window's current bucket (so calls completing on different
 //! cores do not fight over one cache line); the window is summed only when
 //! a call fails. No lock is taken and nothing is allocated on that path. Transitions take a short
-//! lock. See `BENCHMARKS.md` for the comparison with tower-resilience's
+//! lock. The crate's benchmarks compare it with tower-resilience's
 //! circuit breaker.
 //!
 //! The breaker decides in `call`, not in `poll_ready`: readiness is the

@@ -119,7 +119,7 @@ use crate::BoxError;
 /// [`DeadlineLayer`] stores one in each request's extensions; read it with
 /// [`Deadline::of`]. One that a layer wrote into a header also remembers
 /// which header, so that each later attempt of the request (a retry) can
-/// say what is left of it there (see [`header::AttemptBudget`]). Two
+/// say what is left of it there, as the retry layer does. Two
 /// deadlines compare by their instant alone.
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline {

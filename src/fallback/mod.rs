@@ -101,7 +101,7 @@
 //! keep a copy of the request's headers (to store under, or to find, the
 //! right variant). Requests that are not `GET` or `HEAD` cost one header
 //! lookup. The lock is taken to store a copy and to look one up after a
-//! failure, both cold paths. The numbers are in `BENCHMARKS.md`.
+//! failure, both cold paths. The crate's benchmarks (`benches/`) measure it.
 //!
 //! # Where it goes
 //!

@@ -182,7 +182,7 @@
 //! inner service, so the service must be `Clone`, as axum's and hyper's
 //! are. The
 //! throttle reads the clock once and two counters per request, and draws a
-//! random number only when `p > 0`. See `BENCHMARKS.md`.
+//! random number only when `p > 0`. The crate's benchmarks (`benches/`) measure it.
 //!
 //! Both layers decide in `call` (where the request, and so its
 //! criticality, is known) and leave readiness to the inner service.

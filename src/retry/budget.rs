@@ -65,7 +65,7 @@ const DEFAULT_MIN_PER_SECOND: u32 = 10;
 /// A retry budget: retries are allowed up to a ratio of requests over a
 /// sliding window, plus a floor. See the [module docs](self).
 ///
-/// `Budget::default()` is DESIGN's: 20% of requests over 10 s, plus 10
+/// `Budget::default()` is Finagle's: 20% of requests over 10 s, plus 10
 /// retries per second. A budget is cheap to clone and every clone is the
 /// same budget; give one to several [`RetryLayer`](super::RetryLayer)s to
 /// make them share it.
@@ -125,7 +125,7 @@ struct Ring {
 }
 
 impl Budget {
-    /// DESIGN's budget: 20% of requests over 10 s plus 10 retries per
+    /// The default budget (Finagle's): 20% of requests over 10 s plus 10 retries per
     /// second.
     pub fn new() -> Self {
         BudgetBuilder::new()

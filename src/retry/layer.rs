@@ -89,7 +89,7 @@ impl<S, C> Layer<S> for RetryLayer<C> {
 
 /// Builds a [`RetryLayer`], checking its configuration.
 ///
-/// The defaults are DESIGN's: at most 3 attempts, a budget of 20% of
+/// The defaults: at most 3 attempts, a budget of 20% of
 /// requests over 10 s plus 10 retries per second, full-jitter backoff from
 /// 25 ms to 250 ms, `Retry-After` honoured up to 10 s and only when it fits
 /// the deadline, request bodies kept up to 64 KiB, no hedging.

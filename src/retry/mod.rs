@@ -70,9 +70,8 @@
 //! request again it must keep its head (method, URI, headers, extensions),
 //! so it clones it, as every retry layer must (tower's `Retry` does it
 //! through `Policy::clone_request`). A request with a body also
-//! allocates the buffer its replay needs. This is a deliberate departure
-//! from DESIGN's "no allocation on the success path", which cannot hold
-//! for a layer that resends requests. A request with an empty body (most
+//! allocates the buffer its replay needs: no layer that resends requests
+//! can avoid that copy. A request with an empty body (most
 //! GETs) costs no body allocation, and copying a head with no headers and
 //! no extensions allocates nothing. The deadline layer's header and
 //! [`Deadline`](crate::deadline::Deadline) are left out of the copy when
@@ -91,10 +90,10 @@
 //! backoff off the latency it measures, so a retried request does not look
 //! like a queue.
 //!
-//! DESIGN also names a `BudgetExhausted` error; the issue asks that an
-//! empty budget return the original failure, which tells the caller more,
-//! so there is no such error: the budget's state is in the `tracing` event
-//! and in [`RetryHandle`].
+//! An empty budget returns the last attempt's own failure, which tells the
+//! caller more than a `BudgetExhausted` error would: there is no such
+//! error, and the budget's state is in the `tracing` event and in
+//! [`RetryHandle`].
 //!
 //! # Example
 //!

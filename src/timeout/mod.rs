@@ -9,8 +9,7 @@
 //! [`classify`](crate::classify) calls a [`Timeout`] that may have been sent,
 //! and [`ErrorResponseLayer`] answers with `504 Gateway Timeout`.
 //!
-//! There is no default: an attempt timeout is set when it is wanted
-//! (DESIGN: "attempt timeout none unless set"). A zero timeout is allowed, as
+//! There is no default: an attempt timeout is set when it is wanted. A zero timeout is allowed, as
 //! in tower: only a response that is ready on the first poll gets through.
 //!
 //! # Cost
@@ -20,8 +19,8 @@
 //! timer wheel that has to be removed again. Here the timer is created only
 //! when the inner future returns `Pending` for the first time; a response
 //! that is ready on its first poll (a cache hit, a rejection by an inner
-//! layer, an in-process service) costs one clock read and nothing else. See
-//! `BENCHMARKS.md` for the comparison with tower's `Timeout`.
+//! layer, an in-process service) costs one clock read and nothing else. The
+//! crate's benchmarks compare it with tower's `Timeout`.
 //!
 //! # Ties
 //!
