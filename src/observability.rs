@@ -18,8 +18,8 @@
 //! | `tower_steady_timeouts_total` | counter | | an attempt timed out ([`timeout`](crate::timeout)) |
 //! | `tower_steady_deadline_exceeded_total` | counter | `when`: `arrival`, `in_flight` | a request's deadline passed ([`deadline`](crate::deadline)) |
 //! | `tower_steady_requests_total` | counter | `outcome`: `success` or a [failure kind](crate::classify::FailureKind::as_str) | a request left the retry layer, after its retries |
-//! | `tower_steady_request_duration_seconds` | histogram | `outcome` | the same, its whole time, retries and backoff included; only with [`record_durations`](crate::retry::RetryLayerBuilder::record_durations) (a clock read per request) |
-//! | `tower_steady_attempt_duration_seconds` | histogram | `outcome` | an attempt ended (a retry or hedge is one too), its time; only with [`record_durations`](crate::retry::RetryLayerBuilder::record_durations) |
+//! | `tower_steady_request_duration_seconds` | histogram | `outcome` | the same, its whole time, retries and backoff included; only with [`record_durations`](crate::retry::RetryBuilder::record_durations) (a clock read per request) |
+//! | `tower_steady_attempt_duration_seconds` | histogram | `outcome` | an attempt ended (a retry or hedge is one too), its time; only with [`record_durations`](crate::retry::RetryBuilder::record_durations) |
 //! | `tower_steady_retries_total` | counter | `kind`: the failure retried | a retry was sent |
 //! | `tower_steady_hedges_total` | counter | | a hedge was sent |
 //! | `tower_steady_retry_budget_exhausted_total` | counter | `for`: `retry`, `hedge` | the budget refused a retry or a hedge |
@@ -105,8 +105,8 @@
 //!
 //! | layer | handle | snapshot |
 //! |---|---|---|
-//! | circuit breaker | [`BreakerHandle`](crate::circuit_breaker::BreakerHandle) | [`Snapshot`](crate::circuit_breaker::Snapshot): `state`, `calls`, `failures`, `slow_calls`, `consecutive_failures`, `open_remaining_ms` |
-//! | retry | [`RetryHandle`](crate::retry::RetryHandle) | [`Snapshot`](crate::retry::Snapshot): `retries_available`, `hedge_delay_ms` |
+//! | circuit breaker | [`BreakerHandle`](crate::circuit_breaker::BreakerHandle) | [`BreakerSnapshot`](crate::circuit_breaker::BreakerSnapshot): `state`, `calls`, `failures`, `slow_calls`, `consecutive_failures`, `open_remaining_ms` |
+//! | retry | [`RetryHandle`](crate::retry::RetryHandle) | [`RetrySnapshot`](crate::retry::RetrySnapshot): `retries_available`, `hedge_delay_ms` |
 //! | adaptive limit | [`LimitHandle`](crate::load_shed::LimitHandle) | [`LimitSnapshot`](crate::load_shed::LimitSnapshot): `limit`, `in_flight`, `rejected`, `rejected_sheddable`, `no_load_ms` |
 //! | throttle | [`ThrottleHandle`](crate::load_shed::ThrottleHandle) | [`ThrottleSnapshot`](crate::load_shed::ThrottleSnapshot): `requests`, `accepts`, `probability`, `rejected` |
 //! | upstreams | [`UpstreamsHandle`](crate::upstream::UpstreamsHandle) | a list of [`EndpointSnapshot`](crate::upstream::EndpointSnapshot): `addr`, `state`, `in_flight`, `latency_ms`, `success_rate`, `ejections`, `ejected_for_ms`, `checks_failing` |

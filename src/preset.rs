@@ -89,7 +89,7 @@ use std::time::Duration;
 use tower_layer::{Identity, Layer};
 
 use crate::circuit_breaker::{self, BreakerHandle, CircuitBreakerBuilder, CircuitBreakerLayer};
-use crate::deadline::{DeadlineLayer, DeadlineLayerBuilder};
+use crate::deadline::{DeadlineBuilder, DeadlineLayer};
 use crate::fallback::{
     StaleIfErrorBuilder, StaleIfErrorHandle, StaleIfErrorLayer, StaleIfErrorStats,
 };
@@ -98,7 +98,7 @@ use crate::load_shed::{
     AdaptiveLimitBuilder, AdaptiveLimitLayer, LimitHandle, LimitSnapshot, ThrottleBuilder,
     ThrottleHandle, ThrottleLayer, ThrottleSnapshot,
 };
-use crate::retry::{self, RetryHandle, RetryLayer, RetryLayerBuilder};
+use crate::retry::{self, RetryBuilder, RetryHandle, RetryLayer};
 use crate::timeout::TimeoutLayer;
 use crate::ConfigError;
 
@@ -171,7 +171,7 @@ impl<C> Part for ErrorResponseLayer<C> {
     }
 }
 
-impl Part for DeadlineLayerBuilder {
+impl Part for DeadlineBuilder {
     type Layer = DeadlineLayer;
 
     fn build_part(self, _: &mut Handles) -> Result<DeadlineLayer, ConfigError> {
@@ -196,7 +196,7 @@ macro_rules! stateful_part {
 
 stateful_part! {
     StaleIfErrorBuilder => StaleIfErrorLayer, stale_if_error;
-    RetryLayerBuilder => RetryLayer, retry;
+    RetryBuilder => RetryLayer, retry;
     CircuitBreakerBuilder => CircuitBreakerLayer, breaker;
     ThrottleBuilder => ThrottleLayer, throttle;
     AdaptiveLimitBuilder => AdaptiveLimitLayer, limit;
@@ -222,8 +222,8 @@ pub struct Handles {
 impl Handles {
     /// Every part's snapshot now; with the `serde` feature it serializes,
     /// for a status route.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
+    pub fn snapshot(&self) -> ResilienceSnapshot {
+        ResilienceSnapshot {
             breaker: self.breaker.as_ref().map(BreakerHandle::snapshot),
             retry: self.retry.as_ref().map(RetryHandle::snapshot),
             throttle: self.throttle.as_ref().map(ThrottleHandle::snapshot),
@@ -238,11 +238,11 @@ impl Handles {
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
-pub struct Snapshot {
+pub struct ResilienceSnapshot {
     /// The circuit breaker's.
-    pub breaker: Option<circuit_breaker::Snapshot>,
+    pub breaker: Option<circuit_breaker::BreakerSnapshot>,
     /// The retry layer's.
-    pub retry: Option<retry::Snapshot>,
+    pub retry: Option<retry::RetrySnapshot>,
     /// The client throttle's.
     pub throttle: Option<ThrottleSnapshot>,
     /// The stale-if-error store's.
@@ -251,15 +251,19 @@ pub struct Snapshot {
     pub limit: Option<LimitSnapshot>,
 }
 
+/// The old name of [`ResilienceSnapshot`].
+#[deprecated(since = "0.1.0", note = "renamed `ResilienceSnapshot`")]
+pub type Snapshot = ResilienceSnapshot;
+
 /// Builds the client stack; from [`Resilience::client()`]. The type
 /// parameters are the parts, each a builder or [`Identity`] (off).
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ClientBuilder<
     E = ErrorResponseLayer,
-    D = DeadlineLayerBuilder,
+    D = DeadlineBuilder,
     F = StaleIfErrorBuilder,
-    R = RetryLayerBuilder,
+    R = RetryBuilder,
     B = CircuitBreakerBuilder,
     T = ThrottleBuilder,
     A = Identity,
@@ -302,11 +306,11 @@ impl<E, D, F, R, B, T, A> ClientBuilder<E, D, F, R, B, T, A> {
 
     /// The total budget (default [`DeadlineLayer::client()`]: 15 s,
     /// written to `x-request-timeout-ms`). A proxy also reads its caller's
-    /// budget with [`read_headers(true)`](DeadlineLayerBuilder::read_headers).
+    /// budget with [`read_headers(true)`](DeadlineBuilder::read_headers).
     pub fn deadline(
         self,
-        builder: DeadlineLayerBuilder,
-    ) -> ClientBuilder<E, DeadlineLayerBuilder, F, R, B, T, A> {
+        builder: DeadlineBuilder,
+    ) -> ClientBuilder<E, DeadlineBuilder, F, R, B, T, A> {
         with_part!(ClientBuilder { error_response, stale_if_error, retry, breaker, throttle, timeout }
             self.deadline = builder)
     }
@@ -335,8 +339,8 @@ impl<E, D, F, R, B, T, A> ClientBuilder<E, D, F, R, B, T, A> {
     /// The retry layer (default [`RetryLayer::builder()`]).
     pub fn retry<C>(
         self,
-        builder: RetryLayerBuilder<C>,
-    ) -> ClientBuilder<E, D, F, RetryLayerBuilder<C>, B, T, A> {
+        builder: RetryBuilder<C>,
+    ) -> ClientBuilder<E, D, F, RetryBuilder<C>, B, T, A> {
         with_part!(ClientBuilder { error_response, deadline, stale_if_error, breaker, throttle, timeout }
             self.retry = builder)
     }
@@ -491,7 +495,7 @@ where
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ServerBuilder<
     E = ErrorResponseLayer,
-    D = DeadlineLayerBuilder,
+    D = DeadlineBuilder,
     L = AdaptiveLimitBuilder,
     A = Identity,
 > {
@@ -519,10 +523,7 @@ impl<E, D, L, A> ServerBuilder<E, D, L, A> {
 
     /// The request budget (default [`DeadlineLayer::server()`]: 15 s, or
     /// what the caller's `x-request-timeout-ms` or `grpc-timeout` leaves).
-    pub fn deadline(
-        self,
-        builder: DeadlineLayerBuilder,
-    ) -> ServerBuilder<E, DeadlineLayerBuilder, L, A> {
+    pub fn deadline(self, builder: DeadlineBuilder) -> ServerBuilder<E, DeadlineBuilder, L, A> {
         with_part!(ServerBuilder { error_response, limit, timeout } self.deadline = builder)
     }
 

@@ -19,8 +19,8 @@ pub struct ChaosLayer {
 
 impl ChaosLayer {
     /// A builder with no faults configured.
-    pub fn builder() -> ChaosLayerBuilder {
-        ChaosLayerBuilder::default()
+    pub fn builder() -> ChaosBuilder {
+        ChaosBuilder::default()
     }
 }
 
@@ -35,13 +35,13 @@ impl<S> Layer<S> for ChaosLayer {
 /// Builds a [`ChaosLayer`], checking its configuration.
 #[derive(Debug, Clone, Default)]
 #[must_use = "call `build()` to get the layer"]
-pub struct ChaosLayerBuilder {
+pub struct ChaosBuilder {
     seed: Option<u64>,
     faults: Vec<(Fault, f64)>,
     latency: Option<(f64, Duration, Duration)>,
 }
 
-impl ChaosLayerBuilder {
+impl ChaosBuilder {
     /// Seeds the random number generator, for runs that repeat exactly.
     /// Unseeded, every process draws differently.
     pub fn seed(mut self, seed: u64) -> Self {

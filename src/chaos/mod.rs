@@ -64,7 +64,11 @@ pub mod error;
 pub mod future;
 mod layer;
 
-pub use self::layer::{ChaosLayer, ChaosLayerBuilder};
+pub use self::layer::{ChaosBuilder, ChaosLayer};
+
+/// The old name of [`ChaosBuilder`].
+#[deprecated(since = "0.1.0", note = "renamed `ChaosBuilder`")]
+pub type ChaosLayerBuilder = ChaosBuilder;
 
 use std::io;
 use std::sync::Arc;

@@ -66,8 +66,19 @@ where
             KindProj::Called { future, guard } => {
                 let result = ready!(future.poll(cx)).map_err(Into::into);
                 if guard.records() {
-                    let outcome = this.classifier.classify_result(&result);
-                    guard.finish(&outcome);
+                    match &result {
+                        // Refused by a throttle below, never sent: no
+                        // evidence about the upstream beyond the refusals
+                        // the throttle counted, and counting its own
+                        // refusals would keep the breaker open because the
+                        // throttle is throttling. Neither a success nor a
+                        // failure.
+                        Err(error) if refused_locally(&**error) => guard.skip(),
+                        _ => {
+                            let outcome = this.classifier.classify_result(&result);
+                            guard.finish(&outcome);
+                        }
+                    }
                 } else {
                     guard.done = true;
                 }
@@ -103,6 +114,11 @@ impl Guard {
         !self.done && self.permit.kind() != PermitKind::Bypass
     }
 
+    fn skip(&mut self) {
+        self.done = true;
+        self.breaker.release(&self.permit);
+    }
+
     fn finish(&mut self, outcome: &Outcome) {
         self.done = true;
         let failure = counts_as_failure(
@@ -121,6 +137,20 @@ impl Drop for Guard {
             self.breaker.release(&self.permit);
         }
     }
+}
+
+/// Whether `error` is a local refusal by a layer below that shed or
+/// throttled the call ([`Overloaded`](crate::error::Overloaded)) anywhere in
+/// its source chain.
+fn refused_locally(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(err) = current {
+        if err.is::<crate::error::Overloaded>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 /// Whether `outcome` counts against the upstream.

@@ -20,7 +20,7 @@ pub struct BreakerHandle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
-pub struct Snapshot {
+pub struct BreakerSnapshot {
     /// The state.
     pub state: State,
     /// Calls in the window. Outcomes are recorded only while closed; after
@@ -61,10 +61,10 @@ impl BreakerHandle {
     }
 
     /// The state and the window's counts now.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> BreakerSnapshot {
         let now = Instant::now();
         let counts = self.breaker.counts(now);
-        Snapshot {
+        BreakerSnapshot {
             state: self.breaker.state(),
             calls: counts.calls,
             failures: counts.failures,

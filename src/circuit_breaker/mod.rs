@@ -150,7 +150,11 @@ mod window;
 mod tests;
 
 pub use self::error::CircuitOpen;
-pub use self::handle::{BreakerHandle, Snapshot};
+pub use self::handle::{BreakerHandle, BreakerSnapshot};
+
+/// The old name of [`BreakerSnapshot`].
+#[deprecated(since = "0.1.0", note = "renamed `BreakerSnapshot`")]
+pub type Snapshot = BreakerSnapshot;
 pub use self::layer::{CircuitBreakerBuilder, CircuitBreakerLayer};
 
 use std::sync::Arc;

@@ -56,6 +56,34 @@
 //! An error nothing recognises is [`FailureKind::Other`], `MaybeSent`: when
 //! in doubt, assume the upstream may have seen the request.
 //!
+//! # What each layer does with each kind
+//!
+//! One classification, read by every layer; what each then does with it:
+//!
+//! | kind | [`RetryLayer`] | [`CircuitBreakerLayer`] | [`Upstreams`] (the endpoint's health) | [`ThrottleLayer`] | [`StaleIfErrorLayer`] (default) | [`ErrorResponseLayer`] |
+//! |---|---|---|---|---|---|---|
+//! | `BadGateway`, `Unavailable`, `GatewayTimeout` | retried if safe | failure | gateway failure (5 in a row eject) | refusal | answered from a copy | an answer passes on, but a `502` becomes `503` + `Retry-After`; as an error, `503` (`504` for `GatewayTimeout`) |
+//! | `TooManyRequests` | retried if safe, after its `Retry-After` | not counted (configurable) | failure (success rate) | refusal | passed on | `503` |
+//! | `ServerError` | retried if safe | failure | failure (success rate) | accepted | passed on | `500` |
+//! | `Timeout` | retried if safe | failure | gateway failure | refusal | answered from a copy | `504` |
+//! | `DeadlineExceeded` | never | failure once sent; not counted before | ignored | refusal once sent; not counted before | answered from a copy | `504` |
+//! | `Connect`, `Reset` | retried (`Connect` is never sent: whatever the method) | failure | gateway failure | refusal | answered from a copy | `503` |
+//! | `Rejected` | never | failure (no healthy upstream), except a throttle's or a limit's own refusal ([`Overloaded`]), which is not counted | ignored | refusal | answered from a copy | `503` + the rejection's `Retry-After` |
+//! | `Protocol` | retried if safe | failure | failure (success rate) | accepted | answered from a copy | `502` |
+//! | `Unsupported` | never | not counted | ignored | not counted | passed on | `501` |
+//! | `Other` | retried if safe | failure | ignored | accepted | answered from a copy | `500` |
+//!
+//! "If safe": the request was not sent, or it is [idempotent]; and always
+//! within the retry budget and the deadline. The adaptive limit of a server
+//! counts only successes as latencies; every failure is ignored there.
+//!
+//! [`RetryLayer`]: crate::retry::RetryLayer
+//! [`CircuitBreakerLayer`]: crate::circuit_breaker::CircuitBreakerLayer
+//! [`Upstreams`]: crate::upstream::Upstreams
+//! [`ThrottleLayer`]: crate::load_shed::ThrottleLayer
+//! [`StaleIfErrorLayer`]: crate::fallback::StaleIfErrorLayer
+//! [`ErrorResponseLayer`]: crate::http::ErrorResponseLayer
+//!
 //! # Your own classification
 //!
 //! [`Classify`] is a trait so that a service with its own conventions (a 503

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 /// milliseconds (`x-request-timeout-ms: 2500`).
 ///
 /// Read on the server side, written on the client side; the name can be
-/// changed with [`DeadlineLayerBuilder::header_name`](super::DeadlineLayerBuilder::header_name).
+/// changed with [`DeadlineBuilder::header_name`](super::DeadlineBuilder::header_name).
 pub const REQUEST_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-request-timeout-ms");
 
 /// [`REQUEST_TIMEOUT_MS`] where a `'static` reference is needed.

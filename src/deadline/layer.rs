@@ -20,7 +20,7 @@ pub(crate) struct Config {
     pub(crate) margin: Duration,
     /// `'static` so that each request's [`Deadline`](super::Deadline) can
     /// name it at no cost: the default is a constant, a name set with
-    /// [`header_name`](DeadlineLayerBuilder::header_name) is allocated once,
+    /// [`header_name`](DeadlineBuilder::header_name) is allocated once,
     /// when the layer is built, and kept for the life of the program.
     pub(crate) header_name: &'static HeaderName,
     /// The header's value for a request whose budget is the whole
@@ -42,27 +42,33 @@ pub struct DeadlineLayer {
 impl Default for DeadlineLayer {
     fn default() -> Self {
         Self {
-            config: DeadlineLayerBuilder::new().config,
+            config: DeadlineBuilder::new().config,
         }
     }
 }
 
 impl DeadlineLayer {
+    /// A deadline with the defaults: 15 s per request, no headers read or
+    /// written (as [`Default`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// A builder with the defaults: 15 s, no headers read or written.
-    pub fn builder() -> DeadlineLayerBuilder {
-        DeadlineLayerBuilder::new()
+    pub fn builder() -> DeadlineBuilder {
+        DeadlineBuilder::new()
     }
 
     /// A builder for the server side of a hop: the caller's budget is read
     /// from `x-request-timeout-ms` and `grpc-timeout`.
-    pub fn server() -> DeadlineLayerBuilder {
-        DeadlineLayerBuilder::new().read_headers(true)
+    pub fn server() -> DeadlineBuilder {
+        DeadlineBuilder::new().read_headers(true)
     }
 
     /// A builder for the client side of a hop: the remaining budget is
     /// written to `x-request-timeout-ms` on the outgoing request.
-    pub fn client() -> DeadlineLayerBuilder {
-        DeadlineLayerBuilder::new().write_header(true)
+    pub fn client() -> DeadlineBuilder {
+        DeadlineBuilder::new().write_header(true)
     }
 
     /// The total budget of each request.
@@ -82,12 +88,12 @@ impl<S> Layer<S> for DeadlineLayer {
 /// Builds a [`DeadlineLayer`], checking its configuration.
 #[derive(Debug, Clone)]
 #[must_use = "call `build()` to get the layer"]
-pub struct DeadlineLayerBuilder {
+pub struct DeadlineBuilder {
     config: Config,
     header_name: Option<HeaderName>,
 }
 
-impl DeadlineLayerBuilder {
+impl DeadlineBuilder {
     fn new() -> Self {
         Self {
             config: Config {

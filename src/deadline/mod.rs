@@ -100,7 +100,11 @@ pub mod future;
 pub mod header;
 mod layer;
 
-pub use self::layer::{DeadlineLayer, DeadlineLayerBuilder};
+pub use self::layer::{DeadlineBuilder, DeadlineLayer};
+
+/// The old name of [`DeadlineBuilder`].
+#[deprecated(since = "0.1.0", note = "renamed `DeadlineBuilder`")]
+pub type DeadlineLayerBuilder = DeadlineBuilder;
 
 use std::task::{Context, Poll};
 use std::time::Duration;

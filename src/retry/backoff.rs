@@ -33,7 +33,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// Full-jitter exponential backoff from `base`, never above `cap`.
-    /// [`RetryLayerBuilder::build`](super::RetryLayerBuilder::build)
+    /// [`RetryBuilder::build`](super::RetryBuilder::build)
     /// checks that `base <= cap`.
     pub const fn exponential(base: Duration, cap: Duration) -> Self {
         Self { base, cap }

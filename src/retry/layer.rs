@@ -44,16 +44,16 @@ pub struct RetryLayer<C = HttpClassifier> {
 }
 
 impl RetryLayer {
-    /// A retry layer with the defaults (see [`RetryLayerBuilder`]).
+    /// A retry layer with the defaults (see [`RetryBuilder`]).
     pub fn new() -> Self {
-        RetryLayerBuilder::new()
+        RetryBuilder::new()
             .build()
             .expect("the default retry settings are valid")
     }
 
     /// A builder to configure the layer.
-    pub fn builder() -> RetryLayerBuilder {
-        RetryLayerBuilder::new()
+    pub fn builder() -> RetryBuilder {
+        RetryBuilder::new()
     }
 }
 
@@ -95,7 +95,7 @@ impl<S, C> Layer<S> for RetryLayer<C> {
 /// the deadline, request bodies kept up to 64 KiB, no hedging.
 #[derive(Debug, Clone)]
 #[must_use = "call `build()` to get the layer"]
-pub struct RetryLayerBuilder<C = HttpClassifier> {
+pub struct RetryBuilder<C = HttpClassifier> {
     max_attempts: u32,
     backoff: Backoff,
     max_retry_after: Duration,
@@ -107,7 +107,7 @@ pub struct RetryLayerBuilder<C = HttpClassifier> {
     classifier: C,
 }
 
-impl RetryLayerBuilder {
+impl RetryBuilder {
     fn new() -> Self {
         Self {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
@@ -123,13 +123,13 @@ impl RetryLayerBuilder {
     }
 }
 
-impl Default for RetryLayerBuilder {
+impl Default for RetryBuilder {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<C> RetryLayerBuilder<C> {
+impl<C> RetryBuilder<C> {
     /// Attempts per request, the first one included (a hedge is an attempt
     /// too). Default 3; must be between 1 and 10.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
@@ -181,8 +181,8 @@ impl<C> RetryLayerBuilder<C> {
     }
 
     /// Decides which failures are retried. Default [`HttpClassifier`].
-    pub fn classifier<D>(self, classifier: D) -> RetryLayerBuilder<D> {
-        RetryLayerBuilder {
+    pub fn classifier<D>(self, classifier: D) -> RetryBuilder<D> {
+        RetryBuilder {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
             max_retry_after: self.max_retry_after,
@@ -267,14 +267,14 @@ impl RetryHandle {
     }
 
     /// What the layer would do now.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> RetrySnapshot {
         let now = Instant::now();
         let hedge_delay = match self.hedge {
             None => None,
             Some(HedgeDelay::Fixed(delay)) => Some(delay),
             Some(HedgeDelay::Percentile(_)) => self.latencies.as_ref().and_then(|l| l.delay(now)),
         };
-        Snapshot {
+        RetrySnapshot {
             retries_available: self.budget.available_at(now),
             hedge_delay,
         }
@@ -285,7 +285,7 @@ impl RetryHandle {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
-pub struct Snapshot {
+pub struct RetrySnapshot {
     /// Retries the budget would allow now.
     pub retries_available: u64,
     /// After how long a request would be hedged now; `None` when hedging is

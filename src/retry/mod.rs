@@ -151,7 +151,15 @@ pub use self::backoff::Backoff;
 pub use self::body::ReplayBody;
 pub use self::budget::{Budget, BudgetBuilder};
 pub use self::hedge::Hedge;
-pub use self::layer::{RetryHandle, RetryLayer, RetryLayerBuilder, Snapshot};
+pub use self::layer::{RetryBuilder, RetryHandle, RetryLayer, RetrySnapshot};
+
+/// The old name of [`RetryBuilder`].
+#[deprecated(since = "0.1.0", note = "renamed `RetryBuilder`")]
+pub type RetryLayerBuilder = RetryBuilder;
+
+/// The old name of [`RetrySnapshot`].
+#[deprecated(since = "0.1.0", note = "renamed `RetrySnapshot`")]
+pub type Snapshot = RetrySnapshot;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -198,7 +198,7 @@ async fn ranged_latency_stays_in_its_range_and_spreads_over_it() {
 
 #[test]
 fn invalid_configuration_names_the_field() {
-    let field = |b: tower_steady::chaos::ChaosLayerBuilder| b.build().unwrap_err().field();
+    let field = |b: tower_steady::chaos::ChaosBuilder| b.build().unwrap_err().field();
     assert_eq!(
         field(ChaosLayer::builder().fault(Fault::Hang, 1.5)),
         "chaos.rate"

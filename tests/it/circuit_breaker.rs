@@ -10,7 +10,7 @@ use http::{header, Request, Response, StatusCode};
 use tokio::time::{advance, Instant};
 use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_steady::circuit_breaker::{
-    CircuitBreakerBuilder, CircuitBreakerLayer, CircuitOpen, Snapshot, State,
+    BreakerSnapshot, CircuitBreakerBuilder, CircuitBreakerLayer, CircuitOpen, State,
 };
 use tower_steady::classify::{Classify, FailureKind, HttpClassifier, RetrySafety};
 use tower_steady::deadline::{error::DeadlineExceeded, Deadline, DeadlineLayer};
@@ -127,7 +127,7 @@ fn open_error(result: Result<StatusCode, BoxError>) -> CircuitOpen {
         .unwrap_or_else(|| panic!("not CircuitOpen: {err}"))
 }
 
-fn snapshot(layer: &CircuitBreakerLayer) -> Snapshot {
+fn snapshot(layer: &CircuitBreakerLayer) -> BreakerSnapshot {
     layer.handle().snapshot()
 }
 
@@ -556,4 +556,40 @@ fn bad_configuration_is_an_error_naming_the_field() {
         .half_open_probes(1_000)
         .build()
         .unwrap();
+}
+
+/// The client stack puts the breaker above the throttle: the throttle's
+/// own refusals (`Overloaded`, never sent) are no evidence against the
+/// upstream, so they are neither failures nor successes for the breaker,
+/// which stays closed however many there are; an upstream's own failures
+/// still count.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_throttles_local_refusals_do_not_count_against_the_upstream() {
+    let layer = CircuitBreakerLayer::new();
+    let refusing = service_fn(|_: Request<()>| async {
+        Err::<Response<()>, BoxError>(Box::new(tower_steady::load_shed::Overloaded::new(
+            Duration::from_secs(1),
+        )))
+    });
+    let svc = layer.layer(refusing);
+    for _ in 0..100 {
+        let error = svc.clone().oneshot(Request::new(())).await.unwrap_err();
+        assert!(error.is::<tower_steady::load_shed::Overloaded>());
+    }
+    let seen = snapshot(&layer);
+    assert_eq!(
+        (seen.state, seen.calls, seen.failures),
+        (State::Closed, 0, 0)
+    );
+
+    let failing = service_fn(|_: Request<()>| async {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        Ok::<_, BoxError>(response)
+    });
+    let svc = layer.layer(failing);
+    for _ in 0..30 {
+        let _ = svc.clone().oneshot(Request::new(())).await;
+    }
+    assert_eq!(snapshot(&layer).state, State::Open);
 }

@@ -136,7 +136,7 @@ fn hyper_client() -> RetryClient {
         .build_http()
 }
 
-fn retry_layer() -> tower_steady::retry::RetryLayerBuilder {
+fn retry_layer() -> tower_steady::retry::RetryBuilder {
     RetryLayer::builder().backoff(Backoff::none()).seed(3)
 }
 
