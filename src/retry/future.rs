@@ -410,7 +410,9 @@ where
         self.hedge_at = None;
         timer.set(None);
 
-        let Some(wait) = self.decide(kind, safety.allows_retry(self.idempotent), &result) else {
+        let elsewhere = endpoint.is_some();
+        let safe = safety.allows_retry(self.idempotent);
+        let Some(wait) = self.decide(kind, safe, elsewhere, &result) else {
             return Settle::Done(result.map_err(unwrap_endpoint));
         };
         self.tried.extend(endpoint);
@@ -422,10 +424,14 @@ where
     }
 
     /// The wait before a retry, or `None` to return the failure.
+    ///
+    /// `elsewhere`: the failed attempt said which endpoint it went to, so a
+    /// balancer below sends the retry to another one.
     fn decide(
         &mut self,
         kind: FailureKind,
         safe: bool,
+        elsewhere: bool,
         result: &Result<Response<RB>, BoxError>,
     ) -> Option<Duration> {
         let attempt = self.attempts;
@@ -451,7 +457,17 @@ where
 
         let shared = &*self.shared;
         let now = Instant::now();
-        let mut wait = shared.backoff.delay(attempt, shared.rng.next_f64());
+        // The first retry of a request that failed on one endpoint goes to
+        // another at once (as HAProxy's redispatch and Envoy's
+        // `previous_hosts` do): the wait is there for the endpoint that
+        // failed, and the retry goes elsewhere. Later retries, and a retry
+        // that may go back to the same place, back off. A `Retry-After`
+        // still counts, and the budget bounds it all.
+        let mut wait = if attempt == 1 && elsewhere {
+            Duration::ZERO
+        } else {
+            shared.backoff.delay(attempt, shared.rng.next_f64())
+        };
         if let Ok(response) = result {
             let status = response.status();
             if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS

@@ -31,7 +31,12 @@
 //!    base, 250 ms cap) or the upstream's `Retry-After` on a 503 or a 429 if
 //!    it asks for longer (up to 10 s), must end before the request's
 //!    [`Deadline`]: the layer **never waits past the deadline**, it returns
-//!    the failure at once instead;
+//!    the failure at once instead. The first retry of a request whose
+//!    failed attempt said which endpoint it went to (an [`Endpoint`], as
+//!    [`Upstreams`](crate::upstream::Upstreams) reports) waits for nothing
+//!    but a `Retry-After`: a balancer below sends it to another endpoint,
+//!    and the backoff is there for the one that failed (HAProxy's
+//!    redispatch, Envoy's `previous_hosts`). Later retries back off;
 //! 4. the [`Budget`] must have a retry left: at most 20% of requests over
 //!    10 s, plus 10 retries per second (Finagle's defaults). An upstream
 //!    that fails everything sees at most 1.2 times its normal load, not 3

@@ -1013,3 +1013,39 @@ async fn requests_without_a_body_use_an_empty_replay() {
     let response = layer().layer(svc).oneshot(request).await.unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// The first retry of a request that failed on a known endpoint goes (to
+/// another endpoint, below) at once; the second backs off, and so does a
+/// first retry whose endpoint is unknown (it may go back to the same one).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_first_retry_elsewhere_goes_at_once_and_later_ones_back_off() {
+    let up = Script::new(vec![
+        Answer::StatusFrom(502, 1),
+        Answer::StatusFrom(502, 2),
+        Answer::StatusFrom(200, 3),
+    ]);
+    let response = layer().layer(up.service()).oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = up.seen();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        seen[1].at - seen[0].at,
+        Duration::ZERO,
+        "no backoff elsewhere"
+    );
+    let second = seen[2].at - seen[1].at;
+    assert!(second > Duration::ZERO, "{second:?}");
+    assert!(second <= Backoff::default().ceiling(2), "{second:?}");
+    // The only wait scheduled was the second's (the timer rounds it up to
+    // its next millisecond).
+    let retried = *response.extensions().get::<Retried>().unwrap();
+    assert!(retried.backoff <= second && second <= retried.backoff + Duration::from_millis(1));
+
+    // No endpoint reported: the first retry backs off too.
+    let up = Script::new(vec![Answer::Status(502), Answer::Status(200)]);
+    layer().layer(up.service()).oneshot(get()).await.unwrap();
+    let seen = up.seen();
+    let first = seen[1].at - seen[0].at;
+    assert!(first > Duration::ZERO, "{first:?}");
+    assert!(first <= Backoff::default().ceiling(1), "{first:?}");
+}
