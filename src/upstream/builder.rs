@@ -33,6 +33,7 @@ impl UpstreamsBuilder {
                 consecutive_failures: 5,
                 interval: Duration::from_secs(10),
                 base_ejection: Duration::from_secs(30),
+                unreachable_ejection: Duration::from_secs(1),
                 max_ejection: Duration::from_secs(300),
                 ejection_jitter: 0.1,
                 max_ejected_ratio: 0.1,
@@ -74,6 +75,17 @@ impl<C, K> UpstreamsBuilder<C, K> {
     /// Default 30 s (Envoy's `base_ejection_time`).
     pub fn base_ejection(mut self, duration: Duration) -> Self {
         self.config.base_ejection = duration;
+        self
+    }
+
+    /// The first ejection's length for an endpoint ejected because it could
+    /// not be reached (its last failure a refused connection, as while it
+    /// restarts): it is probed back this soon, and the n-th such ejection in
+    /// a row lasts n times as long. Default 1 s, so a restart costs seconds,
+    /// not a minute; an endpoint that answers badly gets
+    /// [`base_ejection`](Self::base_ejection).
+    pub fn unreachable_ejection(mut self, duration: Duration) -> Self {
+        self.config.unreachable_ejection = duration;
         self
     }
 
@@ -195,6 +207,7 @@ impl<C, K> UpstreamsBuilder<C, K> {
         for (value, field) in [
             (c.interval, "upstream.interval"),
             (c.base_ejection, "upstream.base_ejection"),
+            (c.unreachable_ejection, "upstream.unreachable_ejection"),
             (c.default_rtt, "upstream.default_rtt"),
             (c.decay, "upstream.decay"),
         ] {
@@ -202,7 +215,7 @@ impl<C, K> UpstreamsBuilder<C, K> {
                 return Err(ConfigError::new(field, "must be greater than zero"));
             }
         }
-        if c.max_ejection < c.base_ejection {
+        if c.max_ejection < c.base_ejection.max(c.unreachable_ejection) {
             return Err(ConfigError::new(
                 "upstream.max_ejection",
                 "must be at least base_ejection",

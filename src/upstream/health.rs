@@ -33,6 +33,9 @@ pub(crate) struct Config {
     pub(crate) consecutive_failures: u32,
     pub(crate) interval: Duration,
     pub(crate) base_ejection: Duration,
+    /// The first ejection's length for an endpoint that refuses
+    /// connections (a restart): it is probed back this soon.
+    pub(crate) unreachable_ejection: Duration,
     pub(crate) max_ejection: Duration,
     pub(crate) ejection_jitter: f64,
     pub(crate) max_ejected_ratio: f64,
@@ -62,10 +65,14 @@ pub(crate) enum Verdict {
     /// The endpoint answered, badly (500, 429, a malformed response): it
     /// counts against its success rate but ends a run of gateway failures.
     Failure,
-    /// The endpoint could not be reached or did not answer properly: 502,
-    /// 503, 504, connect failures, resets, timeouts. These are Envoy's
-    /// "gateway failures" (its local-origin errors count as 503s).
+    /// The endpoint did not answer properly: 502, 503, 504, resets,
+    /// timeouts. These are Envoy's "gateway failures" (its local-origin
+    /// errors count as 503s).
     GatewayFailure,
+    /// The endpoint could not be reached at all (connection refused,
+    /// unreachable): a gateway failure that says the process is not there,
+    /// as while it restarts. It is probed back soon.
+    Unreachable,
     /// Says nothing of the endpoint: a local rejection, the caller's
     /// deadline, an error nobody recognises.
     Ignore,
@@ -76,9 +83,8 @@ impl Verdict {
         match outcome.kind() {
             None => Verdict::Success,
             Some(kind) if kind.is_gateway_status() => Verdict::GatewayFailure,
-            Some(FailureKind::Connect | FailureKind::Reset | FailureKind::Timeout) => {
-                Verdict::GatewayFailure
-            }
+            Some(FailureKind::Connect) => Verdict::Unreachable,
+            Some(FailureKind::Reset | FailureKind::Timeout) => Verdict::GatewayFailure,
             Some(
                 FailureKind::ServerError | FailureKind::TooManyRequests | FailureKind::Protocol,
             ) => Verdict::Failure,
@@ -107,6 +113,9 @@ pub(crate) struct Health {
     since: AtomicU64,
     /// The ejection multiplier (n in 30 s × n), and ejections in all.
     multiplier: AtomicU32,
+    /// Whether the last failure of the current run (or the last failed
+    /// probe) was an unreachable endpoint: its ejection is the short one.
+    unreachable: AtomicBool,
     ejections: AtomicU32,
     /// Outcomes in the current success-rate interval, and the last
     /// interval's, for the handle.
@@ -132,6 +141,7 @@ impl Health {
             until: AtomicU64::new(0),
             since: AtomicU64::new(now),
             multiplier: AtomicU32::new(0),
+            unreachable: AtomicBool::new(false),
             ejections: AtomicU32::new(0),
             requests: AtomicU32::new(0),
             successes: AtomicU32::new(0),
@@ -210,6 +220,7 @@ pub(crate) struct Registry {
 #[derive(Debug, Clone, Copy)]
 enum Reason {
     ConsecutiveFailures,
+    Unreachable,
     SuccessRate,
     ProbeFailed,
 }
@@ -218,6 +229,7 @@ impl Reason {
     fn as_str(self) -> &'static str {
         match self {
             Reason::ConsecutiveFailures => "consecutive_failures",
+            Reason::Unreachable => "unreachable",
             Reason::SuccessRate => "success_rate",
             Reason::ProbeFailed => "probe_failed",
         }
@@ -340,10 +352,17 @@ impl Registry {
                 }
             }
             Verdict::Failure => health.consecutive.store(0, Ordering::Relaxed),
-            Verdict::GatewayFailure => {
+            Verdict::GatewayFailure | Verdict::Unreachable => {
+                let unreachable = verdict == Verdict::Unreachable;
+                health.unreachable.store(unreachable, Ordering::Relaxed);
                 let run = health.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
                 if run >= self.config.consecutive_failures {
-                    self.eject(health, now, Reason::ConsecutiveFailures);
+                    let reason = if unreachable {
+                        Reason::Unreachable
+                    } else {
+                        Reason::ConsecutiveFailures
+                    };
+                    self.eject(health, now, reason);
                 }
             }
             Verdict::Ignore => {}
@@ -394,7 +413,12 @@ impl Registry {
         multiplier: u32,
         reason: Reason,
     ) {
-        let duration = self.ejection_duration(multiplier);
+        let base = if health.unreachable.load(Ordering::Relaxed) {
+            self.config.unreachable_ejection
+        } else {
+            self.config.base_ejection
+        };
+        let duration = self.ejection_duration(base, multiplier);
         health.multiplier.store(multiplier, Ordering::Relaxed);
         health.ejections.fetch_add(1, Ordering::Relaxed);
         health.consecutive.store(0, Ordering::Relaxed);
@@ -418,10 +442,10 @@ impl Registry {
 
     /// `base × multiplier`, capped, then shortened by up to `jitter` of
     /// itself so that endpoints ejected together are not probed together.
-    fn ejection_duration(&self, multiplier: u32) -> Duration {
-        let full = self
-            .config
-            .base_ejection
+    /// `base` is the base ejection, or the unreachable one for an endpoint
+    /// that refuses connections.
+    fn ejection_duration(&self, base: Duration, multiplier: u32) -> Duration {
+        let full = base
             .saturating_mul(multiplier)
             .min(self.config.max_ejection);
         if self.config.ejection_jitter == 0.0 {
@@ -464,7 +488,12 @@ impl Registry {
                 );
                 crate::observability::emit::readmission();
             }
-            Verdict::Failure | Verdict::GatewayFailure => {
+            Verdict::Failure | Verdict::GatewayFailure | Verdict::Unreachable => {
+                // Still refusing: the short ejection again, a step longer;
+                // any other failure, the long one.
+                health
+                    .unreachable
+                    .store(verdict == Verdict::Unreachable, Ordering::Relaxed);
                 let multiplier = health.multiplier.load(Ordering::Relaxed).saturating_add(1);
                 self.eject_for(&endpoints, health, now, multiplier, Reason::ProbeFailed);
             }

@@ -52,6 +52,7 @@
 //! | eject after gateway failures in a row (502, 503, 504, connect failure, reset, timeout); any other answer ends the run | 5 |
 //! | eject success-rate outliers: below mean − 1.9 σ of the endpoints with ≥ 100 requests in the 10 s interval, when there are ≥ 5 of them | on |
 //! | ejection length: 30 s × the number of ejections, capped, shortened by up to 10% at random | 30 s … 300 s |
+//! | ejection length for an endpoint whose last failure was a refused connection (a restart): 1 s × the ejections in a row, so it is probed back within about a second and the wait grows only while it keeps refusing | 1 s … 300 s |
 //! | each 10 s spent healthy takes one off that number | |
 //! | ejected at once, at most (at least one may always be) | 10% |
 //! | below this part healthy, balance over every endpoint (panic mode) | 50% |
@@ -180,7 +181,7 @@
 //! probing), requests in flight, latency estimate, success rate, ejection
 //! count. Events, target `tower_steady::upstream`: warn "endpoint ejected"
 //! (endpoint, reason `consecutive_failures` / `success_rate` /
-//! `probe_failed`, ejections, duration_ms, healthy) and "endpoint ejected:
+//! `unreachable`, `probe_failed`, ejections, duration_ms, healthy) and "endpoint ejected:
 //! health checks fail"; info "endpoint re-admitted after a successful
 //! probe" and "endpoint re-admitted: health checks pass"; debug for skipped
 //! ejections (cap reached), probes, checks, set changes and requests

@@ -258,7 +258,10 @@ async fn refused_connections_and_timeouts_count_but_an_answer_ends_the_run() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn each_ejection_lasts_longer_up_to_the_cap() {
-    let (fleet, mut service) = first_ejected(builder(), 3, Mode::Refuse).await;
+    // Refused connections, with the unreachable ejection as long as the
+    // base one: the multiplier and the cap are the same for both.
+    let builder = builder().unreachable_ejection(Duration::from_secs(30));
+    let (fleet, mut service) = first_ejected(builder, 3, Mode::Refuse).await;
     let mut durations = Vec::new();
     for _ in 0..12 {
         let left = ejected_for(&service, addr(0)).unwrap();
@@ -280,8 +283,10 @@ async fn each_ejection_lasts_longer_up_to_the_cap() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_healthy_spell_shortens_the_next_ejection() {
-    let (fleet, mut service) =
-        first_ejected(builder().slow_start(Duration::ZERO), 3, Mode::Refuse).await;
+    let builder = builder()
+        .slow_start(Duration::ZERO)
+        .unreachable_ejection(Duration::from_secs(30));
+    let (fleet, mut service) = first_ejected(builder, 3, Mode::Refuse).await;
     // Second ejection: 60 s.
     advance(Duration::from_secs(30)).await;
     send(&mut service).await.unwrap_err();
@@ -370,7 +375,8 @@ async fn below_half_healthy_the_whole_set_takes_requests() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn with_every_endpoint_ejected_requests_get_no_healthy_upstream_until_the_probe() {
-    let (fleet, mut service) = first_ejected(builder(), 1, Mode::Refuse).await;
+    let builder = builder().unreachable_ejection(Duration::from_secs(30));
+    let (fleet, mut service) = first_ejected(builder, 1, Mode::Refuse).await;
     advance(Duration::from_secs(10)).await;
     let error = send(&mut service).await.unwrap_err();
     let none = error.downcast_ref::<NoHealthyUpstream>().unwrap();
@@ -731,5 +737,36 @@ fn bad_settings_are_refused_with_the_field() {
                 .build(addrs(1), make)
         ),
         "health_check.rise"
+    );
+}
+
+/// An endpoint that refuses connections (a restart) is ejected for a
+/// second, not thirty: the next request after that probes it, and once it
+/// answers it takes requests again. While it keeps refusing, each
+/// ejection is a second longer. One that answers badly gets the long one.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_replica_that_refuses_connections_is_probed_back_within_a_second() {
+    let (fleet, mut service) = first_ejected(builder(), 3, Mode::Refuse).await;
+    assert_eq!(ejected_for(&service, addr(0)), Some(Duration::from_secs(1)));
+    // Still down at the first probe: 2 s, then 3 s.
+    for expected in [2, 3] {
+        advance(ejected_for(&service, addr(0)).unwrap()).await;
+        send(&mut service).await.unwrap_err();
+        assert_eq!(
+            ejected_for(&service, addr(0)),
+            Some(Duration::from_secs(expected))
+        );
+    }
+    // Back up: the probe after the ejection re-admits it.
+    fleet.set(addr(0), Mode::Up);
+    advance(Duration::from_secs(3)).await;
+    assert_eq!(send(&mut service).await.unwrap(), StatusCode::OK);
+    assert_eq!(state(&service, addr(0)), EndpointState::SlowStart);
+
+    // Answering 503s instead: the base ejection, 30 s.
+    let (_, service) = first_ejected(builder(), 3, Mode::Status(503)).await;
+    assert_eq!(
+        ejected_for(&service, addr(0)),
+        Some(Duration::from_secs(30))
     );
 }
