@@ -181,7 +181,7 @@
 //! probing), requests in flight, latency estimate, success rate, ejection
 //! count. Events, target `tower_steady::upstream`: warn "endpoint ejected"
 //! (endpoint, reason `consecutive_failures` / `success_rate` /
-//! `unreachable`, `probe_failed`, ejections, duration_ms, healthy) and "endpoint ejected:
+//! `unreachable` / `probe_failed`, ejections, duration_ms, healthy) and "endpoint ejected:
 //! health checks fail"; info "endpoint re-admitted after a successful
 //! probe" and "endpoint re-admitted: health checks pass"; debug for skipped
 //! ejections (cap reached), probes, checks, set changes and requests
