@@ -21,7 +21,7 @@
 //! decided one at a time, and publish the new state with one store or
 //! compare-and-swap.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -79,8 +79,15 @@ pub(crate) struct Settings {
     pub(crate) buckets: u32,
     pub(crate) bucket: Duration,
     pub(crate) consecutive_failures: Option<u32>,
+    /// The most recent buckets whose failure ratio alone also opens the
+    /// breaker: an outage after a long healthy spell, which the whole
+    /// window would take seconds to see.
+    pub(crate) recent_buckets: u32,
     pub(crate) slow_calls: Option<(Duration, f64)>,
     pub(crate) open_duration: Duration,
+    /// The first open period when the failure that opened it was a refused
+    /// connection (probing it again is cheap).
+    pub(crate) unreachable_open_duration: Duration,
     pub(crate) max_open_duration: Duration,
     pub(crate) jitter: f64,
     pub(crate) probes: u32,
@@ -95,8 +102,10 @@ impl Default for Settings {
             buckets: 10,
             bucket: Duration::from_secs(1),
             consecutive_failures: None,
+            recent_buckets: 1,
             slow_calls: None,
             open_duration: Duration::from_secs(5),
+            unreachable_open_duration: Duration::from_secs(1),
             max_open_duration: Duration::from_secs(60),
             jitter: 0.1,
             probes: 3,
@@ -109,6 +118,7 @@ impl Default for Settings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reason {
     FailureRatio,
+    RecentFailureRatio,
     SlowCallRatio,
     ConsecutiveFailures,
     ProbeFailed,
@@ -118,6 +128,7 @@ impl Reason {
     fn as_str(self) -> &'static str {
         match self {
             Reason::FailureRatio => "failure_ratio",
+            Reason::RecentFailureRatio => "recent_failure_ratio",
             Reason::SlowCallRatio => "slow_call_ratio",
             Reason::ConsecutiveFailures => "consecutive_failures",
             Reason::ProbeFailed => "probe_failed",
@@ -172,6 +183,9 @@ pub(crate) struct Breaker {
     // Written before the state word that makes it current.
     open_until: AtomicU64,
     consecutive: AtomicU32,
+    /// Whether the last failure recorded was a refused connection: the
+    /// next open period is the short one.
+    unreachable: AtomicBool,
     window: Window,
     cold: Mutex<Cold>,
     rng: Rng,
@@ -192,6 +206,7 @@ impl Breaker {
             word: AtomicU64::new(pack(CLOSED, 0)),
             open_until: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
+            unreachable: AtomicBool::new(false),
             window,
             cold: Mutex::new(Cold { trips: 0 }),
             rng,
@@ -304,8 +319,12 @@ impl Breaker {
     }
 
     /// Records the outcome of an admitted call. `failure` is whether the
-    /// outcome counts as a failure for this breaker.
-    pub(crate) fn complete(&self, permit: &Permit, failure: bool, now: Instant) {
+    /// outcome counts as a failure for this breaker; `unreachable`, whether
+    /// it was a refused connection.
+    pub(crate) fn complete(&self, permit: &Permit, failure: bool, unreachable: bool, now: Instant) {
+        if failure {
+            self.unreachable.store(unreachable, Ordering::Relaxed);
+        }
         let slow = match (permit.start, self.settings.slow_calls) {
             (Some(start), Some((threshold, _))) => {
                 now.saturating_duration_since(start) >= threshold
@@ -373,6 +392,19 @@ impl Breaker {
         // the window.
         if reason.is_none() && (failure || slow) {
             reason = self.ratio_exceeded(self.window.sum(tick));
+        }
+        // The most recent buckets alone: after a long healthy spell the
+        // whole window holds thousands of successes, and an outage would
+        // take seconds to reach the ratio there.
+        if reason.is_none() && failure && self.settings.recent_buckets < self.settings.buckets {
+            let recent = self
+                .window
+                .sum_last(tick, u64::from(self.settings.recent_buckets));
+            if recent.calls >= u64::from(self.settings.minimum_calls)
+                && recent.failures as f64 >= self.settings.failure_ratio * recent.calls as f64
+            {
+                reason = Some(Reason::RecentFailureRatio);
+            }
         }
         if let Some(reason) = reason {
             let mut cold = self.lock();
@@ -511,10 +543,14 @@ impl Breaker {
     pub(super) fn open_duration(&self, trips: u32) -> Duration {
         let s = &self.settings;
         let doublings = trips.saturating_sub(1).min(31);
-        let full = s
-            .open_duration
-            .saturating_mul(1 << doublings)
-            .min(s.max_open_duration);
+        // A refused connection is cheap to try again: the upstream is
+        // probed back soon, and later if it keeps refusing.
+        let base = if self.unreachable.load(Ordering::Relaxed) {
+            s.unreachable_open_duration.min(s.open_duration)
+        } else {
+            s.open_duration
+        };
+        let full = base.saturating_mul(1 << doublings).min(s.max_open_duration);
         if s.jitter == 0.0 {
             return full;
         }

@@ -125,7 +125,9 @@ impl Guard {
             outcome,
             self.breaker.settings().too_many_requests_is_failure,
         );
-        self.breaker.complete(&self.permit, failure, Instant::now());
+        let unreachable = outcome.kind() == Some(FailureKind::Connect);
+        self.breaker
+            .complete(&self.permit, failure, unreachable, Instant::now());
     }
 }
 

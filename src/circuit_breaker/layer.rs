@@ -151,6 +151,30 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
+    /// The failure ratio over this many of the most recent buckets (the
+    /// current one included), with at least
+    /// [`minimum_calls`](Self::minimum_calls) calls, also opens the
+    /// breaker: after a long healthy spell the whole window holds thousands
+    /// of successes, and an outage would take seconds to reach the ratio
+    /// there. Default `1` (the current bucket, 1 s wide): an outage opens
+    /// the breaker within about a second. Must be at least 1; as many as
+    /// the window has turns it off.
+    pub fn recent_buckets(mut self, buckets: u32) -> Self {
+        self.settings.recent_buckets = buckets;
+        self
+    }
+
+    /// How long the breaker stays open the first time when the failure that
+    /// opened it was a refused connection (an upstream restarting): probing
+    /// it again costs a connection attempt, so it is probed back soon, and
+    /// the period doubles while it keeps refusing. Default 1 s; never more
+    /// than the [open duration](Self::open_duration); must be greater than
+    /// zero.
+    pub fn unreachable_open_duration(mut self, duration: Duration) -> Self {
+        self.settings.unreachable_open_duration = duration;
+        self
+    }
+
     /// How long the breaker stays open the first time. Default 5 s; must be
     /// greater than zero.
     pub fn open_duration(mut self, duration: Duration) -> Self {
@@ -260,6 +284,18 @@ impl<C> CircuitBreakerBuilder<C> {
             return Err(ConfigError::new(
                 "circuit_breaker.open_duration",
                 "must be greater than zero",
+            ));
+        }
+        if s.unreachable_open_duration.is_zero() {
+            return Err(ConfigError::new(
+                "circuit_breaker.unreachable_open_duration",
+                "must be greater than zero",
+            ));
+        }
+        if s.recent_buckets == 0 {
+            return Err(ConfigError::new(
+                "circuit_breaker.recent_buckets",
+                "must be at least 1",
             ));
         }
         if s.max_open_duration < s.open_duration {

@@ -71,8 +71,11 @@ impl Model {
     }
 
     fn window(&self, now: Instant) -> (u64, u64, u64) {
+        self.last(now, u64::from(self.settings.buckets))
+    }
+
+    fn last(&self, now: Instant, n: u64) -> (u64, u64, u64) {
         let now = self.tick(now);
-        let n = u64::from(self.settings.buckets);
         let recent = self.outcomes.iter().filter(|(t, _, _)| now - t < n);
         recent.fold((0, 0, 0), |(c, f, s), (_, failure, slow)| {
             (c + 1, f + u64::from(*failure), s + u64::from(*slow))
@@ -132,6 +135,12 @@ impl Model {
                                 .settings
                                 .slow_calls
                                 .is_some_and(|(_, ratio)| slows as f64 >= ratio * calls_f));
+                }
+                let k = self.settings.recent_buckets;
+                if !open && failure && k < self.settings.buckets {
+                    let (calls, failures, _) = self.last(now, u64::from(k));
+                    open = calls >= u64::from(self.settings.minimum_calls)
+                        && failures as f64 >= self.settings.failure_ratio * calls as f64;
                 }
                 if open {
                     self.open(now);
@@ -223,20 +232,25 @@ fn settings() -> impl Strategy<Value = Settings> {
         proptest::option::of((100u64..=800).prop_map(Duration::from_millis)),
         1u64..=5,
         1u32..=3,
+        1u32..=3,
     )
         .prop_map(
-            |(ratio, minimum_calls, (buckets, bucket), consecutive, slow, open, probes)| Settings {
-                failure_ratio: ratio,
-                minimum_calls,
-                buckets,
-                bucket,
-                consecutive_failures: consecutive,
-                slow_calls: slow.map(|threshold| (threshold, 0.5)),
-                open_duration: Duration::from_secs(open),
-                max_open_duration: Duration::from_secs(open * 4),
-                jitter: 0.0,
-                probes,
-                too_many_requests_is_failure: false,
+            |(ratio, minimum_calls, (buckets, bucket), consecutive, slow, open, probes, recent)| {
+                Settings {
+                    failure_ratio: ratio,
+                    minimum_calls,
+                    buckets,
+                    bucket,
+                    consecutive_failures: consecutive,
+                    recent_buckets: recent,
+                    unreachable_open_duration: Duration::from_secs(open),
+                    slow_calls: slow.map(|threshold| (threshold, 0.5)),
+                    open_duration: Duration::from_secs(open),
+                    max_open_duration: Duration::from_secs(open * 4),
+                    jitter: 0.0,
+                    probes,
+                    too_many_requests_is_failure: false,
+                }
             },
         )
 }
@@ -279,7 +293,7 @@ proptest! {
                 },
                 Op::Complete { index, failure } if !pending.is_empty() => {
                     let (real, expected) = pending.swap_remove(index % pending.len());
-                    breaker.complete(&real, failure, now);
+                    breaker.complete(&real, failure, false, now);
                     model.complete(expected, failure, now);
                 }
                 Op::Cancel { index } if !pending.is_empty() => {
@@ -329,7 +343,7 @@ fn the_window_forgets_failures_older_than_its_length() {
     let call = |at: Duration, failure: bool| {
         let now = start + at;
         let permit = breaker.acquire(|| now).expect("closed");
-        breaker.complete(&permit, failure, now);
+        breaker.complete(&permit, failure, false, now);
     };
     // 19 failures in the first second: one short of the minimum.
     for _ in 0..19 {
@@ -345,11 +359,11 @@ fn the_window_forgets_failures_older_than_its_length() {
     let fresh = Breaker::new("t".into(), exact(), Rng::from_seed(1), start);
     for _ in 0..19 {
         let p = fresh.acquire(|| start).unwrap();
-        fresh.complete(&p, true, start);
+        fresh.complete(&p, true, false, start);
     }
     let late = start + Duration::from_millis(9_999);
     let p = fresh.acquire(|| late).unwrap();
-    fresh.complete(&p, true, late);
+    fresh.complete(&p, true, false, late);
     assert_eq!(fresh.state(), State::Open);
 }
 

@@ -159,12 +159,19 @@ impl Window {
 
     /// The counts of the window whose current tick is `now`.
     pub(crate) fn sum(&self, now: u64) -> Counts {
+        self.sum_last(now, self.len())
+    }
+
+    /// The counts of the last `buckets` buckets up to tick `now` (the
+    /// current one included).
+    pub(crate) fn sum_last(&self, now: u64, buckets: u64) -> Counts {
         let mut sum = Counts::default();
+        let buckets = buckets.clamp(1, self.len());
         for (index, held) in self.ticks.iter().enumerate() {
             let word = held.load(Relaxed);
             // A tick a little ahead of `now` was recorded by a thread whose
             // clock read came later than ours: it is in the window too.
-            if now.saturating_sub(word >> USE_BITS) >= self.len() {
+            if now.saturating_sub(word >> USE_BITS) >= buckets {
                 continue;
             }
             let tag = word & USE_MASK;

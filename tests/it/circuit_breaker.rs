@@ -188,9 +188,11 @@ async fn an_open_breaker_answers_at_once_without_calling_the_upstream() {
     assert_eq!(Instant::now(), started, "answered without waiting");
     assert_eq!(open.retry_after(), Duration::from_secs(3));
     assert_eq!(upstream.calls(), 5);
-    assert_eq!(
-        snapshot(&layer).open_remaining,
-        Some(Duration::from_secs(3))
+    let left = snapshot(&layer).open_remaining.unwrap();
+    assert!(
+        Duration::from_secs(3) - Duration::from_millis(10) <= left
+            && left <= Duration::from_secs(3),
+        "{left:?}"
     );
 
     let outcome = HttpClassifier::new().classify_error(&open);
@@ -283,9 +285,11 @@ async fn a_failed_probe_reopens_for_twice_as_long_up_to_the_cap() {
     assert_eq!(layer.handle().state(), State::Closed);
     upstream.answer(StatusCode::BAD_GATEWAY);
     call(&svc).await.unwrap();
-    assert_eq!(
-        snapshot(&layer).open_remaining,
-        Some(Duration::from_secs(5))
+    let left = snapshot(&layer).open_remaining.unwrap();
+    assert!(
+        Duration::from_secs(5) - Duration::from_millis(10) <= left
+            && left <= Duration::from_secs(5),
+        "{left:?}"
     );
 }
 
@@ -592,4 +596,124 @@ async fn a_throttles_local_refusals_do_not_count_against_the_upstream() {
         let _ = svc.clone().oneshot(Request::new(())).await;
     }
     assert_eq!(snapshot(&layer).state, State::Open);
+}
+
+/// An upstream at 2 000 requests a second: healthy, refusing connections,
+/// or answering 503, as the test says.
+fn paced_upstream() -> (
+    Arc<AtomicU16>,
+    impl Service<Request<()>, Response = Response<()>, Error = BoxError, Future: Send> + Clone,
+) {
+    let mode = Arc::new(AtomicU16::new(200));
+    let svc = {
+        let mode = mode.clone();
+        service_fn(move |_: Request<()>| {
+            let mode = mode.load(Ordering::Relaxed);
+            async move {
+                match mode {
+                    0 => Err::<Response<()>, BoxError>(Box::new(std::io::Error::from(
+                        std::io::ErrorKind::ConnectionRefused,
+                    ))),
+                    status => {
+                        let mut response = Response::new(());
+                        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                        Ok(response)
+                    }
+                }
+            }
+        })
+    };
+    (mode, svc)
+}
+
+/// Calls `svc` every 0.5 ms until `until` returns true or `limit` passes;
+/// returns the time it took.
+async fn until_state<S>(
+    svc: &S,
+    layer: &CircuitBreakerLayer,
+    state: State,
+    limit: Duration,
+) -> Duration
+where
+    S: Service<Request<()>, Response = Response<()>, Error = BoxError> + Clone,
+{
+    let start = Instant::now();
+    while snapshot(layer).state != state {
+        assert!(start.elapsed() < limit, "not {state:?} after {limit:?}");
+        let _ = svc.clone().oneshot(Request::new(())).await;
+        advance(Duration::from_micros(500)).await;
+    }
+    start.elapsed()
+}
+
+/// After 9 s of healthy traffic the 10 s window holds 18 000 successes: the
+/// outage reaches half of it only seconds later. The most recent bucket
+/// alone sees it within about a second.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_outage_after_a_long_healthy_spell_opens_it_within_about_a_second() {
+    let layer = CircuitBreakerLayer::builder().jitter(0.0).build().unwrap();
+    let (mode, svc) = paced_upstream();
+    let svc = layer.layer(svc);
+    // Mid-bucket, so the current bucket holds half a second of successes.
+    let healthy = Instant::now() + Duration::from_millis(9_500);
+    while Instant::now() < healthy {
+        svc.clone().oneshot(Request::new(())).await.unwrap();
+        advance(Duration::from_micros(500)).await;
+    }
+    mode.store(503, Ordering::Relaxed);
+    let took = until_state(&svc, &layer, State::Open, Duration::from_secs(3)).await;
+    println!("opened {took:?} into the outage");
+    assert!(took <= Duration::from_millis(1_000), "{took:?}");
+
+    // With the whole window alone it takes seconds.
+    let slow = CircuitBreakerLayer::builder()
+        .jitter(0.0)
+        .recent_buckets(10)
+        .build()
+        .unwrap();
+    let (mode, inner) = paced_upstream();
+    let svc = slow.layer(inner);
+    let healthy = Instant::now() + Duration::from_millis(9_500);
+    while Instant::now() < healthy {
+        svc.clone().oneshot(Request::new(())).await.unwrap();
+        advance(Duration::from_micros(500)).await;
+    }
+    mode.store(503, Ordering::Relaxed);
+    let took = until_state(&svc, &slow, State::Open, Duration::from_secs(20)).await;
+    assert!(took > Duration::from_secs(3), "{took:?}");
+}
+
+/// An upstream that refuses connections (restarting) opens the breaker for
+/// 1 s, not 5: once it is back, the probes close the breaker within about
+/// a second of the restart. One that answers 503 keeps the 5 s.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_refusing_upstream_is_probed_back_within_a_second() {
+    let layer = CircuitBreakerLayer::builder().jitter(0.0).build().unwrap();
+    let (mode, svc) = paced_upstream();
+    let svc = layer.layer(svc);
+    mode.store(0, Ordering::Relaxed);
+    until_state(&svc, &layer, State::Open, Duration::from_secs(1)).await;
+    let left = snapshot(&layer).open_remaining.unwrap();
+    assert!(
+        Duration::from_secs(1) - Duration::from_millis(10) <= left
+            && left <= Duration::from_secs(1),
+        "{left:?}"
+    );
+    // Back 0.3 s later: closed within a second of that.
+    advance(Duration::from_millis(300)).await;
+    mode.store(200, Ordering::Relaxed);
+    let took = until_state(&svc, &layer, State::Closed, Duration::from_secs(2)).await;
+    assert!(took <= Duration::from_secs(1), "{took:?}");
+
+    let layer = CircuitBreakerLayer::builder().jitter(0.0).build().unwrap();
+    let (mode, svc) = paced_upstream();
+    let svc = layer.layer(svc);
+    mode.store(503, Ordering::Relaxed);
+    until_state(&svc, &layer, State::Open, Duration::from_secs(1)).await;
+    let left = snapshot(&layer).open_remaining.unwrap();
+    assert!(
+        Duration::from_secs(5) - Duration::from_millis(10) <= left
+            && left <= Duration::from_secs(5),
+        "{left:?}"
+    );
 }
