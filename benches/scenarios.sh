@@ -26,6 +26,20 @@
 #               100 pages fetched while they are up, then every upstream is
 #               stopped and the same pages asked for, for OUTAGE
 #
+# and, for recovery (paced at RATE requests/s, 2 000 by default; no page
+# can be stored, so the breaker and the balancer are what is measured):
+#
+#   restart     three upstreams, all stopped after 3 s of healthy traffic
+#               and started again 3 s later; the full proxy reports when
+#               its breaker opened and closed (--report)
+#   kill-one    one of three stopped after 3 s and started again 2 s later:
+#               when it takes requests again, and what the callers saw
+#   transient   three upstreams answering 5% of requests with 502: the 502s
+#               the callers saw, the attempts per request (amplification)
+#               and the p99 against a run without faults
+#   flap        one of three upstreams (each request 5 ms, so some are in
+#               flight when it stops) stopped and started every second
+#
 # Everything runs on 127.0.0.1, bounded in time, and every process started
 # is stopped at the end. oha is installed with `cargo install` when missing.
 set -euo pipefail
@@ -33,6 +47,7 @@ set -euo pipefail
 DURATION=${DURATION:-10s}
 OUTAGE=${OUTAGE:-5s}
 ROUNDS=${ROUNDS:-3}
+RATE=${RATE:-2000}
 
 cd "$(dirname "$0")/.."
 if ! command -v oha >/dev/null; then
@@ -73,7 +88,7 @@ wait_port() {
 start() {
     local addr=$1
     shift
-    "$bin" --listen "$addr" "$@" >/dev/null &
+    "$bin" --listen "$addr" "$@" >>"$work/${addr//:/_}.out" &
     started=$!
     pids+=("$started")
     wait_port "$addr"
@@ -209,13 +224,228 @@ outage() {
     done
 }
 
+now_ms() {
+    python3 -c 'import time; print(int(time.time() * 1000))'
+}
+
+# Starts three upstreams (ARGS for each) and leaves their ports in $ports
+# and pids in $upstream_pids.
+three_upstreams() {
+    ports=()
+    upstream_pids=()
+    local _
+    for _ in 1 2 3; do
+        local port
+        port=$(free_port)
+        start "127.0.0.1:$port" --upstream-server "$@"
+        ports+=("$port")
+        upstream_pids+=("$started")
+    done
+}
+
+# Prints, from oha's per-request database NAME.db (times relative to the
+# load's start), the statuses and what happened around EVENTS (name=ms
+# pairs, ms since the load started).
+timeline() {
+    python3 - "$work/$1.db" "$2" "$3" "${@:4}" <<'PY'
+import sqlite3, sys
+db, scenario, proxy, events = sys.argv[1], sys.argv[2], sys.argv[3], dict(e.split("=") for e in sys.argv[4:])
+rows = sqlite3.connect(db).execute("select start, end, status from oha order by start").fetchall()
+codes = {}
+for _, _, status in rows:
+    codes[status] = codes.get(status, 0) + 1
+ok = codes.get(200, 0)
+others = ", ".join(f"{k}: {v}" for k, v in sorted(codes.items()) if k != 200) or "-"
+line = f"| {scenario} | {proxy} | {len(rows)} | {ok} | {others} |"
+for name, at in events.items():
+    at = float(at) / 1000
+    # The first 2xx sent after the event, and the first moment from which
+    # every request sent is answered 2xx.
+    after = [r for r in rows if r[0] >= at]
+    first_ok = next((r[0] - at for r in after if r[2] == 200), None)
+    bad = [r[0] for r in after if r[2] != 200]
+    steady = (max(bad) - at) if bad else 0.0
+    line += f" {name}: first 2xx {first_ok * 1e3:.0f} ms after, all 2xx from {steady * 1e3:.0f} ms after |" if first_ok is not None else f" {name}: no 2xx after |"
+print(line)
+PY
+}
+
+# The paced load for the recovery scenarios: RATE/s for SECONDS, in the
+# background, into $work/NAME.db; its start time (ms) in $load_start.
+paced_load() {
+    local name=$1 url=$2 seconds=$3
+    rm -f "$work/$name.db"
+    load_start=$(now_ms)
+    oha --no-tui -q "$RATE" -c 256 -z "${seconds}s" --db-url "$work/$name.db" "$url" >/dev/null 2>&1 &
+    load_pid=$!
+}
+
+recovery_header() {
+    echo
+    echo "| scenario | proxy | requests | 200 | other | around the events |"
+    echo "|---|---|---|---|---|---|"
+}
+
+restart() {
+    recovery_header
+    local which
+    for which in bare full; do
+        three_upstreams
+        local flags=() port
+        for p in "${ports[@]}"; do flags+=(--upstream "http://127.0.0.1:$p"); done
+        [ "$which" = bare ] && flags+=(--bare) || flags+=(--report)
+        port=$(free_port)
+        REPORT_DEBUG=1 "$bin" --listen "127.0.0.1:$port" "${flags[@]}" >/dev/null 2>"$work/restart-$which.log" &
+        local proxy=$!
+        pids+=("$proxy")
+        wait_port "127.0.0.1:$port"
+        local proxy_start
+        proxy_start=$(now_ms)
+        paced_load "restart-$which" "http://127.0.0.1:$port/" 9
+        sleep 3
+        local down=$(($(now_ms) - load_start))
+        for pid in "${upstream_pids[@]}"; do stop "$pid"; done
+        sleep 3
+        local up=$(($(now_ms) - load_start))
+        for p in "${ports[@]}"; do start "127.0.0.1:$p" --upstream-server; done
+        wait "$load_pid" || true
+        stop "$proxy"
+        cp "$work/restart-$which.log" /tmp/ 2>/dev/null || true; ls "$work" > /tmp/restart-files.txt
+        cat "$work"/*.out > /tmp/restart-outs.txt
+        timeline "restart-$which" restart "$which" "down=$down" "up=$up"
+        if [ "$which" = full ]; then
+            python3 - "$work/restart-full.log" "$((load_start - proxy_start))" "$down" "$up" <<'PY'
+import sys
+log, offset, down, up = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+for line in open(log):
+    parts = line.split()
+    if len(parts) >= 3 and parts[1] == "breaker":
+        at = int(parts[0]) + offset
+        print(f"  breaker {parts[2]} at {at} ms of the load ({at - down:+} ms from the outage, {at - up:+} ms from the restart)")
+PY
+        fi
+        for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+        sleep 1
+    done
+}
+
+kill_one() {
+    recovery_header
+    local which
+    for which in bare full; do
+        three_upstreams
+        local flags=() port
+        for p in "${ports[@]}"; do flags+=(--upstream "http://127.0.0.1:$p"); done
+        [ "$which" = bare ] && flags+=(--bare) || flags+=(--report)
+        port=$(free_port)
+        "$bin" --listen "127.0.0.1:$port" "${flags[@]}" >/dev/null 2>"$work/kill-$which.log" &
+        local proxy=$!
+        pids+=("$proxy")
+        wait_port "127.0.0.1:$port"
+        local proxy_start
+        proxy_start=$(now_ms)
+        paced_load "kill-$which" "http://127.0.0.1:$port/" 8
+        sleep 3
+        local down=$(($(now_ms) - load_start))
+        stop "${upstream_pids[0]}"
+        sleep 2
+        local up=$(($(now_ms) - load_start))
+        start "127.0.0.1:${ports[0]}" --upstream-server
+        wait "$load_pid" || true
+        stop "$proxy"
+        timeline "kill-$which" kill-one "$which" "down=$down" "up=$up"
+        if [ "$which" = full ]; then
+            python3 - "$work/kill-full.log" "$((load_start - proxy_start))" "$up" "127.0.0.1:${ports[0]}" <<'PY'
+import sys
+log, offset, up, addr = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+for line in open(log):
+    parts = line.split()
+    if len(parts) >= 4 and parts[1] == "endpoint" and parts[2] == addr:
+        at = int(parts[0]) + offset
+        print(f"  the stopped replica {parts[3]} at {at} ms of the load ({at - up:+} ms from its restart)")
+PY
+        fi
+        for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+        sleep 1
+    done
+}
+
+transient() {
+    echo
+    echo "| scenario | proxy | requests | 2xx | 502 | other | attempts per request | 2xx p50 ms | 2xx p99 ms |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    local which fault
+    for fault in 0 0.05; do
+        for which in bare full; do
+            three_upstreams --fail-502 "$fault"
+            local flags=() port
+            for p in "${ports[@]}"; do flags+=(--upstream "http://127.0.0.1:$p"); done
+            [ "$which" = bare ] && flags+=(--bare)
+            port=$(free_port)
+            start "127.0.0.1:$port" "${flags[@]}"
+            local proxy=$started
+            load "transient-$fault-$which" "http://127.0.0.1:$port/" -q "$RATE" -c 256 -z 5s --latency-correction
+            stop "$proxy"
+            # Each upstream prints how many requests reached it when it
+            # stops on SIGINT.
+            for pid in "${upstream_pids[@]}"; do kill -INT "$pid"; done
+            for pid in "${upstream_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+            local served=0 p n
+            for p in "${ports[@]}"; do
+                n=$(awk '/^served/ {n = $2} END {print n + 0}' "$work/127.0.0.1_$p.out")
+                served=$((served + n))
+            done
+            python3 - "$work/transient-$fault-$which.json" "$fault" "$which" "$served" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+codes = {int(k): v for k, v in d["statusCodeDistribution"].items()}
+total = sum(codes.values()) + sum(d["errorDistribution"].values())
+ok = sum(v for k, v in codes.items() if 200 <= k < 300)
+others = ", ".join(f"{k}: {v}" for k, v in sorted(codes.items()) if not 200 <= k < 300 and k != 502) or "-"
+p = d["latencyPercentilesSuccessful"]
+served = int(sys.argv[4])
+print(f"| transient {float(sys.argv[2]) * 100:.0f}% 502 | {sys.argv[3]} | {total} | {ok} | {codes.get(502, 0)} | {others} | {served / total:.3f} | {p['p50'] * 1e3:.2f} | {p['p99'] * 1e3:.2f} |")
+PY
+        done
+    done
+}
+
+flap() {
+    recovery_header
+    local which
+    for which in bare full; do
+        three_upstreams --capacity 1000 --work 5
+        local flags=() port
+        for p in "${ports[@]}"; do flags+=(--upstream "http://127.0.0.1:$p"); done
+        [ "$which" = bare ] && flags+=(--bare)
+        port=$(free_port)
+        start "127.0.0.1:$port" "${flags[@]}"
+        local proxy=$started
+        paced_load "flap-$which" "http://127.0.0.1:$port/" 10
+        local pid=${upstream_pids[0]} round
+        for round in 1 2 3 4; do
+            sleep 1
+            stop "$pid"
+            sleep 1
+            start "127.0.0.1:${ports[0]}" --upstream-server --capacity 1000 --work 5
+            pid=$started
+        done
+        wait "$load_pid" || true
+        stop "$proxy"
+        timeline "flap-$which" flap "$which"
+        for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+        sleep 1
+    done
+}
+
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(saturation queue overload outage)
-echo "oha $(oha --version | awk '{print $2}'), $(nproc) cores, DURATION=$DURATION OUTAGE=$OUTAGE ROUNDS=$ROUNDS"
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(saturation queue overload outage restart kill-one transient flap)
+echo "oha $(oha --version | awk '{print $2}'), $(nproc) cores, DURATION=$DURATION OUTAGE=$OUTAGE ROUNDS=$ROUNDS RATE=$RATE"
 header
 for scenario in "${scenarios[@]}"; do
     case "$scenario" in
-        saturation | queue | overload | outage) "$scenario" ;;
+        saturation | queue | overload | outage | restart | transient | flap) "$scenario" ;;
+        kill-one) kill_one ;;
         *)
             echo "unknown scenario $scenario" >&2
             exit 2

@@ -69,6 +69,9 @@ usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare]]
                     for each replica; a name is resolved once, at start
   --bare            no layers: round robin, 502 when an upstream cannot be
                     reached, 504 after 15 s (a baseline for measurements)
+  --report          with --listen (not --bare): print the circuit breaker's
+                    and each endpoint's state changes to stderr, as
+                    milliseconds since start, for the scenario scripts
   --upstream-server instead of a proxy, serve a fast upstream on ADDR
                     (every path answers 200 with a short body), for benchmarks
   --fail-502 RATE   with --upstream-server: answer this fraction of
@@ -79,6 +82,8 @@ usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare]]
   --cache-control VALUE
                     with --upstream-server: send this Cache-Control on
                     every answer (e.g. max-age=60), so copies can be stored
+                    (an upstream server prints how many requests it got
+                    when it stops on Ctrl-C or SIGINT)
   --help            this text
 
 The resilient proxy is Resilience::server() (deadline, adaptive concurrency
@@ -102,9 +107,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run_main() -> Result<(), BoxError> {
+    if std::env::var_os("REPORT_DEBUG").is_some() {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut listen = None;
     let mut upstreams = Vec::new();
     let mut bare = false;
+    let mut report = false;
     let mut upstream_server = false;
     let mut fail_502 = 0.0;
     let mut capacity = None;
@@ -116,6 +128,7 @@ async fn run_main() -> Result<(), BoxError> {
             "--listen" => listen = Some(args.next().ok_or("--listen needs an address")?),
             "--upstream" => upstreams.push(args.next().ok_or("--upstream needs a URL")?),
             "--bare" => bare = true,
+            "--report" => report = true,
             "--upstream-server" => upstream_server = true,
             "--fail-502" => fail_502 = args.next().ok_or("--fail-502 needs a rate")?.parse()?,
             "--capacity" => {
@@ -155,7 +168,7 @@ async fn run_main() -> Result<(), BoxError> {
         None if upstream_server => {
             Err(format!("--upstream-server needs --listen\n\n{HELP}").into())
         }
-        Some(listen) => serve(&listen, &upstreams, bare).await,
+        Some(listen) => serve(&listen, &upstreams, bare, report).await,
         None if upstreams.is_empty() && !bare => demo().await,
         None => Err(format!("--upstream and --bare need --listen\n\n{HELP}").into()),
     }
@@ -225,7 +238,7 @@ fn resilient_proxy(
     attempt_timeout: Duration,
     attempts: Arc<AtomicUsize>,
     retries: Arc<AtomicUsize>,
-) -> Result<Forward, BoxError> {
+) -> Result<(Forward, Watch), BoxError> {
     let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Body>>();
     let set = Upstreams::builder().build(upstreams, move |addr| {
         let (attempts, retries) = (attempts.clone(), retries.clone());
@@ -243,12 +256,56 @@ fn resilient_proxy(
     let layer = Resilience::client()
         .deadline(DeadlineLayer::client().timeout(deadline).read_headers(true))
         .build()?;
+    let watch = Watch {
+        breaker: layer.handles().breaker.clone(),
+        endpoints: set.handle(),
+    };
     let forward = ServiceBuilder::new()
         .map_request(onward)
         .map_response(|response: Response<_>| response.map(Body::new))
         .layer(layer)
         .service(set);
-    Ok(BoxCloneSyncService::new(forward))
+    Ok((BoxCloneSyncService::new(forward), watch))
+}
+
+/// What `--report` prints: the breaker's state and each endpoint's.
+struct Watch {
+    breaker: Option<tower_steady::circuit_breaker::BreakerHandle>,
+    endpoints: tower_steady::upstream::UpstreamsHandle,
+}
+
+impl Watch {
+    /// Every 10 ms until the process ends, prints each change of the
+    /// breaker's state and of an endpoint's state, as `ms what state`.
+    fn report(self) {
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut breaker = String::new();
+            let mut endpoints = std::collections::BTreeMap::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                tick.tick().await;
+                let ms = start.elapsed().as_millis();
+                if let Some(handle) = &self.breaker {
+                    let state = format!("{:?}", handle.state());
+                    if state != breaker {
+                        eprintln!("{ms} breaker {state}");
+                        breaker = state;
+                    }
+                    if std::env::var_os("REPORT_DEBUG").is_some() && ms % 250 < 10 {
+                        eprintln!("{ms} debug {:?}", handle.snapshot());
+                    }
+                }
+                for endpoint in self.endpoints.snapshot() {
+                    let state = format!("{:?}", endpoint.state);
+                    if endpoints.get(&endpoint.addr) != Some(&state) {
+                        eprintln!("{ms} endpoint {} {state}", endpoint.addr);
+                        endpoints.insert(endpoint.addr, state);
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// The proxy's HTTP server: every path forwarded; behind
@@ -271,7 +328,12 @@ fn proxy_app(forward: Forward, bare: bool) -> Result<Router, BoxError> {
 }
 
 /// `--listen ADDR --upstream URL...`: a real proxy until Ctrl-C.
-async fn serve(listen: &str, upstreams: &[String], bare: bool) -> Result<(), BoxError> {
+async fn serve(
+    listen: &str,
+    upstreams: &[String],
+    bare: bool,
+    report: bool,
+) -> Result<(), BoxError> {
     if upstreams.is_empty() {
         return Err(format!("--listen needs at least one --upstream\n\n{HELP}").into());
     }
@@ -295,13 +357,17 @@ async fn serve(listen: &str, upstreams: &[String], bare: bool) -> Result<(), Box
         bare_proxy(addrs.clone(), Duration::from_secs(15), attempts)
     } else {
         let deadline = Duration::from_secs(15);
-        resilient_proxy(
+        let (forward, watch) = resilient_proxy(
             addrs.clone(),
             deadline,
             Duration::from_secs(5),
             attempts,
             Arc::default(),
-        )?
+        )?;
+        if report {
+            watch.report();
+        }
+        forward
     };
     let listener = TcpListener::bind(listen).await?;
     println!(
@@ -336,6 +402,7 @@ async fn serve_upstream(listen: &str, settings: UpstreamSettings) -> Result<(), 
     }
     let mut replica = Replica::new(addr, 0, chaos.build()?, settings.capacity);
     replica.cache_control = settings.cache_control;
+    let served = replica.served.clone();
     replica.restart()?;
     println!(
         "upstream on http://{}, {}% of answers 502{}; Ctrl-C to stop",
@@ -348,6 +415,7 @@ async fn serve_upstream(listen: &str, settings: UpstreamSettings) -> Result<(), 
         )),
     );
     tokio::signal::ctrl_c().await?;
+    println!("served {}", served.load(Ordering::Relaxed));
     Ok(())
 }
 
@@ -373,6 +441,8 @@ struct Replica {
     capacity: Option<Capacity>,
     /// Sent on every answer when set.
     cache_control: Option<http::HeaderValue>,
+    /// Requests that reached the app.
+    served: Arc<AtomicUsize>,
     running: Option<JoinHandle<()>>,
 }
 
@@ -384,6 +454,7 @@ impl Replica {
             chaos,
             capacity,
             cache_control: None,
+            served: Arc::default(),
             running: None,
         }
     }
@@ -411,6 +482,7 @@ impl Replica {
             .capacity
             .map(|c| (Arc::new(Semaphore::new(c.slots)), c.work));
         let cache_control = self.cache_control.clone();
+        let served = self.served.clone();
         let app = self
             .chaos
             .clone()
@@ -443,8 +515,14 @@ impl Replica {
                     continue;
                 };
                 let app = app.clone();
+                let served = served.clone();
                 connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |r| app.clone().oneshot(r));
+                    // Counted before the faults: every request that reached
+                    // this process.
+                    let service = hyper::service::service_fn(move |r| {
+                        served.fetch_add(1, Ordering::Relaxed);
+                        app.clone().oneshot(r)
+                    });
                     // An injected reset is an error from the service: hyper
                     // closes the connection without an answer.
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -651,7 +729,7 @@ async fn run(scenario: &Scenario, resilient: bool) -> Result<Row, BoxError> {
     let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
     let (attempts, retries) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let forward = if resilient {
-        resilient_proxy(addrs, BUDGET, ATTEMPT_TIMEOUT, attempts, retries.clone())?
+        resilient_proxy(addrs, BUDGET, ATTEMPT_TIMEOUT, attempts, retries.clone())?.0
     } else {
         bare_proxy(addrs, BUDGET, attempts)
     };

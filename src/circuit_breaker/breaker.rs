@@ -71,6 +71,10 @@ fn successes_of(word: u64) -> u32 {
     ((word >> SUCCESSES_SHIFT) & PROBE_MASK) as u32
 }
 
+/// How many open periods in a row opened by refused connections are the
+/// short one; later ones start over from the open duration, doubling.
+const UNREACHABLE_TRIPS: u32 = 5;
+
 /// The breaker's configuration, checked by the builder.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
@@ -543,14 +547,25 @@ impl Breaker {
     pub(super) fn open_duration(&self, trips: u32) -> Duration {
         let s = &self.settings;
         let doublings = trips.saturating_sub(1).min(31);
-        // A refused connection is cheap to try again: the upstream is
-        // probed back soon, and later if it keeps refusing.
-        let base = if self.unreachable.load(Ordering::Relaxed) {
+        // A refused connection is cheap to try again: for the first few
+        // open periods (about the time a restart takes) the upstream is
+        // probed back soon, so that it is back within about that long of
+        // its restart; an outage longer than that backs off as any other,
+        // so that a long one is not probed every second (and the probes'
+        // refusals do not fill a throttle below).
+        let unreachable = self.unreachable.load(Ordering::Relaxed);
+        let full = if unreachable && trips <= UNREACHABLE_TRIPS {
             s.unreachable_open_duration.min(s.open_duration)
         } else {
+            let doublings = if unreachable {
+                trips.saturating_sub(UNREACHABLE_TRIPS + 1).min(31)
+            } else {
+                doublings
+            };
             s.open_duration
+                .saturating_mul(1 << doublings)
+                .min(s.max_open_duration)
         };
-        let full = base.saturating_mul(1 << doublings).min(s.max_open_duration);
         if s.jitter == 0.0 {
             return full;
         }

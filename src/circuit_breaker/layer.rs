@@ -167,9 +167,11 @@ impl<C> CircuitBreakerBuilder<C> {
     /// How long the breaker stays open the first time when the failure that
     /// opened it was a refused connection (an upstream restarting): probing
     /// it again costs a connection attempt, so it is probed back soon, and
-    /// the period doubles while it keeps refusing. Default 1 s; never more
-    /// than the [open duration](Self::open_duration); must be greater than
-    /// zero.
+    /// as soon again for the first five open periods in a row (about the
+    /// time a restart takes): the upstream is back within about this long
+    /// of its restart. A longer outage backs off as any other, from the
+    /// [open duration](Self::open_duration), doubling. Default 1 s; never
+    /// more than the open duration; must be greater than zero.
     pub fn unreachable_open_duration(mut self, duration: Duration) -> Self {
         self.settings.unreachable_open_duration = duration;
         self

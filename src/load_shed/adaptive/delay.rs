@@ -312,17 +312,16 @@ impl DelayLimit {
             }
             _ => Duration::ZERO,
         };
-        let latency = rtt.max(ahead);
-        let delay = latency.saturating_sub(no_load);
         let allowed = (no_load + threshold).as_secs_f64();
-        // A window that sets the unloaded latency shows a queue only by
-        // what is in flight, and only a large one: the first window of a
-        // server that just started also holds its warming up.
-        let queued = if new_minimum {
-            ahead.as_secs_f64() > 2.0 * allowed
-        } else {
-            delay > threshold
-        };
+        // The window's own latency shows a standing queue; what is in flight
+        // shows one still growing, but an instant's count is noisy (a burst
+        // of connections, a server warming up), so only a backlog of twice
+        // the latency allowed counts, and only it in the window that sets
+        // the unloaded latency.
+        let growing = ahead.as_secs_f64() > 2.0 * allowed;
+        let queued = growing || (!new_minimum && rtt.saturating_sub(no_load) > threshold);
+        let latency = if growing { rtt.max(ahead) } else { rtt };
+        let delay = latency.saturating_sub(no_load);
         if queued {
             // Steady => Settling: as many as the service completes in the
             // latency allowed, never more than now.
