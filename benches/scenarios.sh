@@ -295,7 +295,7 @@ restart() {
         for p in "${ports[@]}"; do flags+=(--upstream "http://127.0.0.1:$p"); done
         [ "$which" = bare ] && flags+=(--bare) || flags+=(--report)
         port=$(free_port)
-        REPORT_DEBUG=1 "$bin" --listen "127.0.0.1:$port" "${flags[@]}" >/dev/null 2>"$work/restart-$which.log" &
+        "$bin" --listen "127.0.0.1:$port" "${flags[@]}" >/dev/null 2>"$work/restart-$which.log" &
         local proxy=$!
         pids+=("$proxy")
         wait_port "127.0.0.1:$port"
@@ -310,8 +310,6 @@ restart() {
         for p in "${ports[@]}"; do start "127.0.0.1:$p" --upstream-server; done
         wait "$load_pid" || true
         stop "$proxy"
-        cp "$work/restart-$which.log" /tmp/ 2>/dev/null || true; ls "$work" > /tmp/restart-files.txt
-        cat "$work"/*.out > /tmp/restart-outs.txt
         timeline "restart-$which" restart "$which" "down=$down" "up=$up"
         if [ "$which" = full ]; then
             python3 - "$work/restart-full.log" "$((load_start - proxy_start))" "$down" "$up" <<'PY'

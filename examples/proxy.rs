@@ -107,12 +107,6 @@ async fn main() -> ExitCode {
 }
 
 async fn run_main() -> Result<(), BoxError> {
-    if std::env::var_os("REPORT_DEBUG").is_some() {
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(std::io::stderr)
-            .init();
-    }
     let mut listen = None;
     let mut upstreams = Vec::new();
     let mut bare = false;
@@ -291,9 +285,6 @@ impl Watch {
                     if state != breaker {
                         eprintln!("{ms} breaker {state}");
                         breaker = state;
-                    }
-                    if std::env::var_os("REPORT_DEBUG").is_some() && ms % 250 < 10 {
-                        eprintln!("{ms} debug {:?}", handle.snapshot());
                     }
                 }
                 for endpoint in self.endpoints.snapshot() {
