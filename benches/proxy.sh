@@ -25,43 +25,7 @@ ROUNDS=${ROUNDS:-5}
 WARMUP=${WARMUP:-2s}
 FAULT_RATE=${FAULT_RATE:-0.05}
 
-cd "$(dirname "$0")/.."
-if ! command -v oha >/dev/null; then
-    cargo install oha --locked
-fi
-cargo build --release --quiet --example proxy
-bin=target/release/examples/proxy
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Starts `proxy ARGS...` in the background and waits until ADDR answers.
-start() {
-    local addr=$1
-    shift
-    "$bin" --listen "$addr" "$@" >/dev/null &
-    pids+=($!)
-    for _ in $(seq 100); do
-        if python3 -c "import socket; socket.create_connection(('${addr%:*}', ${addr##*:}), 1)" 2>/dev/null; then
-            return
-        fi
-        sleep 0.1
-    done
-    echo "$addr did not come up" >&2
-    exit 1
-}
+source "$(dirname "$0")/harness.sh"
 
 stop_last() {
     local pid=${pids[-1]}

@@ -49,50 +49,7 @@ OUTAGE=${OUTAGE:-5s}
 ROUNDS=${ROUNDS:-3}
 RATE=${RATE:-2000}
 
-cd "$(dirname "$0")/.."
-if ! command -v oha >/dev/null; then
-    cargo install oha --locked
-fi
-cargo build --release --quiet --example proxy
-bin=target/release/examples/proxy
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-    local addr=$1
-    for _ in $(seq 100); do
-        if python3 -c "import socket; socket.create_connection(('${addr%:*}', ${addr##*:}), 1)" 2>/dev/null; then
-            return
-        fi
-        sleep 0.1
-    done
-    echo "nothing answers on $addr" >&2
-    exit 1
-}
-
-# Starts `proxy --listen ADDR ARGS...` in the background, waits until ADDR
-# answers, and leaves its pid in $started.
-start() {
-    local addr=$1
-    shift
-    "$bin" --listen "$addr" "$@" >>"$work/${addr//:/_}.out" &
-    started=$!
-    pids+=("$started")
-    wait_port "$addr"
-}
+source "$(dirname "$0")/harness.sh"
 
 stop() {
     kill "$1" 2>/dev/null || true
@@ -286,21 +243,29 @@ recovery_header() {
     echo "|---|---|---|---|---|---|"
 }
 
+# Starts three upstreams and, in front of them, the bare proxy or the full
+# one with --report (its state changes in $work/NAME-full.log); leaves the
+# proxy's port in $port, its pid in $proxy, and when it started (ms) in
+# $proxy_start.
+recovery_proxy() {
+    local name=$1 which=$2
+    three_upstreams
+    local flags=()
+    for p in "${ports[@]}"; do flags+=(--upstream "http://127.0.0.1:$p"); done
+    [ "$which" = bare ] && flags+=(--bare) || flags+=(--report)
+    port=$(free_port)
+    "$bin" --listen "127.0.0.1:$port" "${flags[@]}" >/dev/null 2>"$work/$name-$which.log" &
+    proxy=$!
+    pids+=("$proxy")
+    wait_port "127.0.0.1:$port"
+    proxy_start=$(now_ms)
+}
+
 restart() {
     recovery_header
     local which
     for which in bare full; do
-        three_upstreams
-        local flags=() port
-        for p in "${ports[@]}"; do flags+=(--upstream "http://127.0.0.1:$p"); done
-        [ "$which" = bare ] && flags+=(--bare) || flags+=(--report)
-        port=$(free_port)
-        "$bin" --listen "127.0.0.1:$port" "${flags[@]}" >/dev/null 2>"$work/restart-$which.log" &
-        local proxy=$!
-        pids+=("$proxy")
-        wait_port "127.0.0.1:$port"
-        local proxy_start
-        proxy_start=$(now_ms)
+        recovery_proxy restart "$which"
         paced_load "restart-$which" "http://127.0.0.1:$port/" 9
         sleep 3
         local down=$(($(now_ms) - load_start))
@@ -331,17 +296,7 @@ kill_one() {
     recovery_header
     local which
     for which in bare full; do
-        three_upstreams
-        local flags=() port
-        for p in "${ports[@]}"; do flags+=(--upstream "http://127.0.0.1:$p"); done
-        [ "$which" = bare ] && flags+=(--bare) || flags+=(--report)
-        port=$(free_port)
-        "$bin" --listen "127.0.0.1:$port" "${flags[@]}" >/dev/null 2>"$work/kill-$which.log" &
-        local proxy=$!
-        pids+=("$proxy")
-        wait_port "127.0.0.1:$port"
-        local proxy_start
-        proxy_start=$(now_ms)
+        recovery_proxy kill "$which"
         paced_load "kill-$which" "http://127.0.0.1:$port/" 8
         sleep 3
         local down=$(($(now_ms) - load_start))
