@@ -139,17 +139,36 @@ pub(crate) struct AttemptBudget {
 impl AttemptBudget {
     /// The budget the first attempt's headers carry, if any.
     pub(crate) fn of(headers: &HeaderMap, deadline: Option<&super::Deadline>) -> Option<Self> {
-        let name = deadline
-            .and_then(super::Deadline::header)
-            .unwrap_or(&DEFAULT_HEADER);
+        let name = Self::name(deadline);
         let budget = parse_millis(headers.get(name)?)?;
         Some(Self { name, budget })
     }
 
-    /// Whether the budget's header is the only one in `headers` (then a
-    /// retry keeps the head without it, and writes it anew each time).
-    pub(crate) fn is_only_header(&self, headers: &HeaderMap) -> bool {
-        headers.len() == 1 && headers.contains_key(self.name)
+    /// The budget when its header is the only one in `headers` (then a
+    /// retry keeps the head without it, and writes it anew each time);
+    /// found without hashing the name, as every request asks.
+    pub(crate) fn of_only_header(
+        headers: &HeaderMap,
+        deadline: Option<&super::Deadline>,
+    ) -> Option<Self> {
+        if headers.len() != 1 {
+            return None;
+        }
+        let (name, value) = headers.iter().next()?;
+        let ours = Self::name(deadline);
+        if name != ours {
+            return None;
+        }
+        Some(Self {
+            name: ours,
+            budget: parse_millis(value)?,
+        })
+    }
+
+    fn name(deadline: Option<&super::Deadline>) -> &'static HeaderName {
+        deadline
+            .and_then(super::Deadline::header)
+            .unwrap_or(&DEFAULT_HEADER)
     }
 
     /// Writes what is left of the budget `spent` after the first attempt

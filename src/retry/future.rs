@@ -63,8 +63,10 @@ struct Ctx<S, B, C> {
     /// The request's head, to make every later attempt from (see
     /// [`copy_head`]).
     head: Parts,
-    /// The first attempt's deadline header, which every later attempt
-    /// sends what is left of (the deadline layer's own bookkeeping).
+    /// The first attempt's deadline header when it was its only header
+    /// (and `head` was kept without it); otherwise it is read from `head`
+    /// when a later attempt is made. Every later attempt sends what is
+    /// left of it (the deadline layer's own bookkeeping).
     budget: Option<AttemptBudget>,
     replay: Replay<B>,
     phase: Phase,
@@ -150,9 +152,11 @@ where
         let idempotent = is_idempotent(&request);
         let deadline = Deadline::of(&request);
         let (parts, body) = request.into_parts();
-        let budget = AttemptBudget::of(&parts.headers, deadline.as_ref());
-        let only_header = budget.is_some_and(|b| b.is_only_header(&parts.headers));
-        let head = copy_head(&parts, only_header, deadline.is_some());
+        // The deadline header kept aside only when it is the only header;
+        // otherwise it stays in the head, and is read from there for a
+        // retry, so a request that is not retried never looks it up.
+        let budget = AttemptBudget::of_only_header(&parts.headers, deadline.as_ref());
+        let head = copy_head(&parts, budget.is_some(), deadline.is_some());
         let (first, replay) = ReplayBody::first(body, shared.replay_limit);
         // The first attempt carries no `Attempt`: inserting an extension
         // allocates, and "none" already says "first, nothing tried".
@@ -576,7 +580,10 @@ where
             .insert(Attempt::new(self.attempts, hedge, self.tried.clone()));
         // The deadline header written for the first attempt is older than
         // this one: send what is left of it.
-        if let Some(budget) = &self.budget {
+        let budget = self
+            .budget
+            .or_else(|| AttemptBudget::of(&parts.headers, self.deadline.as_ref()));
+        if let Some(budget) = budget {
             let spent = Instant::now().saturating_duration_since(self.started);
             budget.write(&mut parts.headers, spent);
         }
