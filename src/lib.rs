@@ -63,7 +63,7 @@
 //! | `retry` | [`retry`] (turns on `deadline`) |
 //! | `circuit-breaker` | [`circuit_breaker`] |
 //! | `load-shed` | [`load_shed`] |
-//! | `upstream` | [`upstream`] (turns on `retry`; adds `tower`'s `discover` and tokio's `rt`, `net`, `sync`) |
+//! | `upstream` | [`upstream`] (adds `tower`'s `discover` and tokio's `rt`, `net`, `sync`; it speaks to a retry layer through `http::Attempt` and `http::Endpoint`, and builds without one) |
 //! | `fallback` | [`fallback`] |
 //! | `chaos` | [`chaos`] |
 //! | `preset` | [`preset`] (turns on `timeout`, `deadline`, `retry`, `circuit-breaker`, `load-shed`, `fallback`) |
@@ -128,7 +128,8 @@ mod serde_util;
     feature = "timeout",
     feature = "deadline",
     feature = "load-shed",
-    feature = "fallback"
+    feature = "fallback",
+    feature = "upstream"
 ))]
 mod time;
 

@@ -94,12 +94,30 @@ pub(crate) fn now() -> Instant {
 /// service's future is then built where the layer's own is, without one
 /// more move of it.
 #[inline]
+#[cfg_attr(
+    not(any(
+        feature = "timeout",
+        feature = "deadline",
+        feature = "load-shed",
+        feature = "fallback"
+    )),
+    allow(dead_code)
+)]
 pub(crate) fn scope(now: Instant) -> Scope {
     Scope(CALL_NOW.with(|c| c.replace(Some(now))))
 }
 
 /// See [`scope`].
 #[must_use = "the reading is shared only while the guard lives"]
+#[cfg_attr(
+    not(any(
+        feature = "timeout",
+        feature = "deadline",
+        feature = "load-shed",
+        feature = "fallback"
+    )),
+    allow(dead_code)
+)]
 pub(crate) struct Scope(Option<Instant>);
 
 impl Drop for Scope {

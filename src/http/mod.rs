@@ -10,16 +10,23 @@
 //! * [`ResponseBody`] is the body type of those responses: the inner
 //!   service's body, or a short error page.
 //! * [`Retried`] is the extension on a response that took more than one
-//!   attempt.
+//!   attempt; [`Attempt`] the one on a retry's request, and [`Endpoint`] /
+//!   [`EndpointError`] what a balancer reports of where an attempt went.
+//!   The retry layer and a balancer speak them, and neither needs the
+//!   other to build.
 //! * [`Substituted`] is the extension on a response that stands in for a
 //!   failure (a stale copy, a fallback page).
 
+mod attempt;
 mod body;
 mod error_response;
 mod retried;
 mod retry_after;
 mod substituted;
 
+#[cfg(feature = "retry")]
+pub(crate) use self::attempt::unwrap_endpoint;
+pub use self::attempt::{Attempt, Endpoint, EndpointError};
 pub use self::body::ResponseBody;
 pub use self::error_response::{future, ErrorResponse, ErrorResponseLayer};
 pub use self::retried::Retried;

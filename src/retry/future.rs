@@ -15,7 +15,6 @@ use tokio::time::{sleep_until, Instant, Sleep};
 use tower_service::Service;
 use tracing::Span;
 
-use super::attempt::{unwrap_endpoint, Attempt, Endpoint};
 use super::body::{Replay, ReplayBody};
 use super::hedge::HedgeDelay;
 use super::layer::Shared;
@@ -23,6 +22,7 @@ use super::Budget;
 use crate::classify::{is_idempotent, Classify, FailureKind, Outcome};
 use crate::deadline::header::AttemptBudget;
 use crate::deadline::Deadline;
+use crate::http::{unwrap_endpoint, Attempt, Endpoint};
 use crate::http::{Retried, RetryAfter};
 use crate::time::saturating_add;
 use crate::BoxError;

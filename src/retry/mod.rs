@@ -142,7 +142,6 @@
 //! [`FailureKind::Rejected`]: crate::classify::FailureKind::Rejected
 //! [`Deadline`]: crate::deadline::Deadline
 
-mod attempt;
 mod backoff;
 mod body;
 pub mod budget;
@@ -151,12 +150,12 @@ pub mod future;
 mod hedge;
 mod layer;
 
-pub use self::attempt::{Attempt, Endpoint, EndpointError};
 pub use self::backoff::Backoff;
 pub use self::body::ReplayBody;
 pub use self::budget::{Budget, BudgetBuilder};
 pub use self::hedge::Hedge;
 pub use self::layer::{RetryBuilder, RetryHandle, RetryLayer, RetrySnapshot};
+pub use crate::http::{Attempt, Endpoint, EndpointError};
 
 /// The old name of [`RetryBuilder`].
 #[deprecated(since = "0.1.0", note = "renamed `RetryBuilder`")]

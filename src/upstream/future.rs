@@ -14,7 +14,7 @@ use tower_service::Service;
 use super::health::{Health, Registry, Verdict};
 use super::NoHealthyUpstream;
 use crate::classify::{Classify, Outcome};
-use crate::retry::{Endpoint, EndpointError};
+use crate::http::{Endpoint, EndpointError};
 use crate::BoxError;
 
 pin_project! {

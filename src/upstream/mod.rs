@@ -204,7 +204,7 @@ use tower_service::Service;
 use self::check::sealed::CheckFn;
 use self::health::{CheckSettings, Health, Registry, TARGET};
 use crate::classify::{Classify, HttpClassifier};
-use crate::retry::Attempt;
+use crate::http::Attempt;
 use crate::BoxError;
 
 mod authority;

@@ -8,8 +8,14 @@ use http::{Request, Response};
 
 use crate::BoxError;
 
-/// The request extension [`Retry`](super::Retry) puts on every retry and
-/// hedge: which attempt this is, and the endpoints the earlier ones went to.
+/// The request extension the [retry layer](crate::retry) puts on every
+/// retry and hedge: which attempt this is, and the endpoints the earlier
+/// ones went to.
+///
+/// It lives beside [`Retried`](super::Retried) because two layers speak it
+/// (the retry layer writes it, a balancer such as
+/// [`Upstreams`](crate::upstream::Upstreams) reads it), and neither needs
+/// the other to build.
 ///
 /// A balancer below the retry layer reads it to send a retry somewhere
 /// else: a request that failed on one replica should not go back to it
@@ -24,7 +30,7 @@ use crate::BoxError;
 ///
 /// ```
 /// use http::Request;
-/// use tower_steady::retry::Attempt;
+/// use tower_steady::http::Attempt;
 ///
 /// # let request = Request::new(());
 /// let attempt = Attempt::of_or_first(&request);
@@ -47,6 +53,7 @@ const FIRST: Attempt = Attempt {
 };
 
 impl Attempt {
+    #[cfg_attr(not(feature = "retry"), allow(dead_code))]
     pub(crate) fn new(number: u32, hedge: bool, tried: Vec<Endpoint>) -> Self {
         Self {
             number,
@@ -184,6 +191,7 @@ impl Error for EndpointError {
 }
 
 /// Takes an [`EndpointError`] wrapper off `error`.
+#[cfg_attr(not(feature = "retry"), allow(dead_code))]
 pub(crate) fn unwrap_endpoint(error: BoxError) -> BoxError {
     match error.downcast::<EndpointError>() {
         Ok(wrapped) => wrapped.into_inner(),
