@@ -88,12 +88,12 @@ pub(crate) fn now() -> Instant {
     CALL_NOW.with(Cell::get).unwrap_or_else(Instant::now)
 }
 
-/// Makes `now` what [`now`] returns until the guard is dropped (a layer
-/// holds it while it calls its inner service), then gives the previous
-/// value back, even on a panic. A guard rather than a closure: the inner
-/// service's future is then built where the layer's own is, without one
-/// more move of it.
-#[inline]
+// Unused while `upstream` is the only one of these features on.
+#[allow(unused_imports)]
+pub(crate) use self::scoped::scope;
+
+// Only the layers that share their reading (timeout, deadline, load
+// shedding, stale-if-error) make a scope; `upstream` only reads one.
 #[cfg_attr(
     not(any(
         feature = "timeout",
@@ -103,27 +103,28 @@ pub(crate) fn now() -> Instant {
     )),
     allow(dead_code)
 )]
-pub(crate) fn scope(now: Instant) -> Scope {
-    Scope(CALL_NOW.with(|c| c.replace(Some(now))))
-}
+mod scoped {
+    use super::{Instant, CALL_NOW};
 
-/// See [`scope`].
-#[must_use = "the reading is shared only while the guard lives"]
-#[cfg_attr(
-    not(any(
-        feature = "timeout",
-        feature = "deadline",
-        feature = "load-shed",
-        feature = "fallback"
-    )),
-    allow(dead_code)
-)]
-pub(crate) struct Scope(Option<Instant>);
-
-impl Drop for Scope {
+    /// Makes `now` what [`now`](super::now) returns until the guard is
+    /// dropped (a layer holds it while it calls its inner service), then
+    /// gives the previous value back, even on a panic. A guard rather than
+    /// a closure: the inner service's future is then built where the
+    /// layer's own is, without one more move of it.
     #[inline]
-    fn drop(&mut self) {
-        CALL_NOW.with(|c| c.set(self.0));
+    pub(crate) fn scope(now: Instant) -> Scope {
+        Scope(CALL_NOW.with(|c| c.replace(Some(now))))
+    }
+
+    /// See [`scope`].
+    #[must_use = "the reading is shared only while the guard lives"]
+    pub(crate) struct Scope(Option<Instant>);
+
+    impl Drop for Scope {
+        #[inline]
+        fn drop(&mut self) {
+            CALL_NOW.with(|c| c.set(self.0));
+        }
     }
 }
 
