@@ -261,6 +261,24 @@ recovery_proxy() {
     proxy_start=$(now_ms)
 }
 
+# Prints the --report lines of LOG whose subject starts with SUBJECT
+# ("breaker", or "endpoint ADDR"), as ms of the load (OFFSET: ms from the
+# proxy's start to the load's) and from each EVENT (name=ms pairs).
+report_events() {
+    python3 - "$@" <<'PY'
+import sys
+log, offset, subject, events = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4:]
+events = [(name, int(at)) for name, at in (e.split("=") for e in events)]
+for line in open(log):
+    parts = line.split()
+    if parts[1:1 + len(subject)] != subject or len(parts) <= len(subject) + 1:
+        continue
+    at = int(parts[0]) + offset
+    since = ", ".join(f"{at - when:+} ms from {name}" for name, when in events)
+    print(f"  {' '.join(subject)} {parts[len(subject) + 1]} at {at} ms of the load ({since})")
+PY
+}
+
 restart() {
     recovery_header
     local which
@@ -277,15 +295,8 @@ restart() {
         stop "$proxy"
         timeline "restart-$which" restart "$which" "down=$down" "up=$up"
         if [ "$which" = full ]; then
-            python3 - "$work/restart-full.log" "$((load_start - proxy_start))" "$down" "$up" <<'PY'
-import sys
-log, offset, down, up = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-for line in open(log):
-    parts = line.split()
-    if len(parts) >= 3 and parts[1] == "breaker":
-        at = int(parts[0]) + offset
-        print(f"  breaker {parts[2]} at {at} ms of the load ({at - down:+} ms from the outage, {at - up:+} ms from the restart)")
-PY
+            report_events "$work/restart-full.log" "$((load_start - proxy_start))" breaker \
+                "the outage=$down" "the restart=$up"
         fi
         for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
         sleep 1
@@ -308,15 +319,8 @@ kill_one() {
         stop "$proxy"
         timeline "kill-$which" kill-one "$which" "down=$down" "up=$up"
         if [ "$which" = full ]; then
-            python3 - "$work/kill-full.log" "$((load_start - proxy_start))" "$up" "127.0.0.1:${ports[0]}" <<'PY'
-import sys
-log, offset, up, addr = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-for line in open(log):
-    parts = line.split()
-    if len(parts) >= 4 and parts[1] == "endpoint" and parts[2] == addr:
-        at = int(parts[0]) + offset
-        print(f"  the stopped replica {parts[3]} at {at} ms of the load ({at - up:+} ms from its restart)")
-PY
+            report_events "$work/kill-full.log" "$((load_start - proxy_start))" \
+                "endpoint 127.0.0.1:${ports[0]}" "its restart=$up"
         fi
         for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
         sleep 1
