@@ -127,6 +127,8 @@ mod serde_util;
 #[cfg(any(
     feature = "timeout",
     feature = "deadline",
+    feature = "retry",
+    feature = "circuit-breaker",
     feature = "load-shed",
     feature = "fallback",
     feature = "upstream"

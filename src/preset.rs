@@ -51,6 +51,10 @@
 //!
 //! # Tuning and turning off
 //!
+//! One classifier for the whole stack is given once, with
+//! [`ClientBuilder::classifier`] or [`ServerBuilder::classifier`], rather
+//! than to each part's builder.
+//!
 //! Each part is set with its own builder (validated in
 //! [`build`](ClientBuilder::build), so a bad value is a [`ConfigError`]
 //! naming the field, `retry.max_attempts` say) or turned off with a
@@ -201,6 +205,55 @@ stateful_part! {
     ThrottleBuilder => ThrottleLayer, throttle;
     AdaptiveLimitBuilder => AdaptiveLimitLayer, limit;
 }
+
+/// A part that can take a classifier: what a preset's `classifier` method
+/// gives to every part at once. The parts with a classifier get the new
+/// one; the others (a deadline, a timeout, a part turned off) are
+/// unchanged.
+pub trait WithClassifier<C> {
+    /// The part with `C` as its classifier.
+    type Output;
+
+    /// Replaces the part's classifier with `classifier`.
+    fn with_classifier(self, classifier: C) -> Self::Output;
+}
+
+/// Parts with no classifier.
+macro_rules! unclassified_part {
+    ($($ty:ty),* $(,)?) => {$(
+        impl<C> WithClassifier<C> for $ty {
+            type Output = Self;
+
+            fn with_classifier(self, _: C) -> Self {
+                self
+            }
+        }
+    )*};
+}
+
+unclassified_part!(Identity, TimeoutLayer, DeadlineBuilder);
+
+/// Parts whose classifier is their one type parameter.
+macro_rules! classified_part {
+    ($($ty:ident),* $(,)?) => {$(
+        impl<Old, C> WithClassifier<C> for $ty<Old> {
+            type Output = $ty<C>;
+
+            fn with_classifier(self, classifier: C) -> $ty<C> {
+                self.classifier(classifier)
+            }
+        }
+    )*};
+}
+
+classified_part!(
+    ErrorResponseLayer,
+    StaleIfErrorBuilder,
+    RetryBuilder,
+    CircuitBreakerBuilder,
+    ThrottleBuilder,
+    AdaptiveLimitBuilder,
+);
 
 /// The handles of a built preset's stateful parts; `None` for a part
 /// turned off (or not in that preset).
@@ -399,6 +452,47 @@ impl<E, D, F, R, B, T, A> ClientBuilder<E, D, F, R, B, T, A> {
         with_part!(ClientBuilder { error_response, deadline, stale_if_error, retry, breaker, throttle }
             self.timeout = Identity::new())
     }
+
+    /// One classifier for every part that classifies (error responses,
+    /// stale-if-error, retry, breaker, throttle), given once instead of to
+    /// each builder. It replaces theirs, so call it after the parts you
+    /// set with their own builders; a part set afterwards keeps the
+    /// classifier its builder has.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tower_steady::ConfigError> {
+    /// use tower_steady::classify::HttpClassifier;
+    /// use tower_steady::Resilience;
+    ///
+    /// # let my_classifier = HttpClassifier::new();
+    /// let layer = Resilience::client().classifier(my_classifier).build()?;
+    /// # let _ = layer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn classifier<C>(
+        self,
+        classifier: C,
+    ) -> ClientBuilder<E::Output, D, F::Output, R::Output, B::Output, T::Output, A>
+    where
+        C: Clone,
+        E: WithClassifier<C>,
+        F: WithClassifier<C>,
+        R: WithClassifier<C>,
+        B: WithClassifier<C>,
+        T: WithClassifier<C>,
+    {
+        ClientBuilder {
+            error_response: self.error_response.with_classifier(classifier.clone()),
+            deadline: self.deadline,
+            stale_if_error: self.stale_if_error.with_classifier(classifier.clone()),
+            retry: self.retry.with_classifier(classifier.clone()),
+            breaker: self.breaker.with_classifier(classifier.clone()),
+            throttle: self.throttle.with_classifier(classifier),
+            timeout: self.timeout,
+        }
+    }
 }
 
 impl<E, D, F, R, B, T, A> ClientBuilder<E, D, F, R, B, T, A>
@@ -555,6 +649,23 @@ impl<E, D, L, A> ServerBuilder<E, D, L, A> {
     /// No handler timeout (the default).
     pub fn without_timeout(self) -> ServerBuilder<E, D, L, Identity> {
         with_part!(ServerBuilder { error_response, deadline, limit } self.timeout = Identity::new())
+    }
+
+    /// One classifier for every part that classifies (error responses and
+    /// the limit), given once. It replaces theirs, so call it after the
+    /// parts you set with their own builders.
+    pub fn classifier<C>(self, classifier: C) -> ServerBuilder<E::Output, D, L::Output, A>
+    where
+        C: Clone,
+        E: WithClassifier<C>,
+        L: WithClassifier<C>,
+    {
+        ServerBuilder {
+            error_response: self.error_response.with_classifier(classifier.clone()),
+            deadline: self.deadline,
+            limit: self.limit.with_classifier(classifier),
+            timeout: self.timeout,
+        }
     }
 }
 

@@ -80,6 +80,15 @@ thread_local! {
 /// task behind a buffer), this is `Instant::now()`. Paused time in tests is
 /// unchanged: it does not move while code runs.
 ///
+/// The rule, the same in every layer: a layer's `call` takes the time from
+/// here (timeout, deadline, retry, circuit breaker, throttle, adaptive
+/// limit, stale-if-error, upstreams), and a layer that calls its inner
+/// service with a reading of its own holds a [`scope`] around that call;
+/// response futures, timers and background tasks read `Instant::now()`,
+/// since no reading is shared there. The retry layer's mark for the
+/// balancer below it (`crate::http::retry_calling`) is the one other
+/// thread-local of the request path and follows the same guard pattern.
+///
 /// This departs from tower, where every layer reads the clock itself; it
 /// is private to the crate and never seen by a user's service, whose own
 /// reads are untouched.
@@ -92,12 +101,14 @@ pub(crate) fn now() -> Instant {
 #[allow(unused_imports)]
 pub(crate) use self::scoped::scope;
 
-// Only the layers that share their reading (timeout, deadline, load
-// shedding, stale-if-error) make a scope; `upstream` only reads one.
+// Only the layers that share their reading (timeout, deadline, retry, load
+// shedding, stale-if-error) make a scope; the breaker and `upstream` only
+// read one.
 #[cfg_attr(
     not(any(
         feature = "timeout",
         feature = "deadline",
+        feature = "retry",
         feature = "load-shed",
         feature = "fallback"
     )),

@@ -161,7 +161,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Response;
-use tokio::time::Instant;
 use tower_service::Service;
 
 use self::breaker::Breaker;
@@ -257,7 +256,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        match self.breaker.acquire(Instant::now) {
+        match self.breaker.acquire(crate::time::now) {
             Ok(permit) => ResponseFuture::called(
                 self.inner.call(request),
                 Guard::new(self.breaker.clone(), permit),

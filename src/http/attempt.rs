@@ -1,5 +1,6 @@
 //! What each attempt knows about the attempts before it.
 
+use std::cell::Cell;
 use std::error::Error;
 use std::fmt;
 use std::net::SocketAddr;
@@ -106,6 +107,9 @@ impl Attempt {
 /// the error. A balancer reports both; the retry layer lists them in the
 /// next attempt's [`Attempt::tried`], and takes the [`EndpointError`]
 /// wrapper off before returning an error, so callers see the error itself.
+/// [`Upstreams`](crate::upstream::Upstreams) wraps an error only when a
+/// retry layer is calling it: used without one, it returns its endpoints'
+/// errors as they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
     addr: SocketAddr,
@@ -187,6 +191,51 @@ impl fmt::Display for EndpointError {
 impl Error for EndpointError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         Some(&*self.source)
+    }
+}
+
+thread_local! {
+    /// Whether a retry layer is calling the service below it on this
+    /// thread (see [`endpoint_wanted`]).
+    static RETRY_CALLING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the layer that will answer `request` should report the endpoint
+/// of a failed attempt (wrap its error in an [`EndpointError`]): yes when a
+/// retry layer is calling it, which a retry or hedge says with its
+/// [`Attempt`] and the first attempt by being sent inside
+/// [`retry_calling`]. A balancer used without a retry layer then returns
+/// its endpoints' errors as they are.
+///
+/// The first attempt carries no extension (inserting one allocates on
+/// every request), so the retry layer says it with a thread-local flag held
+/// while it calls the service below, as the crate's shared clock reading is
+/// (`crate::time::scope`). A first attempt that crosses to another task
+/// (a buffer between the two layers) is not seen as one and its error is
+/// returned bare: the retry layer then does not learn where it went, and
+/// the retry may go back to the same endpoint.
+#[cfg_attr(not(feature = "upstream"), allow(dead_code))]
+pub(crate) fn endpoint_wanted<B>(request: &Request<B>) -> bool {
+    RETRY_CALLING.with(Cell::get) || Attempt::of(request).is_some()
+}
+
+/// Marks the services called while the guard lives as called by a retry
+/// layer (see [`endpoint_wanted`]), then gives the previous value back,
+/// even on a panic.
+#[cfg_attr(not(feature = "retry"), allow(dead_code))]
+#[inline]
+pub(crate) fn retry_calling() -> RetryCalling {
+    RetryCalling(RETRY_CALLING.with(|c| c.replace(true)))
+}
+
+/// See [`retry_calling`].
+#[must_use = "the mark holds only while the guard lives"]
+pub(crate) struct RetryCalling(bool);
+
+impl Drop for RetryCalling {
+    #[inline]
+    fn drop(&mut self) {
+        RETRY_CALLING.with(|c| c.set(self.0));
     }
 }
 

@@ -176,6 +176,7 @@ where
         let primary = {
             let _entered = span.enter();
             let _now = crate::time::scope(now);
+            let _retry = crate::http::retry_calling();
             service.call(Request::from_parts(parts, first))
         };
         // Cold path: only with a subscriber for the span.
@@ -322,6 +323,7 @@ where
         let span = attempt_span(self.attempts, slot == HEDGE);
         let future = {
             let _entered = span.enter();
+            let _retry = crate::http::retry_calling();
             self.service.call(request)
         };
         #[cfg(feature = "metrics")]

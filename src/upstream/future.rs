@@ -23,8 +23,9 @@ pin_project! {
     /// It waits for the chosen endpoint's service to be ready, calls it,
     /// and records the outcome and the latency in the endpoint's health.
     /// A failure is reported with the endpoint it happened on (an
-    /// [`Endpoint`] extension on a failed response, an [`EndpointError`]
-    /// around an error) so that the retry layer sends the retry elsewhere.
+    /// [`Endpoint`] extension on a failed response, and, when a retry layer
+    /// is calling, an [`EndpointError`] around an error) so that the retry
+    /// layer sends the retry elsewhere.
     pub struct ResponseFuture<S, B, C>
     where
         S: Service<Request<B>>,
@@ -125,7 +126,8 @@ fn finish<RB, C: Classify>(
             }
             Ok(response)
         }
-        Err(error) => Err(EndpointError::new(endpoint, error).into()),
+        Err(error) if track.report => Err(EndpointError::new(endpoint, error).into()),
+        Err(error) => Err(error),
     }
 }
 
@@ -149,6 +151,9 @@ pub(crate) struct Track {
     started: Instant,
     /// Whether this request is the probe of an ejected endpoint.
     probe: bool,
+    /// Whether a retry layer is calling: an error is then wrapped in an
+    /// [`EndpointError`] (see `crate::http::endpoint_wanted`).
+    report: bool,
     done: bool,
 }
 
@@ -158,6 +163,7 @@ impl Track {
         health: Arc<Health>,
         started: Instant,
         probe: bool,
+        report: bool,
     ) -> Self {
         health.start();
         Self {
@@ -165,6 +171,7 @@ impl Track {
             health,
             started,
             probe,
+            report,
             done: false,
         }
     }

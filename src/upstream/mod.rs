@@ -37,9 +37,13 @@
 //! puts an [`Attempt`] extension on every retry, listing the endpoints the
 //! earlier attempts went to, and `Upstreams` draws among the others
 //! whenever another eligible one exists. It reports where each failure
-//! happened (an [`Endpoint`](crate::retry::Endpoint) extension on a failed
-//! response, an [`EndpointError`](crate::retry::EndpointError) around an
-//! error), which is how the retry layer knows.
+//! happened (an [`Endpoint`](crate::http::Endpoint) extension on a failed
+//! response, an [`EndpointError`](crate::http::EndpointError) around an
+//! error), which is how the retry layer knows. The error is wrapped only
+//! when a retry layer is calling (its first attempt or a later one); used
+//! without one, `Upstreams` returns its endpoints' errors as they are, so
+//! `error.downcast_ref::<hyper_util::client::legacy::Error>()` works on
+//! them.
 //!
 //! # Passive health: outlier detection
 //!
@@ -547,6 +551,7 @@ where
                     endpoint.health.clone(),
                     now,
                     probe,
+                    crate::http::endpoint_wanted(&request),
                 );
                 ResponseFuture::new(
                     endpoint.service.clone(),

@@ -20,6 +20,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_steady::circuit_breaker::CircuitBreakerLayer;
+use tower_steady::classify::{Classify, FailureKind, HttpClassifier, Outcome, RetrySafety};
 use tower_steady::deadline::DeadlineLayer;
 use tower_steady::load_shed::AdaptiveLimitLayer;
 use tower_steady::retry::{Backoff, ReplayBody, RetryLayer};
@@ -455,4 +456,53 @@ async fn a_proxy_serves_every_stale_copy_through_an_outage() {
         (0, 1000),
         "{snapshot:?}"
     );
+}
+
+/// Counts a `404` as an unavailable upstream; everything else as the
+/// default classifier does.
+#[derive(Clone, Copy)]
+struct NotFoundFails;
+
+impl Classify for NotFoundFails {
+    fn classify_response<B>(&self, response: &Response<B>) -> Outcome {
+        if response.status() == StatusCode::NOT_FOUND {
+            Outcome::failure(FailureKind::Unavailable, RetrySafety::MaybeSent)
+        } else {
+            HttpClassifier::new().classify_response(response)
+        }
+    }
+
+    fn classify_error(&self, error: &(dyn std::error::Error + 'static)) -> Outcome {
+        HttpClassifier::new().classify_error(error)
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn one_classifier_given_once_reaches_every_part() {
+    // A 404 then a 200: only a retry layer that uses the given classifier
+    // retries the 404, and only a breaker and a throttle that use it count
+    // it as a failed call.
+    let (calls, inner) = counting(|n| {
+        let code = if n == 0 { 404 } else { 200 };
+        Ok(Response::builder()
+            .status(code)
+            .body(Full::new(Bytes::new()))
+            .unwrap())
+    });
+    let layer = Resilience::client()
+        .retry(RetryLayer::builder().backoff(Backoff::none()))
+        .classifier(NotFoundFails)
+        .build()
+        .unwrap();
+    let response = layer.layer(inner).oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::Relaxed), 2, "the 404 was retried");
+    let snapshot = layer.handles().snapshot();
+    assert_eq!(snapshot.breaker.unwrap().failures, 1);
+    let throttle = snapshot.throttle.unwrap();
+    assert_eq!((throttle.requests, throttle.accepts), (2, 1));
+
+    // The server preset takes one the same way.
+    let server = Resilience::server().classifier(NotFoundFails).build();
+    assert!(server.is_ok());
 }

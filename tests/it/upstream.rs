@@ -23,6 +23,7 @@ use tower::discover::Change;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_steady::classify::{Classify, HttpClassifier};
 use tower_steady::http::ErrorResponseLayer;
+use tower_steady::http::EndpointError;
 use tower_steady::retry::{Backoff, RetryLayer};
 use tower_steady::upstream::{
     EndpointState, HealthCheck, HttpGet, NoHealthyUpstream, Upstreams, UpstreamsBuilder,
@@ -553,6 +554,48 @@ async fn a_retry_goes_to_an_endpoint_not_yet_tried() {
         fleet.hits(addr(0)) > 50,
         "the bad endpoint was tried first often"
     );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn without_a_retry_layer_errors_come_back_as_they_are() {
+    // Used alone, the balancer returns its endpoint's error itself: a
+    // caller's `downcast_ref` of the connector's error type works.
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Refuse);
+    let mut service = builder().build([addr(0)], |a| fleet.node(a)).unwrap();
+    let error = send(&mut service).await.unwrap_err();
+    assert!(!error.is::<EndpointError>(), "{error:?}");
+    let io = error.downcast_ref::<io::Error>().expect("the endpoint's error");
+    assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn under_a_retry_layer_a_failed_first_attempt_says_where_it_went() {
+    // One of three endpoints refuses every connection and is never ejected.
+    // The retry layer learns where the first attempt failed only from the
+    // `EndpointError` around it: if that were missing, a third of the
+    // retries would go back to the refusing endpoint and fail.
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Refuse);
+    let upstreams = builder()
+        .consecutive_failures(1_000)
+        .build(addrs(3), |a| fleet.node(a))
+        .unwrap();
+    let retry = RetryLayer::builder()
+        .max_attempts(2)
+        .backoff(Backoff::none())
+        .seed(5)
+        .build()
+        .unwrap();
+    let mut service = retry.layer(upstreams);
+    let mut ok = 0;
+    for _ in 0..300 {
+        if call(&mut service, get()).await.is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 300);
+    assert!(fleet.hits(addr(0)) > 50, "the refusing endpoint was tried first often");
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
