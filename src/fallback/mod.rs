@@ -170,22 +170,21 @@
 //! [`Classify`]: crate::classify::Classify
 //! [`ErrorResponseLayer`]: crate::http::ErrorResponseLayer
 
-mod body;
 mod failures;
-pub mod future;
-mod gate;
-mod handle;
-mod layer;
-mod policy;
-mod respond;
+mod fixed;
 mod stale;
-mod store;
 
-pub use self::body::StaleIfErrorBody;
+pub mod future {
+    //! Future types.
+    pub use super::fixed::future::FallbackFuture;
+    pub use super::stale::future::StaleIfErrorFuture;
+}
+
 pub use self::failures::Failures;
-pub use self::handle::{StaleIfErrorHandle, StaleIfErrorStats};
-pub use self::layer::{FallbackBuilder, FallbackLayer, StaleIfErrorBuilder, StaleIfErrorLayer};
-pub use self::respond::Fallback;
-pub use self::stale::StaleIfError;
+pub use self::fixed::{Fallback, FallbackBuilder, FallbackLayer};
+pub use self::stale::{
+    StaleIfError, StaleIfErrorBody, StaleIfErrorBuilder, StaleIfErrorHandle, StaleIfErrorLayer,
+    StaleIfErrorStats,
+};
 
 pub(crate) const TARGET: &str = "tower_steady::fallback";

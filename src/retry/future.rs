@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
@@ -18,17 +18,17 @@ use tracing::Span;
 use super::body::{Replay, ReplayBody};
 use super::hedge::HedgeDelay;
 use super::layer::Shared;
+use super::policy::{self, Decision, Failed, Rules};
 use super::Budget;
 use crate::classify::{is_idempotent, Classify, FailureKind, Outcome};
 use crate::deadline::header::AttemptBudget;
 use crate::deadline::Deadline;
+use crate::http::Retried;
 use crate::http::{unwrap_endpoint, Attempt, Endpoint};
-use crate::http::{Retried, RetryAfter};
 use crate::time::saturating_add;
 use crate::BoxError;
 
 const TARGET: &str = "tower_steady::retry";
-const TIMER_GRANULARITY: Duration = Duration::from_millis(1);
 
 pin_project! {
     /// Response future of [`Retry`](super::Retry).
@@ -441,58 +441,34 @@ where
         result: &Result<Response<RB>, BoxError>,
     ) -> Option<Duration> {
         let attempt = self.attempts;
-        let refuse = |reason: &'static str| {
-            tracing::debug!(target: TARGET, attempt, kind = kind.as_str(), reason, "not retrying");
-            None
-        };
-        if matches!(
-            kind,
-            FailureKind::DeadlineExceeded | FailureKind::Rejected | FailureKind::Unsupported
-        ) {
-            return refuse("a retry would fail the same way");
-        }
-        if !safe {
-            return refuse("the upstream may have seen it and it is not idempotent");
-        }
-        if self.attempts >= self.shared.max_attempts {
-            return refuse("no attempts left");
-        }
-        if !self.replay.can_replay() {
-            return refuse("its body was longer than the replay limit");
-        }
-
         let shared = &*self.shared;
         let now = Instant::now();
-        // The first retry of a request that failed on one endpoint goes to
-        // another at once (as HAProxy's redispatch and Envoy's
-        // `previous_hosts` do): the wait is there for the endpoint that
-        // failed, and the retry goes elsewhere. Later retries, and a retry
-        // that may go back to the same place, back off. A `Retry-After`
-        // still counts, and the budget bounds it all.
-        let mut wait = if attempt == 1 && elsewhere {
-            Duration::ZERO
-        } else {
-            shared.backoff.delay(attempt, shared.rng.next_f64())
+        let failed = Failed {
+            kind,
+            safe,
+            elsewhere,
+            attempt,
+            can_replay: self.replay.can_replay(),
+            retry_after: match result {
+                Ok(response) => policy::asked_wait(response.status(), response.headers()),
+                Err(_) => None,
+            },
+            time_left: self
+                .deadline
+                .map(|deadline| deadline.instant().saturating_duration_since(now)),
         };
-        if let Ok(response) = result {
-            let status = response.status();
-            if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS
-            {
-                if let Some(asked) = RetryAfter::from_headers(response.headers()) {
-                    if asked.delay() > shared.max_retry_after {
-                        return refuse("Retry-After asks for longer than allowed");
-                    }
-                    wait = wait.max(asked.delay());
-                }
+        let rules = Rules {
+            max_attempts: shared.max_attempts,
+            backoff: &shared.backoff,
+            max_retry_after: shared.max_retry_after,
+        };
+        let wait = match policy::decide(&failed, rules, || shared.rng.next_f64()) {
+            Decision::Retry(wait) => wait,
+            Decision::Refuse(reason) => {
+                tracing::debug!(target: TARGET, attempt, kind = kind.as_str(), reason, "not retrying");
+                return None;
             }
-        }
-        if let Some(deadline) = self.deadline {
-            // tokio's timer rounds a sleep up to its next millisecond: a
-            // wait ending within one of the deadline could wake past it.
-            if saturating_add(now, wait + TIMER_GRANULARITY) > deadline.instant() {
-                return refuse("the wait would pass the deadline");
-            }
-        }
+        };
         let Some(tick) = shared.budget.take(now) else {
             tracing::info!(
                 target: TARGET,
@@ -539,16 +515,12 @@ where
             tracing::debug!(target: TARGET, reason, "not hedging");
             Poll::Ready(None)
         };
-        if self.attempts >= self.shared.max_attempts {
-            return refuse(self, timer, "no attempts left");
-        }
-        if !self.replay.can_hedge() {
-            return refuse(self, timer, "its body is still being sent");
-        }
-        if let Some(deadline) = self.deadline {
-            if deadline.is_expired() {
-                return refuse(self, timer, "no time left");
-            }
+        let expired = self.deadline.is_some_and(|deadline| deadline.is_expired());
+        let can_hedge = self.replay.can_hedge();
+        if let Some(reason) =
+            policy::hedge_refusal(self.attempts, self.shared.max_attempts, can_hedge, expired)
+        {
+            return refuse(self, timer, reason);
         }
         match self.service.poll_ready(cx) {
             Poll::Pending => return Poll::Pending,

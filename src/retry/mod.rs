@@ -149,6 +149,7 @@ pub mod error;
 pub mod future;
 mod hedge;
 mod layer;
+mod policy;
 
 pub use self::backoff::Backoff;
 pub use self::body::ReplayBody;

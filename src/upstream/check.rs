@@ -13,7 +13,8 @@ use http::{Request, Response};
 use tokio::time::{sleep_until, timeout, Instant};
 use tower_service::Service;
 
-use super::health::{CheckSettings, Health, TARGET};
+use super::endpoint::Health;
+use super::health::{CheckSettings, TARGET};
 use super::Shared;
 use crate::{BoxError, ConfigError};
 

@@ -11,7 +11,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::health::{Health, Registry, Verdict};
+use super::endpoint::{Health, Verdict};
+use super::health::Registry;
 use super::NoHealthyUpstream;
 use crate::classify::{Classify, Outcome};
 use crate::http::{Endpoint, EndpointError};

@@ -1,5 +1,6 @@
-//! Per-endpoint health: the atomics read by every request, and the
-//! transitions (eject, probe, re-admit) taken under the registry's lock.
+//! The set-level ejection policy: the transitions of endpoints' health
+//! (eject, probe, re-admit, success-rate outliers), taken under the
+//! registry's lock. Each endpoint's own state is in `endpoint.rs`.
 //!
 //! The request path reads states, counts and estimates with plain atomic
 //! loads and records outcomes with atomic adds. Every transition of an
@@ -9,23 +10,17 @@
 //! healthy count, the next probe).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::ewma::PeakEwma;
+use super::endpoint::{millis, Health, Verdict, EJECTED, HEALTHY, PROBING, SLOW_START};
 use super::handle::{EndpointSnapshot, EndpointState};
-use crate::classify::{FailureKind, Outcome};
 use crate::rng::Rng;
 
 pub(crate) const TARGET: &str = "tower_steady::upstream";
-
-const HEALTHY: u8 = 0;
-const SLOW_START: u8 = 1;
-const EJECTED: u8 = 2;
-const PROBING: u8 = 3;
 
 /// Settings, validated by the builder.
 #[derive(Debug, Clone)]
@@ -56,146 +51,6 @@ pub(crate) struct CheckSettings {
     pub(crate) timeout: Duration,
     pub(crate) rise: u32,
     pub(crate) fall: u32,
-}
-
-/// What an outcome means for an endpoint's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Success,
-    /// The endpoint answered, badly (500, 429, a malformed response): it
-    /// counts against its success rate but ends a run of gateway failures.
-    Failure,
-    /// The endpoint did not answer properly: 502, 503, 504, resets,
-    /// timeouts. These are Envoy's "gateway failures" (its local-origin
-    /// errors count as 503s).
-    GatewayFailure,
-    /// The endpoint could not be reached at all (connection refused,
-    /// unreachable): a gateway failure that says the process is not there,
-    /// as while it restarts. It is probed back soon.
-    Unreachable,
-    /// Says nothing of the endpoint: a local rejection, the caller's
-    /// deadline, an error nobody recognises.
-    Ignore,
-}
-
-impl Verdict {
-    pub(crate) fn of(outcome: Outcome) -> Self {
-        match outcome.kind() {
-            None => Verdict::Success,
-            Some(kind) if kind.is_gateway_status() => Verdict::GatewayFailure,
-            Some(FailureKind::Connect) => Verdict::Unreachable,
-            Some(FailureKind::Reset | FailureKind::Timeout) => Verdict::GatewayFailure,
-            Some(
-                FailureKind::ServerError | FailureKind::TooManyRequests | FailureKind::Protocol,
-            ) => Verdict::Failure,
-            Some(_) => Verdict::Ignore,
-        }
-    }
-}
-
-/// One endpoint's health, shared by the request path, the registry and the
-/// health checker.
-#[derive(Debug)]
-pub(crate) struct Health {
-    pub(crate) addr: SocketAddr,
-    state: AtomicU8,
-    /// Set by failing active checks, cleared by passing ones; independent
-    /// of the passive state, as in Envoy.
-    check_down: AtomicBool,
-    /// Set when the endpoint leaves the set: its checker stops.
-    pub(crate) removed: AtomicBool,
-    in_flight: AtomicU32,
-    ewma: PeakEwma,
-    consecutive: AtomicU32,
-    /// Nanoseconds since the epoch: the end of the ejection (while ejected),
-    /// or the start of the slow start (after a re-admission).
-    until: AtomicU64,
-    since: AtomicU64,
-    /// The ejection multiplier (n in 30 s × n), and ejections in all.
-    multiplier: AtomicU32,
-    /// Whether the last failure of the current run (or the last failed
-    /// probe) was an unreachable endpoint: its ejection is the short one.
-    unreachable: AtomicBool,
-    ejections: AtomicU32,
-    /// Outcomes in the current success-rate interval, and the last
-    /// interval's, for the handle.
-    requests: AtomicU32,
-    successes: AtomicU32,
-    last_requests: AtomicU32,
-    last_successes: AtomicU32,
-    /// Active checks passed and failed in a row.
-    passes: AtomicU32,
-    fails: AtomicU32,
-}
-
-impl Health {
-    fn new(addr: SocketAddr, state: u8, now: u64) -> Self {
-        Self {
-            addr,
-            state: AtomicU8::new(state),
-            check_down: AtomicBool::new(false),
-            removed: AtomicBool::new(false),
-            in_flight: AtomicU32::new(0),
-            ewma: PeakEwma::new(millis(now)),
-            consecutive: AtomicU32::new(0),
-            until: AtomicU64::new(0),
-            since: AtomicU64::new(now),
-            multiplier: AtomicU32::new(0),
-            unreachable: AtomicBool::new(false),
-            ejections: AtomicU32::new(0),
-            requests: AtomicU32::new(0),
-            successes: AtomicU32::new(0),
-            last_requests: AtomicU32::new(0),
-            last_successes: AtomicU32::new(0),
-            passes: AtomicU32::new(0),
-            fails: AtomicU32::new(0),
-        }
-    }
-
-    fn state(&self) -> u8 {
-        self.state.load(Ordering::Acquire)
-    }
-
-    /// Whether the endpoint takes its share of requests (fully or ramping
-    /// up).
-    pub(crate) fn is_healthy(&self) -> bool {
-        matches!(self.state(), HEALTHY | SLOW_START) && !self.check_down.load(Ordering::Relaxed)
-    }
-
-    fn is_passively_ejected(&self) -> bool {
-        matches!(self.state(), EJECTED | PROBING)
-    }
-
-    /// Its share of requests during slow start, in `(0, 1]`: Envoy's
-    /// `max(min_weight, elapsed / window)` (aggression 1).
-    pub(crate) fn weight(&self, now: u64, config: &Config) -> f64 {
-        if self.state() != SLOW_START || config.slow_start.is_zero() {
-            return 1.0;
-        }
-        let elapsed = now.saturating_sub(self.since.load(Ordering::Relaxed));
-        let ramp = elapsed as f64 / config.slow_start.as_nanos() as f64;
-        ramp.clamp(config.slow_start_min_weight, 1.0)
-    }
-
-    /// Peak-EWMA cost: the latency estimate times the requests in flight
-    /// plus one.
-    pub(crate) fn cost(&self, now: u64, config: &Config) -> f64 {
-        let pending = self.in_flight.load(Ordering::Relaxed);
-        self.ewma
-            .cost(pending, millis(now), config.decay, config.default_rtt)
-    }
-
-    pub(crate) fn start(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn finish(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn millis(nanos: u64) -> u32 {
-    (nanos / 1_000_000) as u32
 }
 
 /// The set's health: every endpoint's [`Health`], and what is derived from

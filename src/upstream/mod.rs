@@ -206,7 +206,8 @@ use tower::discover::Change;
 use tower_service::Service;
 
 use self::check::sealed::CheckFn;
-use self::health::{CheckSettings, Health, Registry, TARGET};
+use self::endpoint::Health;
+use self::health::{CheckSettings, Registry, TARGET};
 use crate::classify::{Classify, HttpClassifier};
 use crate::http::Attempt;
 use crate::BoxError;
@@ -215,6 +216,7 @@ mod authority;
 mod builder;
 mod check;
 mod dns;
+mod endpoint;
 mod error;
 mod ewma;
 mod handle;

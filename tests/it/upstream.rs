@@ -22,8 +22,8 @@ use tokio::time::{advance, sleep};
 use tower::discover::Change;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_steady::classify::{Classify, HttpClassifier};
-use tower_steady::http::ErrorResponseLayer;
 use tower_steady::http::EndpointError;
+use tower_steady::http::ErrorResponseLayer;
 use tower_steady::retry::{Backoff, RetryLayer};
 use tower_steady::upstream::{
     EndpointState, HealthCheck, HttpGet, NoHealthyUpstream, Upstreams, UpstreamsBuilder,
@@ -565,7 +565,9 @@ async fn without_a_retry_layer_errors_come_back_as_they_are() {
     let mut service = builder().build([addr(0)], |a| fleet.node(a)).unwrap();
     let error = send(&mut service).await.unwrap_err();
     assert!(!error.is::<EndpointError>(), "{error:?}");
-    let io = error.downcast_ref::<io::Error>().expect("the endpoint's error");
+    let io = error
+        .downcast_ref::<io::Error>()
+        .expect("the endpoint's error");
     assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
 }
 
@@ -595,7 +597,10 @@ async fn under_a_retry_layer_a_failed_first_attempt_says_where_it_went() {
         }
     }
     assert_eq!(ok, 300);
-    assert!(fleet.hits(addr(0)) > 50, "the refusing endpoint was tried first often");
+    assert!(
+        fleet.hits(addr(0)) > 50,
+        "the refusing endpoint was tried first often"
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -1,3 +1,18 @@
+//! Stale-if-error: the layer, its store of copies and the rules for what
+//! may be stored and served.
+
+mod body;
+pub(crate) mod future;
+mod gate;
+mod handle;
+mod layer;
+mod policy;
+mod store;
+
+pub use self::body::StaleIfErrorBody;
+pub use self::handle::{StaleIfErrorHandle, StaleIfErrorStats};
+pub use self::layer::{StaleIfErrorBuilder, StaleIfErrorLayer};
+
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,17 +25,15 @@ use http::{HeaderValue, Method, Request, Response};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::body::StaleIfErrorBody;
-use super::future::StaleIfErrorFuture;
-use super::gate::{Gate, Recent};
-use super::policy;
-use super::store::{Entry, Id, Lookup, Store, VaryValues};
+use self::future::StaleIfErrorFuture;
+use self::gate::{Gate, Recent};
+use self::store::{Entry, Id, Lookup, Store, VaryValues};
 use super::{Failures, TARGET};
 use crate::classify::{FailureKind, HttpClassifier};
 use crate::BoxError;
 
 /// Answers a failed safe request with the last good copy of its response.
-/// See [`StaleIfErrorLayer`](super::StaleIfErrorLayer).
+/// See [`StaleIfErrorLayer`](crate::fallback::StaleIfErrorLayer).
 #[derive(Debug)]
 pub struct StaleIfError<S, C = HttpClassifier> {
     inner: S,
@@ -311,7 +324,7 @@ impl Shared {
 }
 
 /// The response's headers as they are stored: a copy of their own
-/// ([`owned_headers`](super::store::owned_headers)), without the headers that
+/// ([`owned_headers`](self::store::owned_headers)), without the headers that
 /// belong to one connection, not to the response (RFC 9110 §7.6.1), and
 /// without `Age`, which is recomputed when the copy is served.
 pub(crate) fn headers_for_storage(headers: &http::HeaderMap) -> http::HeaderMap {
@@ -322,7 +335,7 @@ pub(crate) fn headers_for_storage(headers: &http::HeaderMap) -> http::HeaderMap 
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    super::store::owned_headers(headers, |name| {
+    self::store::owned_headers(headers, |name| {
         named.contains(name)
             || [
                 header::CONNECTION,

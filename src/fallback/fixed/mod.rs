@@ -1,3 +1,11 @@
+//! A fixed fallback: the layer that answers chosen failures with a fixed
+//! response.
+
+pub(crate) mod future;
+mod layer;
+
+pub use self::layer::{FallbackBuilder, FallbackLayer};
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -5,14 +13,14 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::future::FallbackFuture;
-use super::Failures;
+use self::future::FallbackFuture;
 use crate::classify::{Classify, HttpClassifier};
+use crate::fallback::Failures;
 use crate::http::ResponseBody;
 use crate::BoxError;
 
 /// Answers chosen failures with a fixed response. See
-/// [`FallbackLayer`](super::FallbackLayer).
+/// [`FallbackLayer`](crate::fallback::FallbackLayer).
 #[derive(Debug)]
 pub struct Fallback<S, C = HttpClassifier> {
     inner: S,

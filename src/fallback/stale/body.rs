@@ -7,12 +7,12 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::stale::Shared;
 use super::store::Entry;
+use super::Shared;
 use crate::http::ResponseBody;
 
 pin_project! {
-    /// The body of a response from [`StaleIfError`](super::StaleIfError):
+    /// The body of a response from [`StaleIfError`](crate::fallback::StaleIfError):
     /// the inner service's own, streamed as it comes (and copied on the side
     /// when the response is being stored), or a stored copy.
     ///

@@ -123,7 +123,7 @@ impl Entry {
     /// its allocations really take (a header map's spare places, each
     /// value's allocation, the allocator's overhead), not only the bytes
     /// of its body. The body and the URI are exactly their size (see
-    /// [`StaleIfErrorBody`](super::StaleIfErrorBody)), and the headers are
+    /// [`StaleIfErrorBody`](crate::fallback::StaleIfErrorBody)), and the headers are
     /// copied into a map of their own ([`owned_headers`]).
     pub(crate) fn size(&self) -> usize {
         let allocation = |len: usize| {

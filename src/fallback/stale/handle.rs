@@ -2,9 +2,9 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::stale::Shared;
+use super::Shared;
 
-/// A handle on a [`StaleIfErrorLayer`](super::StaleIfErrorLayer)'s store,
+/// A handle on a [`StaleIfErrorLayer`](crate::fallback::StaleIfErrorLayer)'s store,
 /// shared with every service the layer made. Cheap to clone.
 #[derive(Clone)]
 pub struct StaleIfErrorHandle {

@@ -1,5 +1,4 @@
-//! Response futures for [`StaleIfError`](super::StaleIfError) and
-//! [`Fallback`](super::Fallback).
+//! Response future of [`StaleIfError`](crate::fallback::StaleIfError).
 
 use std::fmt;
 use std::future::Future;
@@ -14,16 +13,14 @@ use tokio::time::Instant;
 
 use super::body::{Pending, StaleIfErrorBody};
 use super::policy;
-use super::respond::Template;
-use super::stale::{headers_for_storage, Captured, Ctx, Keep};
 use super::store::{vary_values, Entry};
-use super::{Failures, TARGET};
+use super::{headers_for_storage, Captured, Ctx, Keep};
 use crate::classify::Classify;
-use crate::http::ResponseBody;
+use crate::fallback::TARGET;
 use crate::BoxError;
 
 pin_project! {
-    /// Response future of [`StaleIfError`](super::StaleIfError).
+    /// Response future of [`StaleIfError`](crate::fallback::StaleIfError).
     pub struct StaleIfErrorFuture<F, C> {
         #[pin]
         inner: F,
@@ -154,68 +151,6 @@ impl<F, C> fmt::Debug for StaleIfErrorFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StaleIfErrorFuture")
             .field("cacheable", &self.ctx.is_some())
-            .finish()
-    }
-}
-
-pin_project! {
-    /// Response future of [`Fallback`](super::Fallback).
-    pub struct FallbackFuture<F, C> {
-        #[pin]
-        inner: F,
-        template: Arc<Template>,
-        failures: Failures,
-        classifier: C,
-    }
-}
-
-impl<F, C> FallbackFuture<F, C> {
-    pub(crate) fn new(
-        inner: F,
-        template: Arc<Template>,
-        failures: Failures,
-        classifier: C,
-    ) -> Self {
-        Self {
-            inner,
-            template,
-            failures,
-            classifier,
-        }
-    }
-}
-
-impl<F, C, B, E> Future for FallbackFuture<F, C>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
-    C: Classify,
-{
-    type Output = Result<Response<ResponseBody<B>>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx)).map_err(Into::into);
-        match this.classifier.classify_result(&result).kind() {
-            Some(kind) if this.failures.contains(kind) => {
-                tracing::debug!(target: TARGET, kind = kind.as_str(), status = this.template.status.as_u16(), "fallback response served");
-                crate::observability::emit::fallback_served(kind.as_str());
-                let mut response = this.template.response();
-                response
-                    .extensions_mut()
-                    .insert(crate::http::Substituted::new(kind));
-                Poll::Ready(Ok(response))
-            }
-            _ => Poll::Ready(result.map(|r| r.map(ResponseBody::inner))),
-        }
-    }
-}
-
-impl<F, C> fmt::Debug for FallbackFuture<F, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FallbackFuture")
-            .field("status", &self.template.status)
-            .field("failures", &self.failures)
             .finish()
     }
 }
