@@ -24,8 +24,10 @@ mod retried;
 mod retry_after;
 mod substituted;
 
+#[cfg(feature = "upstream")]
+pub(crate) use self::attempt::endpoint_wanted;
 #[cfg(feature = "retry")]
-pub(crate) use self::attempt::{endpoint_wanted, retry_calling, unwrap_endpoint};
+pub(crate) use self::attempt::{retry_calling, unwrap_endpoint};
 pub use self::attempt::{Attempt, Endpoint, EndpointError};
 pub use self::body::ResponseBody;
 pub use self::error_response::{future, ErrorResponse, ErrorResponseLayer};
