@@ -76,7 +76,7 @@
 //!
 //! Every layer uses `tokio::time`, never the wall clock, so tests can run
 //! under tokio's paused time and are deterministic.
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

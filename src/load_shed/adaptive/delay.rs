@@ -296,7 +296,7 @@ impl DelayLimit {
         }
 
         // The lowest latency seen becomes the unloaded one.
-        let new_minimum = self.no_load.map_or(true, |no_load| rtt < no_load);
+        let new_minimum = self.no_load.is_none_or(|no_load| rtt < no_load);
         if new_minimum {
             self.no_load = Some(rtt);
         }

@@ -84,7 +84,7 @@ impl Codel {
             return false;
         }
         self.empty_since
-            .map_or(true, |at| now.saturating_duration_since(at) < self.interval)
+            .is_none_or(|at| now.saturating_duration_since(at) < self.interval)
     }
 }
 
