@@ -100,20 +100,39 @@ impl fmt::Display for Chain<'_> {
     }
 }
 
-/// The attempt took longer than its timeout.
+/// The attempt took longer than its timeout, or, from a
+/// [`TimeoutLayer::handler`](crate::timeout::TimeoutLayer::handler), the
+/// server's handler did.
 #[derive(Debug, Default)]
-pub struct Elapsed(());
+pub struct Elapsed {
+    handler: bool,
+}
 
 impl Elapsed {
-    /// A new `Elapsed` error.
+    /// A new `Elapsed` error: an attempt timed out.
     pub const fn new() -> Self {
-        Elapsed(())
+        Elapsed { handler: false }
+    }
+
+    /// A server's handler timed out.
+    pub const fn handler() -> Self {
+        Elapsed { handler: true }
+    }
+
+    /// Whether it was a server's handler that timed out (rather than an
+    /// attempt sent to an upstream).
+    pub const fn is_handler(&self) -> bool {
+        self.handler
     }
 }
 
 impl fmt::Display for Elapsed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("request timed out")
+        f.write_str(if self.handler {
+            "handler timed out"
+        } else {
+            "request timed out"
+        })
     }
 }
 
@@ -209,17 +228,36 @@ impl std::error::Error for CircuitOpen {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overloaded {
     retry_after: Duration,
+    throttled: bool,
 }
 
 impl Overloaded {
     /// A rejection whose caller may try again after `retry_after`.
     pub const fn new(retry_after: Duration) -> Self {
-        Self { retry_after }
+        Self {
+            retry_after,
+            throttled: false,
+        }
+    }
+
+    /// A request a client throttle refused because the upstream has been
+    /// refusing this client's requests.
+    pub const fn throttled(retry_after: Duration) -> Self {
+        Self {
+            retry_after,
+            throttled: true,
+        }
     }
 
     /// How long the caller should wait before trying again.
     pub const fn retry_after(&self) -> Duration {
         self.retry_after
+    }
+
+    /// Whether a client throttle refused it (the upstream is refusing),
+    /// rather than a concurrency limit of this service.
+    pub const fn is_throttled(&self) -> bool {
+        self.throttled
     }
 }
 

@@ -155,6 +155,17 @@
 //!
 //! Serialization only: a snapshot describes a moment, it is not restored.
 
+/// Whether `name` can name a layer's instance in logs and metric labels:
+/// 1 to 64 ASCII letters, digits, `-`, `_`, `.` or `:`. Every stateful
+/// layer's builder checks its name with it.
+#[allow(dead_code)] // used by whichever stateful layers are compiled
+pub(crate) fn is_plain_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 #[cfg(feature = "metrics")]
 pub use self::enabled::describe_metrics;
 

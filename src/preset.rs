@@ -165,7 +165,23 @@ macro_rules! ready_part {
     )*};
 }
 
-ready_part!(Identity, TimeoutLayer);
+ready_part!(Identity);
+
+impl Part for TimeoutLayer {
+    type Layer = Self;
+
+    /// A zero timeout fails every request that is not ready at once: in a
+    /// preset it is always a mistake.
+    fn build_part(self, _: &mut Handles) -> Result<Self, ConfigError> {
+        if self.timeout().is_zero() {
+            return Err(ConfigError::new(
+                "timeout.timeout",
+                "must be greater than zero",
+            ));
+        }
+        Ok(self)
+    }
+}
 
 impl<C> Part for ErrorResponseLayer<C> {
     type Layer = Self;
@@ -641,9 +657,11 @@ impl<E, D, L, A> ServerBuilder<E, D, L, A> {
     }
 
     /// A timeout for the handler alone (off by default: the deadline
-    /// bounds every request).
+    /// bounds every request): a [`TimeoutLayer::handler`], whose expiry is
+    /// logged and answered as a handler timeout. Zero is a [`ConfigError`]
+    /// at [`build`](Self::build).
     pub fn timeout(self, timeout: Duration) -> ServerBuilder<E, D, L, TimeoutLayer> {
-        with_part!(ServerBuilder { error_response, deadline, limit } self.timeout = TimeoutLayer::new(timeout))
+        with_part!(ServerBuilder { error_response, deadline, limit } self.timeout = TimeoutLayer::handler(timeout))
     }
 
     /// No handler timeout (the default).

@@ -98,8 +98,12 @@ impl Default for CircuitBreakerBuilder {
 }
 
 impl<C> CircuitBreakerBuilder<C> {
-    /// The breaker's name in logs (the `breaker` field of its events).
-    /// Default `"default"`; name it after the upstream it guards.
+    /// The breaker's name in logs (the `breaker` field of its events) and
+    /// metrics (the `breaker` label). Default `"default"`; name it after
+    /// the upstream it guards. An empty name, or one longer than 64 bytes
+    /// or with characters other than ASCII letters, digits, `-`, `_`, `.`
+    /// and `:`, is a [`ConfigError`] at [`build`](Self::build): it becomes
+    /// a label value, which must stay short and plain.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -235,6 +239,12 @@ impl<C> CircuitBreakerBuilder<C> {
 
     /// Checks the configuration and builds the layer.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
+        if !crate::observability::is_plain_name(&self.name) {
+            return Err(ConfigError::new(
+                "circuit_breaker.name",
+                "must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
         let mut s = self.settings;
         if !(s.failure_ratio > 0.0 && s.failure_ratio <= 1.0) {
             return Err(ConfigError::new(

@@ -91,6 +91,8 @@ impl<S> Layer<S> for DeadlineLayer {
 pub struct DeadlineBuilder {
     config: Config,
     header_name: Option<HeaderName>,
+    /// Whether [`margin`](Self::margin) was called.
+    margin_set: bool,
 }
 
 impl DeadlineBuilder {
@@ -105,6 +107,7 @@ impl DeadlineBuilder {
                 whole_budget: None,
             },
             header_name: None,
+            margin_set: false,
         }
     }
 
@@ -127,9 +130,12 @@ impl DeadlineBuilder {
     }
 
     /// Time subtracted from the remaining budget when writing the header, for
-    /// the answer's trip back. Default 10 ms; must be below the timeout.
+    /// the answer's trip back. Default 10 ms, or a tenth of the timeout
+    /// when that is less (so a short timeout needs no margin of its own);
+    /// set here, it must be below the timeout.
     pub fn margin(mut self, margin: Duration) -> Self {
         self.config.margin = margin;
+        self.margin_set = true;
         self
     }
 
@@ -142,7 +148,10 @@ impl DeadlineBuilder {
     }
 
     /// Checks the configuration and builds the layer.
-    pub fn build(self) -> Result<DeadlineLayer, ConfigError> {
+    pub fn build(mut self) -> Result<DeadlineLayer, ConfigError> {
+        if !self.margin_set {
+            self.config.margin = self.config.margin.min(self.config.timeout / 10);
+        }
         let c = &self.config;
         if c.timeout.is_zero() {
             return Err(ConfigError::new(

@@ -20,6 +20,7 @@
 mod attempt;
 mod body;
 mod error_response;
+mod proxy_status;
 mod retried;
 mod retry_after;
 mod substituted;
@@ -31,6 +32,7 @@ pub(crate) use self::attempt::{retry_calling, unwrap_endpoint};
 pub use self::attempt::{Attempt, Endpoint, EndpointError};
 pub use self::body::ResponseBody;
 pub use self::error_response::{future, ErrorResponse, ErrorResponseLayer};
+pub use self::proxy_status::ProxyStatus;
 pub use self::retried::Retried;
 pub use self::retry_after::RetryAfter;
 pub use self::substituted::Substituted;

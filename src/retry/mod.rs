@@ -54,6 +54,51 @@
 //! by default), which later attempts send again. A larger body is sent once
 //! and the request is not retried. No `Clone` body is needed.
 //!
+//! So the service below must take that body type: a hyper-util client is
+//! built for `ReplayBody<B>`, not for `B`.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::Request;
+//! use http_body_util::Empty;
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use tower::{Layer, ServiceExt};
+//! use tower_steady::retry::{ReplayBody, RetryLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Empty<Bytes>>>();
+//! let service = RetryLayer::new().layer(client);
+//! let call = service.oneshot(Request::get("http://127.0.0.1:1/").body(Empty::<Bytes>::new()).unwrap());
+//! # drop(call);
+//! # }
+//! ```
+//!
+//! A client built for the caller's own body type (`build_http::<Empty<Bytes>>()`)
+//! does not compile, with an error that `Retry<Client<..>>` is not a
+//! `Service` (`oneshot`, `ready` or `call` "exists but its trait bounds
+//! were not satisfied"); the fix is the body type above. The same holds for
+//! `Resilience::client()`, which contains this layer.
+//!
+//! ```compile_fail
+//! use bytes::Bytes;
+//! use http::Request;
+//! use http_body_util::Empty;
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use tower::{Layer, ServiceExt};
+//! use tower_steady::retry::RetryLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+//! let service = RetryLayer::new().layer(client);
+//! // error[E0599]: the method `oneshot` exists for struct `Retry<Client<..>>`,
+//! // but its trait bounds were not satisfied
+//! let call = service.oneshot(Request::get("http://127.0.0.1:1/").body(Empty::<Bytes>::new()).unwrap());
+//! # drop(call);
+//! # }
+//! ```
+//!
 //! # Attempts and endpoints
 //!
 //! Every retry and hedge carries an [`Attempt`] extension: its number and

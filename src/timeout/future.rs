@@ -21,12 +21,17 @@ pin_project! {
         inner: F,
         #[pin]
         timer: LazyTimer,
+        handler: bool,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, timer: LazyTimer) -> Self {
-        Self { inner, timer }
+    pub(crate) fn new(inner: F, timer: LazyTimer, handler: bool) -> Self {
+        Self {
+            inner,
+            timer,
+            handler,
+        }
     }
 }
 
@@ -45,8 +50,13 @@ where
             return Poll::Ready(result.map_err(Into::into));
         }
         ready!(this.timer.poll_elapsed(cx));
-        tracing::debug!(target: "tower_steady::timeout", "attempt timed out");
         crate::observability::emit::timeout();
-        Poll::Ready(Err(Elapsed::new().into()))
+        if *this.handler {
+            tracing::debug!(target: "tower_steady::timeout", "handler timed out");
+            Poll::Ready(Err(Elapsed::handler().into()))
+        } else {
+            tracing::debug!(target: "tower_steady::timeout", "attempt timed out");
+            Poll::Ready(Err(Elapsed::new().into()))
+        }
     }
 }

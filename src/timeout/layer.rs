@@ -8,12 +8,34 @@ use super::Timeout;
 #[derive(Debug, Clone, Copy)]
 pub struct TimeoutLayer {
     timeout: Duration,
+    handler: bool,
 }
 
 impl TimeoutLayer {
-    /// A layer that fails any call taking longer than `timeout`.
+    /// A layer that fails any call taking longer than `timeout`: an
+    /// attempt's timeout, on the client side.
     pub const fn new(timeout: Duration) -> Self {
-        Self { timeout }
+        Self {
+            timeout,
+            handler: false,
+        }
+    }
+
+    /// A timeout for a server's handler: the same, but what times out is
+    /// called a handler timeout (in its log event, its error,
+    /// [`Elapsed::is_handler`](super::Elapsed::is_handler), and the
+    /// `Proxy-Status` an [`ErrorResponseLayer`](crate::http::ErrorResponseLayer)
+    /// answers it with). `Resilience::server()` uses it.
+    pub const fn handler(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            handler: true,
+        }
+    }
+
+    /// The timeout applied to each call.
+    pub const fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 
@@ -21,6 +43,8 @@ impl<S> Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Timeout::new(inner, self.timeout)
+        let mut timeout = Timeout::new(inner, self.timeout);
+        timeout.handler = self.handler;
+        timeout
     }
 }

@@ -9,8 +9,13 @@
 //! [`classify`](crate::classify) calls a [`Timeout`] that may have been sent,
 //! and [`ErrorResponseLayer`] answers with `504 Gateway Timeout`.
 //!
-//! There is no default: an attempt timeout is set when it is wanted. A zero timeout is allowed, as
-//! in tower: only a response that is ready on the first poll gets through.
+//! There is no default: an attempt timeout is set when it is wanted. A zero
+//! timeout is allowed here, as in tower (only a response that is ready on
+//! the first poll gets through); the presets refuse one with a
+//! [`ConfigError`](crate::ConfigError), since there it is always a mistake.
+//!
+//! On a server, [`TimeoutLayer::handler`] bounds the handler instead, and
+//! what times out is reported as a handler timeout.
 //!
 //! # Cost
 //!
@@ -77,12 +82,17 @@ use self::future::ResponseFuture;
 pub struct Timeout<S> {
     inner: S,
     timeout: Duration,
+    handler: bool,
 }
 
 impl<S> Timeout<S> {
     /// Wraps `inner`, failing any call that takes longer than `timeout`.
     pub const fn new(inner: S, timeout: Duration) -> Self {
-        Self { inner, timeout }
+        Self {
+            inner,
+            timeout,
+            handler: false,
+        }
     }
 
     /// The timeout applied to each call.
@@ -127,6 +137,10 @@ where
         let now = crate::time::now();
         let deadline = saturating_add(now, self.timeout);
         let _now = crate::time::scope(now);
-        ResponseFuture::new(self.inner.call(request), LazyTimer::new(deadline))
+        ResponseFuture::new(
+            self.inner.call(request),
+            LazyTimer::new(deadline),
+            self.handler,
+        )
     }
 }

@@ -224,3 +224,27 @@ fn invalid_configuration_names_the_field() {
         "invalid deadline.margin: must be less than the timeout"
     );
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_short_deadline_needs_no_margin_of_its_own() {
+    // 5 ms, below the default 10 ms margin the user never set: the margin
+    // shrinks to a tenth of the timeout instead of failing the build.
+    let layer = DeadlineLayer::client()
+        .timeout(Duration::from_millis(5))
+        .build()
+        .expect("a 5 ms deadline builds");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let record = seen.clone();
+    let svc = layer.layer(tower::service_fn(move |req: Request<()>| {
+        *record.lock().unwrap() = req.headers().get("x-request-timeout-ms").cloned();
+        async { Ok::<_, std::convert::Infallible>(http::Response::new(())) }
+    }));
+    svc.oneshot(Request::new(())).await.unwrap();
+    // 5 ms less a 0.5 ms margin, written in whole milliseconds.
+    let header = seen
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the budget was written");
+    assert_eq!(header, "4");
+}

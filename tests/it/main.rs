@@ -14,6 +14,7 @@ mod e2e_circuit_breaker;
 mod e2e_error_response;
 mod e2e_fallback;
 mod e2e_load_shed;
+mod e2e_proxy_status;
 mod e2e_resilience;
 mod e2e_retry;
 mod e2e_upstream;

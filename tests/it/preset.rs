@@ -506,3 +506,43 @@ async fn one_classifier_given_once_reaches_every_part() {
     let server = Resilience::server().classifier(NotFoundFails).build();
     assert!(server.is_ok());
 }
+
+#[test]
+fn a_zero_timeout_or_a_bad_breaker_name_is_a_config_error() {
+    let field = |r: Result<(), tower_steady::ConfigError>| r.unwrap_err().field();
+    assert_eq!(
+        field(
+            Resilience::client()
+                .attempt_timeout(Duration::ZERO)
+                .build()
+                .map(drop)
+        ),
+        "timeout.timeout"
+    );
+    assert_eq!(
+        field(
+            Resilience::server()
+                .timeout(Duration::ZERO)
+                .build()
+                .map(drop)
+        ),
+        "timeout.timeout"
+    );
+    for name in ["", "two words", "x".repeat(65).as_str()] {
+        let breaker = CircuitBreakerLayer::builder().name(name);
+        assert_eq!(
+            field(
+                Resilience::client()
+                    .circuit_breaker(breaker)
+                    .build()
+                    .map(drop)
+            ),
+            "circuit_breaker.name",
+            "{name:?}"
+        );
+    }
+    assert!(CircuitBreakerLayer::builder()
+        .name("payments-eu:1")
+        .build()
+        .is_ok());
+}

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use http::{Response, StatusCode};
+use http::{HeaderName, Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::layer::Settings;
@@ -13,7 +13,7 @@ use super::page;
 use crate::classify::{Classify, FailureKind};
 use crate::error::Chain;
 use crate::http::retry_after::whole_seconds_at_least_one;
-use crate::http::ResponseBody;
+use crate::http::{ProxyStatus, ResponseBody};
 use crate::BoxError;
 
 pin_project! {
@@ -101,10 +101,19 @@ fn pass_on<B>(response: Response<B>, settings: &Settings, json: bool) -> Respons
             "rewriting the upstream's 502 to 503"
         );
         crate::observability::emit::error_response("503", FailureKind::BadGateway.as_str());
-        return page::response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            settings.retry_after_secs,
-            json,
+        let cause = ProxyStatus::replaced(
+            FailureKind::BadGateway,
+            StatusCode::BAD_GATEWAY,
+            "upstream answered 502",
+        );
+        return with_cause(
+            page::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                settings.retry_after_secs,
+                json,
+            ),
+            cause,
+            settings,
         );
     }
     response.map(ResponseBody::inner)
@@ -141,7 +150,24 @@ fn answer<B, C: Classify>(
         _ => "500",
     };
     crate::observability::emit::error_response(label, kind.as_str());
-    page::response(status, retry_after, json)
+    let cause = ProxyStatus::of_error(kind, error);
+    with_cause(page::response(status, retry_after, json), cause, settings)
+}
+
+/// `response` with its `Proxy-Status` header (unless turned off) and its
+/// [`ProxyStatus`] extension.
+fn with_cause<B>(
+    mut response: Response<B>,
+    cause: ProxyStatus,
+    settings: &Settings,
+) -> Response<B> {
+    if let Some(name) = settings.proxy_name {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("proxy-status"), cause.header(name));
+    }
+    response.extensions_mut().insert(cause);
+    response
 }
 
 /// The status that tells the truth about a failure of `kind`.

@@ -10,6 +10,8 @@ use crate::http::retry_after::whole_seconds_at_least_one;
 pub(crate) struct Settings {
     pub(crate) rewrite_bad_gateway: bool,
     pub(crate) retry_after_secs: u64,
+    /// The name in `Proxy-Status`, or `None` for no header.
+    pub(crate) proxy_name: Option<&'static str>,
 }
 
 /// Turns every error of the stack below it into a well-formed response.
@@ -44,7 +46,32 @@ pub(crate) struct Settings {
 ///
 /// A short, generic body and `Cache-Control: no-store`; never an internal
 /// address or an error's text, which can reveal the topology behind the
-/// service. The body is `application/problem+json` (RFC 9457) when the
+/// service. Every response the layer makes (and every upstream `502` it
+/// rewrites) carries an RFC 9209 `Proxy-Status` header saying why, with
+/// an error type from the RFC's registry and a short fixed text
+/// (`tower-steady; error=destination_unavailable; details="circuit open"`),
+/// and a [`ProxyStatus`](crate::http::ProxyStatus) extension with the
+/// same for callers in the process: a client can tell its own open breaker
+/// from the upstream's `503`. The name is [`proxy_name`](Self::proxy_name)
+/// (`tower-steady` by default).
+///
+/// | cause | `error` | `details` |
+/// |---|---|---|
+/// | this service's concurrency limit | `proxy_internal_response` | `overloaded` |
+/// | the client throttle | `destination_unavailable` | `throttled` |
+/// | an open circuit breaker | `destination_unavailable` | `circuit open` |
+/// | no healthy endpoint | `destination_unavailable` | `no healthy upstream` |
+/// | connection refused | `connection_refused` | `connection refused` |
+/// | connect timed out | `connection_timeout` | `connect timeout` |
+/// | host or network unreachable | `destination_ip_unroutable` | `destination unreachable` |
+/// | connection reset or closed | `connection_terminated` | `connection closed` |
+/// | response cut short | `http_response_incomplete` | `response incomplete` |
+/// | attempt timeout, handler timeout | `http_response_timeout` | `attempt timeout`, `handler timeout` |
+/// | deadline exceeded | `http_response_timeout` | `deadline exceeded` |
+/// | malformed response | `http_protocol_error` | `malformed response` |
+/// | a tunnel asked of an endpoint set | `proxy_internal_response` | `unsupported target` |
+/// | anything else | `proxy_internal_error` | `internal error` |
+/// | an upstream's `502`, rewritten | (none); `received-status=502` | `upstream answered 502` | The body is `application/problem+json` (RFC 9457) when the
 /// request's `Accept` asks for JSON, plain text otherwise. The real cause is
 /// logged with `tracing` (target `tower_steady::http`): at `debug` for
 /// `503` and `504`, at `warn` for `502` and `500`, which are never expected.
@@ -82,6 +109,7 @@ impl ErrorResponseLayer {
             settings: Settings {
                 rewrite_bad_gateway: true,
                 retry_after_secs: 1,
+                proxy_name: Some("tower-steady"),
             },
         }
     }
@@ -112,6 +140,21 @@ impl<C> ErrorResponseLayer<C> {
     /// internal hosts.
     pub fn rewrite_bad_gateway(mut self, rewrite: bool) -> Self {
         self.settings.rewrite_bad_gateway = rewrite;
+        self
+    }
+
+    /// The name this service gives itself in `Proxy-Status` (default
+    /// `tower-steady`): a host or service name, as RFC 9209 asks. A name
+    /// that is not a structured-field token is sent as a quoted string.
+    pub fn proxy_name(mut self, name: &'static str) -> Self {
+        self.settings.proxy_name = Some(name);
+        self
+    }
+
+    /// No `Proxy-Status` header on the responses it makes (the
+    /// [`ProxyStatus`](crate::http::ProxyStatus) extension is still there).
+    pub fn without_proxy_status(mut self) -> Self {
+        self.settings.proxy_name = None;
         self
     }
 

@@ -73,7 +73,7 @@ where
                 Poll::Ready(result)
             }
             KindProj::Refused { retry_after } => {
-                Poll::Ready(Err(Overloaded::new(*retry_after).into()))
+                Poll::Ready(Err(Overloaded::throttled(*retry_after).into()))
             }
         }
     }
