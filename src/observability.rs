@@ -23,19 +23,37 @@
 //! | `tower_steady_retries_total` | counter | `kind`: the failure retried | a retry was sent |
 //! | `tower_steady_hedges_total` | counter | | a hedge was sent |
 //! | `tower_steady_retry_budget_exhausted_total` | counter | `for`: `retry`, `hedge` | the budget refused a retry or a hedge |
-//! | `tower_steady_breaker_transitions_total` | counter | `breaker`, `to`: `open`, `half_open`, `closed`, `forced_open`, `forced_closed` | a circuit breaker changed state |
+//! | `tower_steady_breaker_transitions_total` | counter | `breaker`, `to`: `open`, `half_open`, `closed`, `forced_open`, `forced_closed` | a circuit breaker changed state (every `to` at 0 from the breaker's build) |
 //! | `tower_steady_breaker_state` | gauge | `breaker` | its state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed; set when the breaker is built and on every change |
 //! | `tower_steady_breaker_rejected_total` | counter | `breaker` | a request was failed fast |
-//! | `tower_steady_shed_total` | counter | `layer`: `adaptive_limit`, `throttle` | a request was shed or throttled |
-//! | `tower_steady_concurrency_limit` | gauge | | the adaptive limit (or the fixed one), when the layer is built and when it changes |
-//! | `tower_steady_in_flight` | gauge | | requests the adaptive limit admitted and that have not finished, on every change |
-//! | `tower_steady_upstream_ejections_total` | counter | `reason`: `consecutive_failures`, `success_rate`, `probe_failed`, `health_check` | an endpoint was ejected |
-//! | `tower_steady_upstream_readmissions_total` | counter | | an ejected endpoint came back |
-//! | `tower_steady_upstream_healthy_endpoints` | gauge | | endpoints taking requests, after each change |
-//! | `tower_steady_upstream_endpoints` | gauge | | endpoints in the set, healthy or not, after each change |
+//! | `tower_steady_shed_total` | counter | `layer`: `adaptive_limit` with `limit`, or `throttle` with `throttle` | a request was shed or throttled |
+//! | `tower_steady_concurrency_limit` | gauge | `limit` | the adaptive limit (or the fixed one), when the layer is built and when it changes |
+//! | `tower_steady_in_flight` | gauge | `limit` | requests the adaptive limit admitted and that have not finished, on every change |
+//! | `tower_steady_upstream_ejections_total` | counter | `upstreams`, `reason`: `consecutive_failures`, `unreachable`, `success_rate`, `probe_failed`, `health_check` | an endpoint was ejected |
+//! | `tower_steady_upstream_readmissions_total` | counter | `upstreams` | an ejected endpoint came back |
+//! | `tower_steady_upstream_healthy_endpoints` | gauge | `upstreams` | endpoints taking requests, after each change |
+//! | `tower_steady_upstream_endpoints` | gauge | `upstreams` | endpoints in the set, healthy or not, after each change |
 //! | `tower_steady_stale_served_total` | counter | `kind`: the failure answered | a stale copy was served |
 //! | `tower_steady_fallback_served_total` | counter | `kind` | a fallback response was served |
 //! | `tower_steady_error_responses_total` | counter | `status`, `kind` | an error was turned into a response ([`ErrorResponseLayer`](crate::http::ErrorResponseLayer)) |
+//!
+//! Each stateful layer has a name, carried as a label: a breaker's
+//! `breaker` ([`CircuitBreakerBuilder::name`](crate::circuit_breaker::CircuitBreakerBuilder::name),
+//! default `"default"`), an adaptive limit's `limit`
+//! ([`AdaptiveLimitBuilder::name`](crate::load_shed::AdaptiveLimitBuilder::name),
+//! default `"server"`), a throttle's `throttle`
+//! ([`ThrottleBuilder::name`](crate::load_shed::ThrottleBuilder::name),
+//! default `"upstream"`) and an endpoint set's `upstreams`
+//! ([`UpstreamsBuilder::name`](crate::upstream::UpstreamsBuilder::name),
+//! default `"upstreams"`). So two limits or two sets in one process export
+//! two series rather than overwrite one; a name is 1 to 64 ASCII letters,
+//! digits, `-`, `_`, `.` or `:` (a [`ConfigError`](crate::ConfigError)
+//! otherwise), a bounded label value. Their series exist from the moment
+//! the layer is built (gauges at their value, counters at 0), so a rate or
+//! an alert has a series to read before the first event: install the
+//! recorder before building the layers. The retry layer's, the stale
+//! store's and the stateless layers' series have no instance label: they
+//! count for the process.
 //!
 //! Every metric is per process, as the layers' state is: a fleet is watched
 //! by scraping each process and summing (see the README).
@@ -165,6 +183,52 @@ pub(crate) fn is_plain_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
+
+/// One series of one named instance of a layer (a gauge or a counter with
+/// its labels), its key built once when the layer is built, so that the
+/// request path neither formats nor allocates a label. Without the
+/// `metrics` feature it is empty and does nothing.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // used by whichever stateful layers are compiled
+pub(crate) struct Series {
+    #[cfg(feature = "metrics")]
+    key: metrics::Key,
+}
+
+#[allow(dead_code, unused_variables)]
+impl Series {
+    /// The series of `metric` with `labels`.
+    pub(crate) fn new(metric: &'static str, labels: &[(&'static str, &str)]) -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            key: metrics::Key::from_parts(
+                metric,
+                labels
+                    .iter()
+                    .map(|(k, v)| metrics::Label::new(*k, v.to_string()))
+                    .collect::<Vec<_>>(),
+            ),
+        }
+    }
+
+    /// Sets it, as a gauge.
+    #[inline]
+    pub(crate) fn set(&self, value: f64) {
+        #[cfg(feature = "metrics")]
+        metrics::with_recorder(|r| r.register_gauge(&self.key, &SERIES_METADATA).set(value));
+    }
+
+    /// Adds `n`, as a counter (0 makes it exist).
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        #[cfg(feature = "metrics")]
+        metrics::with_recorder(|r| r.register_counter(&self.key, &SERIES_METADATA).increment(n));
+    }
+}
+
+#[cfg(feature = "metrics")]
+static SERIES_METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new("tower_steady", metrics::Level::INFO, Some(module_path!()));
 
 #[cfg(feature = "metrics")]
 pub use self::enabled::describe_metrics;
@@ -413,6 +477,27 @@ pub(crate) mod emit {
         }
     }
 
+    /// A breaker was built: its state gauge (closed) and its counters (0)
+    /// exist from now on.
+    pub(crate) fn breaker_built(breaker: &std::sync::Arc<str>) {
+        #[cfg(feature = "metrics")]
+        {
+            breaker_state(breaker, 0);
+            counter!("tower_steady_breaker_rejected_total", "breaker" => breaker.clone())
+                .increment(0);
+            for to in [
+                "open",
+                "half_open",
+                "closed",
+                "forced_open",
+                "forced_closed",
+            ] {
+                counter!("tower_steady_breaker_transitions_total", "breaker" => breaker.clone(), "to" => to)
+                    .increment(0);
+            }
+        }
+    }
+
     pub(crate) fn breaker_state(breaker: &std::sync::Arc<str>, state: u8) {
         #[cfg(feature = "metrics")]
         gauge!("tower_steady_breaker_state", "breaker" => breaker.clone()).set(f64::from(state));
@@ -421,43 +506,6 @@ pub(crate) mod emit {
     pub(crate) fn breaker_rejected(breaker: &std::sync::Arc<str>) {
         #[cfg(feature = "metrics")]
         counter!("tower_steady_breaker_rejected_total", "breaker" => breaker.clone()).increment(1);
-    }
-
-    pub(crate) fn shed(layer: &'static str) {
-        #[cfg(feature = "metrics")]
-        counter!("tower_steady_shed_total", "layer" => layer).increment(1);
-    }
-
-    /// Requests the adaptive limit admitted and that have not finished:
-    /// set on every admission and completion, with a key built at compile
-    /// time (no label). Concurrent sets may land out of order; the next
-    /// change puts the gauge right.
-    pub(crate) fn in_flight(in_flight: u32) {
-        #[cfg(feature = "metrics")]
-        gauge!("tower_steady_in_flight").set(f64::from(in_flight));
-    }
-
-    pub(crate) fn concurrency_limit(limit: u32) {
-        #[cfg(feature = "metrics")]
-        gauge!("tower_steady_concurrency_limit").set(f64::from(limit));
-    }
-
-    pub(crate) fn ejection(reason: &'static str) {
-        #[cfg(feature = "metrics")]
-        counter!("tower_steady_upstream_ejections_total", "reason" => reason).increment(1);
-    }
-
-    pub(crate) fn readmission() {
-        #[cfg(feature = "metrics")]
-        counter!("tower_steady_upstream_readmissions_total").increment(1);
-    }
-
-    pub(crate) fn healthy_endpoints(healthy: usize, total: usize) {
-        #[cfg(feature = "metrics")]
-        {
-            gauge!("tower_steady_upstream_healthy_endpoints").set(healthy as f64);
-            gauge!("tower_steady_upstream_endpoints").set(total as f64);
-        }
     }
 
     pub(crate) fn stale_served(kind: &'static str) {

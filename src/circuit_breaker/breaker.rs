@@ -202,7 +202,7 @@ impl Breaker {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let window = Window::new(settings.buckets, settings.bucket, cores);
         // The state gauge exists from the start, not from the first change.
-        crate::observability::emit::breaker_state(&name, 0);
+        crate::observability::emit::breaker_built(&name);
         Self {
             name,
             settings,

@@ -46,6 +46,7 @@ impl UpstreamsBuilder {
                 default_rtt: Duration::from_millis(30),
                 decay: Duration::from_secs(10),
                 checks: None,
+                name: "upstreams".to_owned(),
             },
             seed: None,
             classifier: HttpClassifier::new(),
@@ -55,6 +56,18 @@ impl UpstreamsBuilder {
 }
 
 impl<C, K> UpstreamsBuilder<C, K> {
+    /// The set's name: the `upstreams` label of its metrics
+    /// (`tower_steady_upstream_endpoints`,
+    /// `tower_steady_upstream_healthy_endpoints`, the ejections and
+    /// re-admissions), so that two sets in one process export two series.
+    /// Default `"upstreams"`; name it after the service the set reaches.
+    /// 1 to 64 ASCII letters, digits, `-`, `_`, `.` or `:`, or `build`
+    /// fails with `upstream.name`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
     /// Gateway failures in a row (502, 503, 504, connect failures, resets,
     /// timeouts) that eject an endpoint. Default 5 (Envoy's
     /// `consecutive_gateway_failure`). Any other answer ends the run.
@@ -198,6 +211,12 @@ impl<C, K> UpstreamsBuilder<C, K> {
                 Err(ConfigError::new(field, "must be between 0 and 1"))
             }
         };
+        if !crate::observability::is_plain_name(&c.name) {
+            return Err(ConfigError::new(
+                "upstream.name",
+                "must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
         if c.consecutive_failures == 0 {
             return Err(ConfigError::new(
                 "upstream.consecutive_failures",

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::endpoint::{millis, Health, Verdict, EJECTED, HEALTHY, PROBING, SLOW_START};
 use super::handle::{EndpointSnapshot, EndpointState};
+use crate::observability::Series;
 use crate::rng::Rng;
 
 pub(crate) const TARGET: &str = "tower_steady::upstream";
@@ -43,6 +44,8 @@ pub(crate) struct Config {
     pub(crate) default_rtt: Duration,
     pub(crate) decay: Duration,
     pub(crate) checks: Option<CheckSettings>,
+    /// The set's name: the `upstreams` label of its metrics.
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -69,15 +72,66 @@ pub(crate) struct Registry {
     /// When the success rates are next compared.
     next_evaluation: AtomicU64,
     evaluating: Mutex<()>,
+    metrics: SetMetrics,
 }
 
-/// Why an endpoint was ejected.
+/// The series of one named set (label `upstreams`).
+#[derive(Debug)]
+struct SetMetrics {
+    healthy: Series,
+    endpoints: Series,
+    readmissions: Series,
+    /// By reason: consecutive failures, unreachable, success rate, probe
+    /// failed, health check.
+    ejections: [Series; 5],
+}
+
+impl SetMetrics {
+    /// The set's series, each made to exist at zero.
+    fn new(name: &str) -> Self {
+        let set = [("upstreams", name)];
+        let ejection = |reason: &'static str| {
+            Series::new(
+                "tower_steady_upstream_ejections_total",
+                &[("upstreams", name), ("reason", reason)],
+            )
+        };
+        let metrics = Self {
+            healthy: Series::new("tower_steady_upstream_healthy_endpoints", &set),
+            endpoints: Series::new("tower_steady_upstream_endpoints", &set),
+            readmissions: Series::new("tower_steady_upstream_readmissions_total", &set),
+            ejections: [
+                ejection(Reason::ConsecutiveFailures.as_str()),
+                ejection(Reason::Unreachable.as_str()),
+                ejection(Reason::SuccessRate.as_str()),
+                ejection(Reason::ProbeFailed.as_str()),
+                ejection(HEALTH_CHECK),
+            ],
+        };
+        metrics.healthy.set(0.0);
+        metrics.endpoints.set(0.0);
+        metrics.readmissions.add(0);
+        for series in &metrics.ejections {
+            series.add(0);
+        }
+        metrics
+    }
+
+    fn ejected(&self, reason: Reason) {
+        self.ejections[reason as usize].add(1);
+    }
+}
+
+const HEALTH_CHECK: &str = "health_check";
+const HEALTH_CHECK_INDEX: usize = 4;
+
+/// Why an endpoint was ejected (in the order of `SetMetrics::ejections`).
 #[derive(Debug, Clone, Copy)]
 enum Reason {
-    ConsecutiveFailures,
-    Unreachable,
-    SuccessRate,
-    ProbeFailed,
+    ConsecutiveFailures = 0,
+    Unreachable = 1,
+    SuccessRate = 2,
+    ProbeFailed = 3,
 }
 
 impl Reason {
@@ -93,6 +147,7 @@ impl Reason {
 
 impl Registry {
     pub(crate) fn new(config: Config, rng: Rng) -> Self {
+        let config_name = config.name.clone();
         let epoch = Instant::now();
         let first_evaluation = config.interval.as_nanos() as u64;
         Self {
@@ -104,6 +159,7 @@ impl Registry {
             next_probe: AtomicU64::new(u64::MAX),
             next_evaluation: AtomicU64::new(first_evaluation),
             evaluating: Mutex::new(()),
+            metrics: SetMetrics::new(&config_name),
         }
     }
 
@@ -161,7 +217,8 @@ impl Registry {
             .unwrap_or(u64::MAX);
         self.healthy.store(healthy, Ordering::Release);
         self.next_probe.store(next_probe, Ordering::Release);
-        crate::observability::emit::healthy_endpoints(healthy, endpoints.len());
+        self.metrics.healthy.set(healthy as f64);
+        self.metrics.endpoints.set(endpoints.len() as f64);
     }
 
     /// How long a caller should wait when no endpoint can take a request.
@@ -292,7 +349,7 @@ impl Registry {
             healthy = self.healthy(),
             "endpoint ejected"
         );
-        crate::observability::emit::ejection(reason.as_str());
+        self.metrics.ejected(reason);
     }
 
     /// `base × multiplier`, capped, then shortened by up to `jitter` of
@@ -341,7 +398,7 @@ impl Registry {
                     slow_start_ms = self.config.slow_start.as_millis() as u64,
                     "endpoint re-admitted after a successful probe"
                 );
-                crate::observability::emit::readmission();
+                self.metrics.readmissions.add(1);
             }
             Verdict::Failure | Verdict::GatewayFailure | Verdict::Unreachable => {
                 // Still refusing: the short ejection again, a step longer;
@@ -403,7 +460,7 @@ impl Registry {
                     passes,
                     "endpoint re-admitted: health checks pass"
                 );
-                crate::observability::emit::readmission();
+                self.metrics.readmissions.add(1);
             }
         } else {
             health.passes.store(0, Ordering::Relaxed);
@@ -418,7 +475,7 @@ impl Registry {
                     healthy = self.healthy(),
                     "endpoint ejected: health checks fail"
                 );
-                crate::observability::emit::ejection("health_check");
+                self.metrics.ejections[HEALTH_CHECK_INDEX].add(1);
             }
         }
     }

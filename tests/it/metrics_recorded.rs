@@ -472,3 +472,127 @@ fn every_metric_is_described() {
         == "tower_steady_request_duration_seconds"
         && *unit == Some(metrics::Unit::Seconds)));
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn two_limits_and_two_sets_in_one_process_export_distinct_series_from_build_time() {
+    use tower_steady::load_shed::ThrottleLayer;
+    use tower_steady::upstream::Upstreams;
+
+    let (recorder, rec) = recording!();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let limit = |name: &str, fixed: u32| {
+        AdaptiveLimitLayer::builder()
+            .name(name)
+            .fixed(fixed)
+            .build()
+            .unwrap()
+    };
+    let (api, admin) = (limit("api", 3), limit("admin", 7));
+    let set = |name: &str, n: u16| {
+        let addrs: Vec<std::net::SocketAddr> =
+            (1..=n).map(|p| ([127, 0, 0, 1], p).into()).collect();
+        Upstreams::builder()
+            .name(name)
+            .build(addrs, |_| common::slow())
+            .unwrap()
+    };
+    let (users, orders) = (set("users", 2), set("orders", 5));
+    let _throttles = (
+        ThrottleLayer::builder().name("users").build().unwrap(),
+        ThrottleLayer::builder().name("orders").build().unwrap(),
+    );
+    let breaker = CircuitBreakerLayer::builder()
+        .name("users")
+        .build()
+        .unwrap();
+
+    // Built, nothing sent: every series is there, the gauges with their
+    // values and the counters at zero.
+    let snap = take(&rec);
+    let limit_of = |name| gauge(&snap, "tower_steady_concurrency_limit", &[("limit", name)]);
+    assert_eq!((limit_of("api"), limit_of("admin")), (Some(3.0), Some(7.0)));
+    for name in ["api", "admin"] {
+        assert_eq!(
+            gauge(&snap, "tower_steady_in_flight", &[("limit", name)]),
+            Some(0.0)
+        );
+        assert_eq!(
+            values(&snap, "tower_steady_shed_total", &[("limit", name)]).len(),
+            1
+        );
+    }
+    let endpoints = |name| {
+        gauge(
+            &snap,
+            "tower_steady_upstream_endpoints",
+            &[("upstreams", name)],
+        )
+    };
+    assert_eq!(
+        (endpoints("users"), endpoints("orders")),
+        (Some(2.0), Some(5.0))
+    );
+    for reason in [
+        "consecutive_failures",
+        "unreachable",
+        "success_rate",
+        "probe_failed",
+        "health_check",
+    ] {
+        let labels = [("upstreams", "orders"), ("reason", reason)];
+        assert_eq!(
+            values(&snap, "tower_steady_upstream_ejections_total", &labels).len(),
+            1,
+            "{reason}"
+        );
+    }
+    for name in ["users", "orders"] {
+        let labels = [("layer", "throttle"), ("throttle", name)];
+        assert_eq!(values(&snap, "tower_steady_shed_total", &labels).len(), 1);
+    }
+    assert_eq!(
+        values(
+            &snap,
+            "tower_steady_breaker_rejected_total",
+            &[("breaker", "users")]
+        )
+        .len(),
+        1
+    );
+
+    // In flight on one limit moves its own series only.
+    let mut svc = api.layer(common::slow());
+    let call = svc.ready().await.unwrap().call(site());
+    let snap = take(&rec);
+    assert_eq!(
+        gauge(&snap, "tower_steady_in_flight", &[("limit", "api")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        gauge(&snap, "tower_steady_in_flight", &[("limit", "admin")]),
+        Some(0.0),
+        "the other limit's series stays at zero"
+    );
+    call.await.unwrap();
+    drop((admin, users, orders, breaker));
+}
+
+#[test]
+fn a_name_that_cannot_be_a_label_is_refused() {
+    use tower_steady::load_shed::ThrottleLayer;
+    use tower_steady::upstream::Upstreams;
+
+    let err = AdaptiveLimitLayer::builder()
+        .name("my api")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "load_shed.name");
+    let err = ThrottleLayer::builder().name("").build().unwrap_err();
+    assert_eq!(err.field(), "throttle.name");
+    let err = Upstreams::builder()
+        .name("x".repeat(65))
+        .build(Vec::new(), |_| common::slow())
+        .err()
+        .expect("refused");
+    assert_eq!(err.field(), "upstream.name");
+}

@@ -78,6 +78,7 @@ pub struct AdaptiveLimitBuilder<C = HttpClassifier> {
     sheddable_ratio: f64,
     retry_after: Duration,
     seed: Option<u64>,
+    name: String,
     classifier: C,
 }
 
@@ -92,6 +93,7 @@ impl AdaptiveLimitBuilder {
             sheddable_ratio: 0.8,
             retry_after: Duration::from_secs(1),
             seed: None,
+            name: "server".to_owned(),
             classifier: HttpClassifier::new(),
         }
     }
@@ -104,6 +106,17 @@ impl Default for AdaptiveLimitBuilder {
 }
 
 impl<C> AdaptiveLimitBuilder<C> {
+    /// The limit's name: the `limit` label of its metrics
+    /// (`tower_steady_concurrency_limit`, `tower_steady_in_flight`,
+    /// `tower_steady_shed_total`), so that two limits in one process export
+    /// two series. Default `"server"`. 1 to 64 ASCII letters, digits, `-`,
+    /// `_`, `.` or `:`, or [`build`](Self::build) fails with
+    /// `load_shed.name`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// A fixed limit instead of an adaptive one: at most `limit` requests in
     /// flight, the rest shed at once. Tower's `ConcurrencyLimit` makes the
     /// rest wait instead. Must be at least 1. The adaptive settings are
@@ -233,6 +246,7 @@ impl<C> AdaptiveLimitBuilder<C> {
             sheddable_ratio: self.sheddable_ratio,
             retry_after: self.retry_after,
             seed: self.seed,
+            name: self.name,
             classifier,
         }
     }
@@ -244,6 +258,12 @@ impl<C> AdaptiveLimitBuilder<C> {
     /// A [`ConfigError`] naming the first invalid field, e.g.
     /// `load_shed.min_limit`.
     pub fn build(self) -> Result<AdaptiveLimitLayer<C>, ConfigError> {
+        if !crate::observability::is_plain_name(&self.name) {
+            return Err(ConfigError::new(
+                "load_shed.name",
+                "must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
         let ratio = self.sheddable_ratio;
         if !(ratio > 0.0 && ratio <= 1.0) {
             return Err(ConfigError::new(
@@ -277,7 +297,7 @@ impl<C> AdaptiveLimitBuilder<C> {
             }
         };
         Ok(AdaptiveLimitLayer {
-            limiter: Arc::new(limiter),
+            limiter: Arc::new(limiter.named(&self.name)),
             classifier: self.classifier,
         })
     }

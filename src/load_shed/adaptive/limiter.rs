@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::delay::{DelayLimit, Reason, Sample};
 use super::queue::{Codel, Fate, Queue, Waiter};
 use crate::load_shed::Criticality;
+use crate::observability::Series;
 use crate::rng::Rng;
 
 /// How requests are measured into windows.
@@ -54,6 +55,29 @@ pub(crate) struct Limiter {
     rejected_sheddable: AtomicU64,
     retry_after: Duration,
     adaptive: Option<Adaptive>,
+    pub(crate) metrics: LimitMetrics,
+}
+
+/// The series of one named limit (label `limit`).
+#[derive(Debug)]
+pub(crate) struct LimitMetrics {
+    limit: Series,
+    in_flight: Series,
+    pub(crate) shed: Series,
+}
+
+impl LimitMetrics {
+    fn new(name: &str) -> Self {
+        let labels = [("limit", name)];
+        Self {
+            limit: Series::new("tower_steady_concurrency_limit", &labels),
+            in_flight: Series::new("tower_steady_in_flight", &labels),
+            shed: Series::new(
+                "tower_steady_shed_total",
+                &[("layer", "adaptive_limit"), ("limit", name)],
+            ),
+        }
+    }
 }
 
 /// The measuring and waiting half, absent in fixed mode.
@@ -106,8 +130,6 @@ pub(crate) enum Enqueued {
 
 impl Limiter {
     pub(crate) fn fixed(limit: u32, sheddable_ratio: f64, retry_after: Duration) -> Self {
-        // The gauge exists from the start, not from the first change.
-        crate::observability::emit::concurrency_limit(limit);
         Self {
             limit: AtomicU32::new(limit),
             sheddable_ratio,
@@ -116,7 +138,20 @@ impl Limiter {
             rejected_sheddable: AtomicU64::new(0),
             retry_after,
             adaptive: None,
+            metrics: LimitMetrics::new("server"),
         }
+    }
+
+    /// Names the limit in its metrics, and makes its series exist from now
+    /// on (the limit, 0 in flight, 0 shed), not from their first change.
+    pub(crate) fn named(mut self, name: &str) -> Self {
+        self.metrics = LimitMetrics::new(name);
+        self.metrics
+            .limit
+            .set(f64::from(self.limit.load(Ordering::Relaxed)));
+        self.metrics.in_flight.set(0.0);
+        self.metrics.shed.add(0);
+        self
     }
 
     pub(crate) fn adaptive(
@@ -218,7 +253,7 @@ impl Limiter {
                 Err(actual) => in_flight = actual,
             }
         }
-        crate::observability::emit::in_flight(in_flight + 1);
+        self.metrics.in_flight.set(f64::from(in_flight + 1));
         if let Some(adaptive) = &self.adaptive {
             // A load first: the peak only moves when the load climbs.
             if in_flight + 1 > adaptive.max_in_flight.load(Ordering::Relaxed) {
@@ -291,7 +326,9 @@ impl Limiter {
     /// hands it on to a waiting request if there is one.
     pub(crate) fn release(&self) {
         let before = self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        crate::observability::emit::in_flight(before.saturating_sub(1));
+        self.metrics
+            .in_flight
+            .set(f64::from(before.saturating_sub(1)));
         if let Some(adaptive) = &self.adaptive {
             if adaptive.waiting.load(Ordering::SeqCst) > 0 {
                 self.admit_waiting(adaptive, Instant::now());
@@ -312,7 +349,7 @@ impl Limiter {
             if queue.codel.standing(now) && waited > queue.codel.target {
                 queue.pop(false, now);
                 self.count_shed(Criticality::Critical);
-                crate::observability::emit::shed("adaptive_limit");
+                self.metrics.shed.add(1);
                 continue;
             }
             if self.try_acquire(Criticality::Critical).is_err() {
@@ -470,7 +507,7 @@ impl Limiter {
                 max_in_flight,
                 "concurrency limit changed"
             );
-            crate::observability::emit::concurrency_limit(after);
+            self.metrics.limit.set(f64::from(after));
             if after > before && adaptive.waiting.load(Ordering::SeqCst) > 0 {
                 self.admit_waiting(adaptive, now);
             }

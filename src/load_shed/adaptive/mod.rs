@@ -116,7 +116,7 @@ where
             criticality = criticality.as_str(),
             "request shed"
         );
-        crate::observability::emit::shed("adaptive_limit");
+        self.limiter.metrics.shed.add(1);
         LimitFuture::shed(self.limiter.retry_after())
     }
 }

@@ -68,6 +68,7 @@ pub struct ThrottleBuilder<C = HttpClassifier> {
     window: Duration,
     bucket: Duration,
     seed: Option<u64>,
+    name: String,
     classifier: C,
 }
 
@@ -78,6 +79,7 @@ impl ThrottleBuilder {
             window: Duration::from_secs(60),
             bucket: Duration::from_secs(1),
             seed: None,
+            name: "upstream".to_owned(),
             classifier: HttpClassifier::new(),
         }
     }
@@ -90,6 +92,17 @@ impl Default for ThrottleBuilder {
 }
 
 impl<C> ThrottleBuilder<C> {
+    /// The throttle's name: the `throttle` label of
+    /// `tower_steady_shed_total{layer="throttle"}`, so that the throttles
+    /// of two upstreams export two series. Default `"upstream"`; name it
+    /// after the upstream, as its breaker. 1 to 64 ASCII letters, digits,
+    /// `-`, `_`, `.` or `:`, or [`build`](Self::build) fails with
+    /// `throttle.name`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// The multiplier `K`: the client sends up to `K` times what the
     /// upstream accepts. Lower is more aggressive. Default `2.0`; must be
     /// at least 1.
@@ -146,6 +159,7 @@ impl<C> ThrottleBuilder<C> {
             window: self.window,
             bucket: self.bucket,
             seed: self.seed,
+            name: self.name,
             classifier,
         }
     }
@@ -157,6 +171,12 @@ impl<C> ThrottleBuilder<C> {
     /// A [`ConfigError`] naming the first invalid field, e.g.
     /// `throttle.k`.
     pub fn build(self) -> Result<ThrottleLayer<C>, ConfigError> {
+        if !crate::observability::is_plain_name(&self.name) {
+            return Err(ConfigError::new(
+                "throttle.name",
+                "must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
         let settings = self.settings;
         if !(settings.k >= 1.0 && settings.k.is_finite()) {
             return Err(ConfigError::new("throttle.k", "must be at least 1"));
@@ -185,7 +205,7 @@ impl<C> ThrottleBuilder<C> {
         };
         let window = Window::new(self.bucket, (window / bucket) as usize, Instant::now());
         Ok(ThrottleLayer {
-            throttler: Arc::new(Throttler::new(settings, window, rng)),
+            throttler: Arc::new(Throttler::new(settings, window, rng, &self.name)),
             classifier: self.classifier,
         })
     }

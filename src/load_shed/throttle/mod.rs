@@ -88,7 +88,7 @@ where
                     probability,
                     "request throttled"
                 );
-                crate::observability::emit::shed("throttle");
+                self.throttler.shed.add(1);
                 ThrottleFuture::refused(self.throttler.retry_after())
             }
         }

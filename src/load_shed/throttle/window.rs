@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::observability::Series;
 use crate::rng::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -143,15 +144,24 @@ pub(crate) struct Throttler {
     settings: Settings,
     rng: Rng,
     rejected: AtomicU64,
+    /// `tower_steady_shed_total{layer="throttle", throttle=name}`.
+    pub(crate) shed: Series,
 }
 
 impl Throttler {
-    pub(crate) fn new(settings: Settings, window: Window, rng: Rng) -> Self {
+    pub(crate) fn new(settings: Settings, window: Window, rng: Rng, name: &str) -> Self {
+        let shed = Series::new(
+            "tower_steady_shed_total",
+            &[("layer", "throttle"), ("throttle", name)],
+        );
+        // The series exists from the start, not from the first refusal.
+        shed.add(0);
         Self {
             window,
             settings,
             rng,
             rejected: AtomicU64::new(0),
+            shed,
         }
     }
 
@@ -199,7 +209,12 @@ mod tests {
     fn throttler(settings: Settings) -> (Throttler, Instant) {
         let now = Instant::now();
         (
-            Throttler::new(settings, Window::new(SEC, 60, now), Rng::from_seed(1)),
+            Throttler::new(
+                settings,
+                Window::new(SEC, 60, now),
+                Rng::from_seed(1),
+                "test",
+            ),
             now,
         )
     }
