@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example metrics --features metrics              # run a short load, print /metrics, exit
+//! cargo run --example metrics --features metrics -- --page | promtool check metrics
 //! cargo run --example metrics --features metrics -- --serve   # keep serving http://127.0.0.1:9000/metrics
 //! ```
 //!
@@ -12,7 +13,9 @@
 //! recorder and its text is served on `/metrics` by a second axum app.
 //!
 //! Without `--serve` the example sends 300 requests, fetches its own
-//! `/metrics` once, prints the `tower_steady_` lines and exits. With
+//! `/metrics` once, prints the `tower_steady_` lines and exits (with
+//! `--page`, the whole page as the exporter serves it, `# HELP` and
+//! `# TYPE` lines included, for `promtool check metrics`). With
 //! `--serve [--listen ADDR]` it keeps a light load running and serves
 //! `/metrics` (default `127.0.0.1:9000`) until Ctrl-C, for a Prometheus
 //! to scrape; `README.md` has alert rules for these metrics.
@@ -38,27 +41,31 @@ use tower_steady::retry::{ReplayBody, RetryLayer};
 use tower_steady::timeout::TimeoutLayer;
 
 const HELP: &str = "\
-usage: metrics [--serve] [--listen ADDR]
+usage: metrics [--serve] [--listen ADDR] [--page]
 
   (no flags)      send 300 requests, print the tower_steady_ lines of /metrics, exit
+  --page          the same, but print the whole /metrics page
   --serve         keep a light load running and serve /metrics until Ctrl-C
   --listen ADDR   where to serve /metrics with --serve (default 127.0.0.1:9000)
   --help          this text";
 
 struct Args {
     serve: bool,
+    page: bool,
     listen: SocketAddr,
 }
 
 fn args() -> Result<Args, String> {
     let mut args = Args {
         serve: false,
+        page: false,
         listen: ([127, 0, 0, 1], 9000).into(),
     };
     let mut given = std::env::args().skip(1);
     while let Some(arg) = given.next() {
         match arg.as_str() {
             "--serve" => args.serve = true,
+            "--page" => args.page = true,
             "--listen" => {
                 let addr = given.next().ok_or("--listen needs an address")?;
                 args.listen = addr.parse().map_err(|e| format!("--listen {addr}: {e}"))?;
@@ -97,7 +104,7 @@ async fn main() -> Result<(), BoxError> {
         .layer(
             ServiceBuilder::new()
                 .layer(ErrorResponseLayer::new())
-                .layer(AdaptiveLimitLayer::new()),
+                .layer(AdaptiveLimitLayer::builder().name("upstream_app").build()?),
         );
     let upstream_addr = serve(upstream, "127.0.0.1:0".parse()?).await?;
 
@@ -158,7 +165,9 @@ async fn main() -> Result<(), BoxError> {
             Err(_) => failed += 1,
         }
     }
-    println!("300 requests: {ok} answered, {failed} failed after retries\n");
+    if !args.page {
+        println!("300 requests: {ok} answered, {failed} failed after retries\n");
+    }
     let addr = serve(metrics_app, "127.0.0.1:0".parse()?).await?;
     let plain = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let page = plain
@@ -169,7 +178,7 @@ async fn main() -> Result<(), BoxError> {
         .await?
         .to_bytes();
     for line in String::from_utf8_lossy(&page).lines() {
-        if line.starts_with("tower_steady_") {
+        if args.page || line.starts_with("tower_steady_") {
             println!("{line}");
         }
     }
