@@ -17,12 +17,12 @@
 //! |---|---|---|---|
 //! | `tower_steady_timeouts_total` | counter | | an attempt timed out ([`timeout`](crate::timeout)) |
 //! | `tower_steady_deadline_exceeded_total` | counter | `when`: `arrival`, `in_flight` | a request's deadline passed ([`deadline`](crate::deadline)) |
-//! | `tower_steady_requests_total` | counter | `outcome`: `success` or a [failure kind](crate::classify::FailureKind::as_str) | a request left the retry layer, after its retries |
-//! | `tower_steady_request_duration_seconds` | histogram | `outcome` | the same, its whole time, retries and backoff included; only with [`record_durations`](crate::retry::RetryBuilder::record_durations) (a clock read per request) |
-//! | `tower_steady_attempt_duration_seconds` | histogram | `outcome` | an attempt ended (a retry or hedge is one too), its time; only with [`record_durations`](crate::retry::RetryBuilder::record_durations) |
-//! | `tower_steady_retries_total` | counter | `kind`: the failure retried | a retry was sent |
-//! | `tower_steady_hedges_total` | counter | | a hedge was sent |
-//! | `tower_steady_retry_budget_exhausted_total` | counter | `for`: `retry`, `hedge` | the budget refused a retry or a hedge |
+//! | `tower_steady_requests_total` | counter | `retry`, `outcome`: `success` or a [failure kind](crate::classify::FailureKind::as_str) | a request left the retry layer, after its retries |
+//! | `tower_steady_request_duration_seconds` | histogram | `retry`, `outcome` | the same, its whole time, retries and backoff included; only with [`record_durations`](crate::retry::RetryBuilder::record_durations) (a clock read per request) |
+//! | `tower_steady_attempt_duration_seconds` | histogram | `retry`, `outcome` | an attempt ended (a retry or hedge is one too), its time; only with [`record_durations`](crate::retry::RetryBuilder::record_durations) |
+//! | `tower_steady_retries_total` | counter | `retry`, `kind`: the failure retried | a retry was sent |
+//! | `tower_steady_hedges_total` | counter | `retry` | a hedge was sent |
+//! | `tower_steady_retry_budget_exhausted_total` | counter | `retry`, `for`: `retry`, `hedge` | the budget refused a retry or a hedge |
 //! | `tower_steady_breaker_transitions_total` | counter | `breaker`, `to`: `open`, `half_open`, `closed`, `forced_open`, `forced_closed` | a circuit breaker changed state (every `to` at 0 from the breaker's build) |
 //! | `tower_steady_breaker_state` | gauge | `breaker` | its state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed; set when the breaker is built and on every change |
 //! | `tower_steady_breaker_rejected_total` | counter | `breaker` | a request was failed fast |
@@ -33,13 +33,17 @@
 //! | `tower_steady_upstream_readmissions_total` | counter | `upstreams` | an ejected endpoint came back |
 //! | `tower_steady_upstream_healthy_endpoints` | gauge | `upstreams` | endpoints taking requests, after each change |
 //! | `tower_steady_upstream_endpoints` | gauge | `upstreams` | endpoints in the set, healthy or not, after each change |
-//! | `tower_steady_stale_served_total` | counter | `kind`: the failure answered | a stale copy was served |
+//! | `tower_steady_stale_served_total` | counter | `store`, `kind`: the failure answered | a stale copy was served |
 //! | `tower_steady_fallback_served_total` | counter | `kind` | a fallback response was served |
 //! | `tower_steady_error_responses_total` | counter | `status`, `kind` | an error was turned into a response ([`ErrorResponseLayer`](crate::http::ErrorResponseLayer)) |
 //!
 //! Each stateful layer has a name, carried as a label: a breaker's
 //! `breaker` ([`CircuitBreakerBuilder::name`](crate::circuit_breaker::CircuitBreakerBuilder::name),
-//! default `"default"`), an adaptive limit's `limit`
+//! default `"default"`), a retry layer's `retry`
+//! ([`RetryBuilder::name`](crate::retry::RetryBuilder::name), default
+//! `"upstream"`), a stale store's `store`
+//! ([`StaleIfErrorBuilder::name`](crate::fallback::StaleIfErrorBuilder::name),
+//! default `"upstream"`), an adaptive limit's `limit`
 //! ([`AdaptiveLimitBuilder::name`](crate::load_shed::AdaptiveLimitBuilder::name),
 //! default `"server"`), a throttle's `throttle`
 //! ([`ThrottleBuilder::name`](crate::load_shed::ThrottleBuilder::name),
@@ -51,9 +55,9 @@
 //! otherwise), a bounded label value. Their series exist from the moment
 //! the layer is built (gauges at their value, counters at 0), so a rate or
 //! an alert has a series to read before the first event: install the
-//! recorder before building the layers. The retry layer's, the stale
-//! store's and the stateless layers' series have no instance label: they
-//! count for the process.
+//! recorder before building the layers. The stateless layers' series
+//! (timeouts, deadlines, fallback pages, error responses) have no instance
+//! label: they count for the process.
 //!
 //! Every metric is per process, as the layers' state is: a fleet is watched
 //! by scraping each process and summing (see the README).
@@ -226,6 +230,167 @@ impl Series {
     }
 }
 
+impl Series {
+    /// Records `value`, as a histogram.
+    #[inline]
+    #[allow(dead_code, unused_variables)]
+    pub(crate) fn record(&self, value: f64) {
+        #[cfg(feature = "metrics")]
+        metrics::with_recorder(|r| {
+            r.register_histogram(&self.key, &SERIES_METADATA)
+                .record(value)
+        });
+    }
+}
+
+/// The outcome labels of the retry layer's series, in the order of
+/// [`outcome_index`].
+#[allow(dead_code)]
+const OUTCOMES: [&str; 14] = [
+    "success",
+    "bad_gateway",
+    "unavailable",
+    "gateway_timeout",
+    "too_many_requests",
+    "server_error",
+    "timeout",
+    "deadline_exceeded",
+    "connect",
+    "reset",
+    "rejected",
+    "protocol",
+    "other",
+    "unsupported",
+];
+
+/// The place of an outcome (`None`: success) in [`OUTCOMES`].
+#[allow(dead_code)]
+fn outcome_index(kind: Option<crate::classify::FailureKind>) -> usize {
+    use crate::classify::FailureKind::*;
+    match kind {
+        None => 0,
+        Some(BadGateway) => 1,
+        Some(Unavailable) => 2,
+        Some(GatewayTimeout) => 3,
+        Some(TooManyRequests) => 4,
+        Some(ServerError) => 5,
+        Some(Timeout) => 6,
+        Some(DeadlineExceeded) => 7,
+        Some(Connect) => 8,
+        Some(Reset) => 9,
+        Some(Rejected) => 10,
+        Some(Protocol) => 11,
+        Some(Other) => 12,
+        Some(Unsupported) => 13,
+    }
+}
+
+/// The series of one named retry layer (label `retry`), built with it:
+/// one per outcome for the requests, their durations and the attempts',
+/// one per failure kind for the retries. Empty without the `metrics`
+/// feature.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub(crate) struct RetryMetrics {
+    #[cfg(feature = "metrics")]
+    requests: Vec<Series>,
+    #[cfg(feature = "metrics")]
+    durations: Vec<Series>,
+    #[cfg(feature = "metrics")]
+    attempts: Vec<Series>,
+    #[cfg(feature = "metrics")]
+    retries: Vec<Series>,
+    #[cfg(feature = "metrics")]
+    hedges: Series,
+    #[cfg(feature = "metrics")]
+    exhausted: [Series; 2],
+}
+
+#[allow(dead_code, unused_variables)]
+impl RetryMetrics {
+    /// The layer's series; the counters made to exist at zero.
+    pub(crate) fn new(name: &str) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let by = |metric: &'static str, label: &'static str| -> Vec<Series> {
+                OUTCOMES
+                    .iter()
+                    .map(|outcome| Series::new(metric, &[("retry", name), (label, outcome)]))
+                    .collect()
+            };
+            let metrics = Self {
+                requests: by("tower_steady_requests_total", "outcome"),
+                durations: by("tower_steady_request_duration_seconds", "outcome"),
+                attempts: by("tower_steady_attempt_duration_seconds", "outcome"),
+                // Only failures are retried: index 0 (success) is unused.
+                retries: by("tower_steady_retries_total", "kind"),
+                hedges: Series::new("tower_steady_hedges_total", &[("retry", name)]),
+                exhausted: ["retry", "hedge"].map(|for_| {
+                    Series::new(
+                        "tower_steady_retry_budget_exhausted_total",
+                        &[("retry", name), ("for", for_)],
+                    )
+                }),
+            };
+            for series in metrics.requests.iter().chain(&metrics.retries[1..]) {
+                series.add(0);
+            }
+            metrics.hedges.add(0);
+            for series in &metrics.exhausted {
+                series.add(0);
+            }
+            metrics
+        }
+        #[cfg(not(feature = "metrics"))]
+        Self {}
+    }
+
+    /// A request left the layer, after its retries.
+    #[inline]
+    pub(crate) fn request(
+        &self,
+        kind: Option<crate::classify::FailureKind>,
+        elapsed: Option<std::time::Duration>,
+    ) {
+        #[cfg(feature = "metrics")]
+        {
+            let i = outcome_index(kind);
+            self.requests[i].add(1);
+            if let Some(elapsed) = elapsed {
+                self.durations[i].record(elapsed.as_secs_f64());
+            }
+        }
+    }
+
+    /// An attempt ended.
+    pub(crate) fn attempt(
+        &self,
+        kind: Option<crate::classify::FailureKind>,
+        elapsed: std::time::Duration,
+    ) {
+        #[cfg(feature = "metrics")]
+        self.attempts[outcome_index(kind)].record(elapsed.as_secs_f64());
+    }
+
+    /// A retry of a failure of `kind` was sent.
+    pub(crate) fn retry(&self, kind: crate::classify::FailureKind) {
+        #[cfg(feature = "metrics")]
+        self.retries[outcome_index(Some(kind))].add(1);
+    }
+
+    /// A hedge was sent.
+    pub(crate) fn hedge(&self) {
+        #[cfg(feature = "metrics")]
+        self.hedges.add(1);
+    }
+
+    /// The budget refused a retry (`hedge`: a hedge).
+    pub(crate) fn budget_exhausted(&self, hedge: bool) {
+        #[cfg(feature = "metrics")]
+        self.exhausted[usize::from(hedge)].add(1);
+    }
+}
+
 #[cfg(feature = "metrics")]
 static SERIES_METADATA: metrics::Metadata<'static> =
     metrics::Metadata::new("tower_steady", metrics::Level::INFO, Some(module_path!()));
@@ -324,78 +489,6 @@ mod enabled {
     }
 }
 
-#[cfg(feature = "metrics")]
-mod keys {
-    use metrics::{Key, Label, Level, Metadata};
-
-    use crate::classify::FailureKind;
-
-    // One static per label: a temporary in a static's initialiser cannot
-    // hold a `Label`, which has a destructor.
-    static SUCCESS: [Label; 1] = [Label::from_static_parts("outcome", "success")];
-    static BAD_GATEWAY: [Label; 1] = [Label::from_static_parts("outcome", "bad_gateway")];
-    static UNAVAILABLE: [Label; 1] = [Label::from_static_parts("outcome", "unavailable")];
-    static GATEWAY_TIMEOUT: [Label; 1] = [Label::from_static_parts("outcome", "gateway_timeout")];
-    static TOO_MANY_REQUESTS: [Label; 1] =
-        [Label::from_static_parts("outcome", "too_many_requests")];
-    static SERVER_ERROR: [Label; 1] = [Label::from_static_parts("outcome", "server_error")];
-    static TIMEOUT: [Label; 1] = [Label::from_static_parts("outcome", "timeout")];
-    static DEADLINE_EXCEEDED: [Label; 1] =
-        [Label::from_static_parts("outcome", "deadline_exceeded")];
-    static CONNECT: [Label; 1] = [Label::from_static_parts("outcome", "connect")];
-    static RESET: [Label; 1] = [Label::from_static_parts("outcome", "reset")];
-    static REJECTED: [Label; 1] = [Label::from_static_parts("outcome", "rejected")];
-    static PROTOCOL: [Label; 1] = [Label::from_static_parts("outcome", "protocol")];
-    static OTHER: [Label; 1] = [Label::from_static_parts("outcome", "other")];
-
-    macro_rules! by_outcome {
-        ($name:literal) => {
-            [
-                Key::from_static_parts($name, &SUCCESS),
-                Key::from_static_parts($name, &BAD_GATEWAY),
-                Key::from_static_parts($name, &UNAVAILABLE),
-                Key::from_static_parts($name, &GATEWAY_TIMEOUT),
-                Key::from_static_parts($name, &TOO_MANY_REQUESTS),
-                Key::from_static_parts($name, &SERVER_ERROR),
-                Key::from_static_parts($name, &TIMEOUT),
-                Key::from_static_parts($name, &DEADLINE_EXCEEDED),
-                Key::from_static_parts($name, &CONNECT),
-                Key::from_static_parts($name, &RESET),
-                Key::from_static_parts($name, &REJECTED),
-                Key::from_static_parts($name, &PROTOCOL),
-                Key::from_static_parts($name, &OTHER),
-            ]
-        };
-    }
-
-    pub(crate) static REQUESTS: [Key; 13] = by_outcome!("tower_steady_requests_total");
-    pub(crate) static DURATIONS: [Key; 13] = by_outcome!("tower_steady_request_duration_seconds");
-    pub(crate) static ATTEMPT_DURATIONS: [Key; 13] =
-        by_outcome!("tower_steady_attempt_duration_seconds");
-    pub(crate) static METADATA: Metadata<'static> =
-        Metadata::new("tower_steady::retry", Level::INFO, Some(module_path!()));
-
-    /// The place of an outcome in the arrays above.
-    pub(crate) fn index(kind: Option<FailureKind>) -> usize {
-        match kind {
-            None => 0,
-            Some(FailureKind::BadGateway) => 1,
-            Some(FailureKind::Unavailable) => 2,
-            Some(FailureKind::GatewayTimeout) => 3,
-            Some(FailureKind::TooManyRequests) => 4,
-            Some(FailureKind::ServerError) => 5,
-            Some(FailureKind::Timeout) => 6,
-            Some(FailureKind::DeadlineExceeded) => 7,
-            Some(FailureKind::Connect) => 8,
-            Some(FailureKind::Reset) => 9,
-            Some(FailureKind::Rejected) => 10,
-            Some(FailureKind::Protocol) => 11,
-            Some(FailureKind::Other) => 12,
-            Some(FailureKind::Unsupported) => 13,
-        }
-    }
-}
-
 /// The calls the layers make. Each is a no-op without the `metrics` feature,
 /// and costs a load of the global recorder with it and no recorder.
 #[allow(dead_code, unused_variables)]
@@ -411,59 +504,6 @@ pub(crate) mod emit {
     pub(crate) fn deadline_exceeded(when: &'static str) {
         #[cfg(feature = "metrics")]
         counter!("tower_steady_deadline_exceeded_total", "when" => when).increment(1);
-    }
-
-    /// Every request leaving the retry layer: the success path, so its keys
-    /// are built at compile time (a label value the macros take from a
-    /// variable would cost an allocation per call).
-    pub(crate) fn request(
-        kind: Option<crate::classify::FailureKind>,
-        elapsed: Option<std::time::Duration>,
-    ) {
-        #[cfg(feature = "metrics")]
-        {
-            use super::keys;
-            let i = keys::index(kind);
-            metrics::with_recorder(|r| {
-                r.register_counter(&keys::REQUESTS[i], &keys::METADATA)
-                    .increment(1);
-                if let Some(elapsed) = elapsed {
-                    r.register_histogram(&keys::DURATIONS[i], &keys::METADATA)
-                        .record(elapsed.as_secs_f64());
-                }
-            });
-        }
-    }
-
-    /// An attempt's time, when the retry layer records durations.
-    pub(crate) fn attempt(
-        kind: Option<crate::classify::FailureKind>,
-        elapsed: std::time::Duration,
-    ) {
-        #[cfg(feature = "metrics")]
-        {
-            use super::keys;
-            let i = keys::index(kind);
-            metrics::with_recorder(|r| {
-                r.register_histogram(&keys::ATTEMPT_DURATIONS[i], &keys::METADATA)
-                    .record(elapsed.as_secs_f64());
-            });
-        }
-    }
-
-    pub(crate) fn retry(kind: &'static str) {
-        #[cfg(feature = "metrics")]
-        counter!("tower_steady_retries_total", "kind" => kind).increment(1);
-    }
-
-    pub(crate) fn hedge() {
-        #[cfg(feature = "metrics")]
-        counter!("tower_steady_hedges_total").increment(1);
-    }
-
-    pub(crate) fn budget_exhausted(for_: &'static str) {
-        #[cfg(feature = "metrics")]
-        counter!("tower_steady_retry_budget_exhausted_total", "for" => for_).increment(1);
     }
 
     /// `state`: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced
@@ -508,9 +548,22 @@ pub(crate) mod emit {
         counter!("tower_steady_breaker_rejected_total", "breaker" => breaker.clone()).increment(1);
     }
 
-    pub(crate) fn stale_served(kind: &'static str) {
+    /// A stale copy was served after a failure (a cold path: the label is
+    /// built here).
+    pub(crate) fn stale_served(store: &std::sync::Arc<str>, kind: &'static str) {
         #[cfg(feature = "metrics")]
-        counter!("tower_steady_stale_served_total", "kind" => kind).increment(1);
+        counter!("tower_steady_stale_served_total", "store" => store.clone(), "kind" => kind)
+            .increment(1);
+    }
+
+    /// A stale store was built: its series exist at zero, one per failure
+    /// kind it may answer.
+    pub(crate) fn stale_store_built(store: &std::sync::Arc<str>) {
+        #[cfg(feature = "metrics")]
+        for kind in &super::OUTCOMES[1..] {
+            counter!("tower_steady_stale_served_total", "store" => store.clone(), "kind" => *kind)
+                .increment(0);
+        }
     }
 
     pub(crate) fn fallback_served(kind: &'static str) {
@@ -522,5 +575,33 @@ pub(crate) mod emit {
         #[cfg(feature = "metrics")]
         counter!("tower_steady_error_responses_total", "status" => status, "kind" => kind)
             .increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::FailureKind::*;
+
+    #[test]
+    fn the_outcome_labels_are_the_failure_kinds_names() {
+        assert_eq!(OUTCOMES[outcome_index(None)], "success");
+        for kind in [
+            BadGateway,
+            Unavailable,
+            GatewayTimeout,
+            TooManyRequests,
+            ServerError,
+            Timeout,
+            DeadlineExceeded,
+            Connect,
+            Reset,
+            Rejected,
+            Protocol,
+            Other,
+            Unsupported,
+        ] {
+            assert_eq!(OUTCOMES[outcome_index(Some(kind))], kind.as_str());
+        }
     }
 }

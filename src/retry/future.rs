@@ -312,7 +312,7 @@ where
                 .shared
                 .durations
                 .then(|| Instant::now().saturating_duration_since(self.started));
-            crate::observability::emit::request(outcome.kind(), elapsed);
+            self.shared.metrics.request(outcome.kind(), elapsed);
         }
         out
     }
@@ -385,7 +385,7 @@ where
         #[cfg(feature = "metrics")]
         if self.shared.durations {
             let elapsed = Instant::now().saturating_duration_since(self.sent[slot]);
-            crate::observability::emit::attempt(outcome.kind(), elapsed);
+            self.shared.metrics.attempt(outcome.kind(), elapsed);
         }
         #[cfg(not(feature = "metrics"))]
         let _ = slot;
@@ -476,7 +476,7 @@ where
                 kind = kind.as_str(),
                 "retry budget exhausted; returning the failure"
             );
-            crate::observability::emit::budget_exhausted("retry");
+            shared.metrics.budget_exhausted(false);
             return None;
         };
         self.token = Some(Token {
@@ -490,7 +490,7 @@ where
             wait_ms = wait.as_millis() as u64,
             "retrying"
         );
-        crate::observability::emit::retry(kind.as_str());
+        shared.metrics.retry(kind);
         Some(wait)
     }
 
@@ -531,13 +531,13 @@ where
             self.hedge_at = None;
             timer.set(None);
             tracing::info!(target: TARGET, "retry budget exhausted; not hedging");
-            crate::observability::emit::budget_exhausted("hedge");
+            self.shared.metrics.budget_exhausted(true);
             return Poll::Ready(None);
         }
         self.hedge_at = None;
         timer.set(None);
         tracing::debug!(target: TARGET, attempt = self.attempts + 1, "hedging");
-        crate::observability::emit::hedge();
+        self.shared.metrics.hedge();
         Poll::Ready(Some(self.next_request(true)))
     }
 

@@ -7,6 +7,7 @@ use tower_layer::Layer;
 use super::hedge::{HedgeDelay, Latencies};
 use super::{Backoff, Budget, Hedge, Retry};
 use crate::classify::HttpClassifier;
+use crate::observability::RetryMetrics;
 use crate::rng::Rng;
 use crate::ConfigError;
 
@@ -30,6 +31,9 @@ pub(crate) struct Shared<C> {
     /// Record `tower_steady_request_duration_seconds` (`metrics` feature).
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) durations: bool,
+    /// Its series, labelled with its name.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) metrics: RetryMetrics,
 }
 
 /// Retries failed requests within a [`Budget`]. See the
@@ -104,6 +108,7 @@ pub struct RetryBuilder<C = HttpClassifier> {
     hedge: Option<Hedge>,
     seed: Option<u64>,
     durations: bool,
+    name: String,
     classifier: C,
 }
 
@@ -118,6 +123,7 @@ impl RetryBuilder {
             hedge: None,
             seed: None,
             durations: false,
+            name: "upstream".to_owned(),
             classifier: HttpClassifier::new(),
         }
     }
@@ -130,6 +136,17 @@ impl Default for RetryBuilder {
 }
 
 impl<C> RetryBuilder<C> {
+    /// The layer's name: the `retry` label of its metrics
+    /// (`tower_steady_requests_total`, `tower_steady_retries_total`, the
+    /// budget's refusals, ...), so that the client stacks of two upstreams
+    /// export two series. Default `"upstream"`; name it after the upstream,
+    /// as its breaker. 1 to 64 ASCII letters, digits, `-`, `_`, `.` or `:`,
+    /// or [`build`](Self::build) fails with `retry.name`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Attempts per request, the first one included (a hedge is an attempt
     /// too). Default 3; must be between 1 and 10.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
@@ -191,6 +208,7 @@ impl<C> RetryBuilder<C> {
             hedge: self.hedge,
             seed: self.seed,
             durations: self.durations,
+            name: self.name,
             classifier,
         }
     }
@@ -210,6 +228,12 @@ impl<C> RetryBuilder<C> {
 
     /// Checks the configuration and builds the layer.
     pub fn build(self) -> Result<RetryLayer<C>, ConfigError> {
+        if !crate::observability::is_plain_name(&self.name) {
+            return Err(ConfigError::new(
+                "retry.name",
+                "must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
         if !(1..=MAX_MAX_ATTEMPTS).contains(&self.max_attempts) {
             return Err(ConfigError::new(
                 "retry.max_attempts",
@@ -246,6 +270,7 @@ impl<C> RetryBuilder<C> {
                 classifier: self.classifier,
                 rng,
                 durations: self.durations,
+                metrics: RetryMetrics::new(&self.name),
             }),
         })
     }

@@ -505,6 +505,20 @@ async fn two_limits_and_two_sets_in_one_process_export_distinct_series_from_buil
         .name("users")
         .build()
         .unwrap();
+    let retries = (
+        RetryLayer::builder().name("users").build().unwrap(),
+        RetryLayer::builder().name("orders").build().unwrap(),
+    );
+    let _stores = (
+        tower_steady::fallback::StaleIfErrorLayer::builder()
+            .name("users")
+            .build()
+            .unwrap(),
+        tower_steady::fallback::StaleIfErrorLayer::builder()
+            .name("orders")
+            .build()
+            .unwrap(),
+    );
 
     // Built, nothing sent: every series is there, the gauges with their
     // values and the counters at zero.
@@ -560,6 +574,36 @@ async fn two_limits_and_two_sets_in_one_process_export_distinct_series_from_buil
         1
     );
 
+    for name in ["users", "orders"] {
+        let retry = [("retry", name)];
+        assert_eq!(
+            values(&snap, "tower_steady_requests_total", &retry).len(),
+            14,
+            "every outcome of {name}"
+        );
+        assert_eq!(
+            values(&snap, "tower_steady_retry_budget_exhausted_total", &retry).len(),
+            2
+        );
+        assert_eq!(
+            values(&snap, "tower_steady_stale_served_total", &[("store", name)]).len(),
+            13
+        );
+    }
+
+    // A request through one retry layer counts in its own series only.
+    let users_svc = retries.0.layer(scripted(&[]));
+    users_svc.oneshot(site()).await.unwrap();
+    let snap = take(&rec);
+    let ok = |name| {
+        counter(
+            &snap,
+            "tower_steady_requests_total",
+            &[("retry", name), ("outcome", "success")],
+        )
+    };
+    assert_eq!((ok("users"), ok("orders")), (1, 0));
+
     // In flight on one limit moves its own series only.
     let mut svc = api.layer(common::slow());
     let call = svc.ready().await.unwrap().call(site());
@@ -574,7 +618,7 @@ async fn two_limits_and_two_sets_in_one_process_export_distinct_series_from_buil
         "the other limit's series stays at zero"
     );
     call.await.unwrap();
-    drop((admin, users, orders, breaker));
+    drop((admin, users, orders, breaker, retries.1));
 }
 
 #[test]
@@ -589,6 +633,13 @@ fn a_name_that_cannot_be_a_label_is_refused() {
     assert_eq!(err.field(), "load_shed.name");
     let err = ThrottleLayer::builder().name("").build().unwrap_err();
     assert_eq!(err.field(), "throttle.name");
+    let err = RetryLayer::builder().name("a/b").build().unwrap_err();
+    assert_eq!(err.field(), "retry.name");
+    let err = tower_steady::fallback::StaleIfErrorLayer::builder()
+        .name("é")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "stale_if_error.name");
     let err = Upstreams::builder()
         .name("x".repeat(65))
         .build(Vec::new(), |_| common::slow())

@@ -87,6 +87,7 @@ impl StaleIfErrorBuilder {
                     HeaderName::from_static(MARKER_NAME),
                     HeaderValue::from_static(MARKER_VALUE),
                 )),
+                name: Arc::from("upstream"),
             },
             classifier: HttpClassifier::new(),
         }
@@ -94,6 +95,16 @@ impl StaleIfErrorBuilder {
 }
 
 impl<C> StaleIfErrorBuilder<C> {
+    /// The store's name: the `store` label of
+    /// `tower_steady_stale_served_total`, so that the stores of two client
+    /// stacks export two series. Default `"upstream"`. 1 to 64 ASCII
+    /// letters, digits, `-`, `_`, `.` or `:`, or [`build`](Self::build)
+    /// fails with `stale_if_error.name`.
+    pub fn name(mut self, name: &str) -> Self {
+        self.settings.name = Arc::from(name);
+        self
+    }
+
     /// How long past its freshness a copy may be served after a failure,
     /// when the response did not say (`Cache-Control: stale-if-error=N`
     /// wins when present). Default 5 minutes: long enough to ride out a
@@ -189,6 +200,12 @@ impl<C> StaleIfErrorBuilder<C> {
             return Err(ConfigError::new(
                 "stale_if_error.max_entry_bytes",
                 "must not exceed max_bytes",
+            ));
+        }
+        if !crate::observability::is_plain_name(&s.name) {
+            return Err(ConfigError::new(
+                "stale_if_error.name",
+                "must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'",
             ));
         }
         if s.failures == Failures::none() {

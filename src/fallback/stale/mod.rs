@@ -166,6 +166,8 @@ pub(crate) struct Settings {
     pub(crate) refresh: Duration,
     pub(crate) failures: Failures,
     pub(crate) marker: Option<(HeaderName, HeaderValue)>,
+    /// The store's name: the `store` label of its metrics.
+    pub(crate) name: Arc<str>,
 }
 
 /// What every clone of the service shares: the store, the table of recent
@@ -195,6 +197,7 @@ pub(crate) struct Sizes {
 
 impl Shared {
     pub(crate) fn new(settings: Settings) -> Self {
+        crate::observability::emit::stale_store_built(&settings.name);
         Self {
             gate: Gate::new(settings.refresh, Instant::now()),
             store: Mutex::new(Store::new(settings.max_bytes, settings.max_entry_bytes)),
@@ -302,7 +305,7 @@ impl Shared {
             age_secs = age.as_secs(),
             "stale copy served"
         );
-        crate::observability::emit::stale_served(kind.as_str());
+        crate::observability::emit::stale_served(&self.settings.name, kind.as_str());
         let Entry {
             status,
             mut headers,
