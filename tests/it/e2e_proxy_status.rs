@@ -1,9 +1,10 @@
 //! End to end on loopback: every answer `ErrorResponseLayer` makes says why
 //! in an RFC 9209 `Proxy-Status` header, read by a hyper-util client from
 //! an axum server (paused time) whose routes each fail one way, through the
-//! crate's real layers: a refused connection, an open breaker, an empty
-//! endpoint set, a shed request, an attempt timeout, a handler timeout, an
-//! expired deadline and an upstream's `502`.
+//! crate's real layers: a refused connection, a reset, an upstream that
+//! answers what is not HTTP, an open breaker, an empty endpoint set, a shed
+//! request, an attempt timeout, a handler timeout, an expired deadline, a
+//! tunnel asked of an endpoint, an unknown error and an upstream's `502`.
 #![cfg(all(feature = "preset", feature = "upstream", feature = "chaos"))]
 
 use crate::common;
@@ -26,13 +27,30 @@ use tower_steady::deadline::DeadlineLayer;
 use tower_steady::http::ErrorResponseLayer;
 use tower_steady::load_shed::AdaptiveLimitLayer;
 use tower_steady::timeout::TimeoutLayer;
-use tower_steady::upstream::Upstreams;
+use tower_steady::upstream::{SetAuthority, Upstreams};
 use tower_steady::Resilience;
 
 /// A handler that never answers.
 async fn hang() -> &'static str {
     std::future::pending::<()>().await;
     "never"
+}
+
+/// A loopback server on a thread of its own that answers every connection
+/// with bytes that are not an HTTP response, then closes it.
+fn garbage_upstream() -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"this is not http\r\n\r\n");
+        }
+    });
+    addr
 }
 
 /// A port on loopback that nothing listens on.
@@ -60,6 +78,17 @@ fn app(
     let refused = ServiceBuilder::new()
         .map_request(move |mut request: Request<Body>| {
             *request.uri_mut() = format!("http://{closed}/").parse().unwrap();
+            request
+        })
+        .service(client);
+
+    // An upstream that answers what is not HTTP, through a hyper-util
+    // client.
+    let garbage = garbage_upstream();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let malformed = ServiceBuilder::new()
+        .map_request(move |mut request: Request<Body>| {
+            *request.uri_mut() = format!("http://{garbage}/").parse().unwrap();
             request
         })
         .service(client);
@@ -118,6 +147,24 @@ fn app(
                     .unwrap(),
             ),
         )
+        .route_service(
+            "/reset",
+            errors.layer(
+                ChaosLayer::builder()
+                    .fault(Fault::ConnectionReset, 1.0)
+                    .build()
+                    .unwrap()
+                    .layer(ok()),
+            ),
+        )
+        .route_service("/malformed", errors.layer(malformed))
+        .route_service(
+            "/internal",
+            errors.layer(service_fn(|_: Request<Body>| async {
+                Err::<Response<Body>, _>(std::fmt::Error)
+            })),
+        )
+        .route_service("/tunnel", errors.layer(SetAuthority::new(closed, ok())))
         .route(
             "/shed",
             get(move || {
@@ -146,6 +193,33 @@ async fn fetch(
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
     (status, proxy_status)
+}
+
+/// A `CONNECT` for `path`'s route, written by hand (a client would dial
+/// the target itself): the status and the `Proxy-Status` of the answer.
+async fn connect(server: &PausedServer, path: &str) -> (StatusCode, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = bounded(tokio::net::TcpStream::connect(server.addr))
+        .await
+        .unwrap();
+    // axum routes on the path: an origin-form target, sent as CONNECT.
+    let request = format!("CONNECT {path} HTTP/1.1\r\nhost: example.test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = bounded(stream.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed before the head");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let status = head[9..12].parse().unwrap();
+    let proxy_status = head
+        .lines()
+        .find_map(|line| line.strip_prefix("proxy-status: "))
+        .unwrap_or_default()
+        .to_owned();
+    (StatusCode::from_u16(status).unwrap(), proxy_status)
 }
 
 #[tokio::test]
@@ -191,6 +265,23 @@ async fn every_answer_the_stack_makes_says_why() {
             StatusCode::SERVICE_UNAVAILABLE,
             "edge-1; received-status=502; details=\"upstream answered 502\"".to_owned()
         )
+    );
+
+    assert_eq!(
+        fetch(&server, "/reset", None).await,
+        expect(503, "connection_terminated", "connection closed")
+    );
+    assert_eq!(
+        fetch(&server, "/malformed", None).await,
+        expect(502, "http_protocol_error", "malformed response")
+    );
+    assert_eq!(
+        fetch(&server, "/internal", None).await,
+        expect(500, "proxy_internal_error", "internal error")
+    );
+    assert_eq!(
+        connect(&server, "/tunnel").await,
+        expect(501, "proxy_internal_response", "unsupported target")
     );
 
     // The limit holds one request; once the first is in its handler (which
