@@ -17,6 +17,13 @@
 # see are counted for both proxies. Everything is on 127.0.0.1, bounded in
 # time, and stopped at the end. oha is installed with `cargo install` when
 # missing. Prints Markdown tables for BENCHMARKS.md.
+#
+# Each round also runs nginx (Debian's package, installed with apt-get when
+# missing; NGINX=0 to skip it) as the same reverse proxy, from a generated
+# configuration that is nginx's default for a proxy: `worker_processes
+# auto`, `proxy_pass` to the upstream with nothing else tuned (HTTP/1.0 and
+# a new connection per request to the upstream), the access log off; and
+# again with the upstream connections kept alive (`nginx-keepalive`).
 set -euo pipefail
 
 DURATION=${DURATION:-5s}
@@ -24,6 +31,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 ROUNDS=${ROUNDS:-5}
 WARMUP=${WARMUP:-2s}
 FAULT_RATE=${FAULT_RATE:-0.05}
+NGINX=${NGINX:-1}
 
 source "$(dirname "$0")/harness.sh"
 
@@ -34,10 +42,58 @@ stop_last() {
     unset 'pids[-1]'
 }
 
-# CPU time (user + system) of process PID so far, in clock ticks.
+# CPU time (user + system) of process PID and its children (nginx's
+# workers) so far, in clock ticks.
 cpu_ticks() {
-    awk '{print $14 + $15}' "/proc/$1/stat"
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo "$total"
 }
+
+# nginx in front of $upstream on $proxy, in the foreground (its master's pid
+# in $started), from a generated configuration in $work: nginx's defaults
+# for a proxy, or with KEEPALIVE=1 connections to the upstream kept open
+# (`keepalive 32`, HTTP/1.1), as a tuned nginx would have it.
+start_nginx() {
+    local keepalive=${1:-0} dir=$work/nginx.d target location
+    mkdir -p "$dir"
+    if [ "$keepalive" = 1 ]; then
+        target="upstream backend { server $upstream; keepalive 32; }"
+        location='proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";'
+    else
+        target=""
+        location="proxy_pass http://$upstream;"
+    fi
+    cat >"$dir/nginx.conf" <<CONF
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    $target
+    server {
+        listen $proxy;
+        location / { $location }
+    }
+}
+CONF
+    nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' &
+    started=$!
+    pids+=("$started")
+    wait_port "$proxy"
+}
+
+if [ "$NGINX" = 1 ] && ! command -v nginx >/dev/null; then
+    as_root=()
+    if [ "$(id -u)" != 0 ]; then as_root=(sudo); fi
+    "${as_root[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends nginx >/dev/null
+fi
 
 # oha's JSON summary of DURATION of load on URL, reduced to one line:
 # requests/s, p50, p99, p99.9 (ms), the CPU microseconds process PID spent
@@ -76,7 +132,13 @@ row() {
     if [ "$mode" = bare ]; then
         flags=(--bare)
     fi
-    start "$proxy" --upstream "http://$upstream" "${flags[@]}"
+    if [ "$mode" = nginx ]; then
+        start_nginx 0
+    elif [ "$mode" = nginx-keepalive ]; then
+        start_nginx 1
+    else
+        start "$proxy" --upstream "http://$upstream" "${flags[@]}"
+    fi
     # Warm up, unmeasured: connection pools, and the adaptive limit's climb
     # from its initial 20 to the load's 32 connections (a cold server sheds
     # for its first windows, a few hundred milliseconds).
@@ -95,23 +157,39 @@ echo "|---|---|---|---|---|---|---|---|"
 for round in $(seq "$ROUNDS"); do
     row "$round | " bare
     row "$round | " full
+    if [ "$NGINX" = 1 ]; then
+        row "$round | " nginx
+        row "$round | " nginx-keepalive
+    fi
 done
 stop_last
 
 # Full ÷ bare within each round, and the median over the rounds.
 echo
-python3 - "$work/bare" "$work/full" <<'PY'
-import statistics, sys
-bare = [list(map(float, l.split())) for l in open(sys.argv[1])]
-full = [list(map(float, l.split())) for l in open(sys.argv[2])]
+python3 - "$work" <<'PY'
+import os, statistics, sys
+work = sys.argv[1]
+def load(mode):
+    path = f"{work}/{mode}"
+    return [list(map(float, l.split())) for l in open(path)] if os.path.exists(path) else None
+bare, full, nginx, tuned = load("bare"), load("full"), load("nginx"), load("nginx-keepalive")
 names = ["requests/s", "p50", "p99", "p99.9", "proxy CPU/request"]
-print("| full ÷ bare | " + " | ".join(names) + " |")
-print("|---|" + "---|" * len(names))
-ratios = [[f / b for f, b in zip(fr, br)] for fr, br in zip(full, bare)]
-for i, r in enumerate(ratios, 1):
-    print(f"| round {i} | " + " | ".join(f"{x:.2f}" for x in r) + " |")
-med = [statistics.median(col) for col in zip(*ratios)]
-print("| **median** | " + " | ".join(f"**{x:.2f}**" for x in med) + " |")
+def table(title, top, bottom):
+    print(f"| {title} | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    ratios = [[t / b for t, b in zip(tr, br)] for tr, br in zip(top, bottom)]
+    for i, r in enumerate(ratios, 1):
+        print(f"| round {i} | " + " | ".join(f"{x:.2f}" for x in r) + " |")
+    med = [statistics.median(col) for col in zip(*ratios)]
+    print("| **median** | " + " | ".join(f"**{x:.2f}**" for x in med) + " |")
+    print()
+table("full ÷ bare", full, bare)
+if nginx:
+    table("full ÷ nginx", full, nginx)
+    table("bare ÷ nginx", bare, nginx)
+if tuned:
+    table("full ÷ nginx-keepalive", full, tuned)
+    table("bare ÷ nginx-keepalive", bare, tuned)
 PY
 
 echo
