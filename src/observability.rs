@@ -54,8 +54,11 @@
 //! digits, `-`, `_`, `.` or `:` (a [`ConfigError`](crate::ConfigError)
 //! otherwise), a bounded label value. Their series exist from the moment
 //! the layer is built (gauges at their value, counters at 0), so a rate or
-//! an alert has a series to read before the first event: install the
+//! an alert has a series to read before the first event, and every
+//! metric is described (its help text and unit) from then on: install the
 //! recorder before building the layers. The stateless layers' series
+//! exist from the moment they make a service (an `ErrorResponseLayer` one
+//! per failure kind and the status it is answered with). The stateless layers' series
 //! (timeouts, deadlines, fallback pages, error responses) have no instance
 //! label: they count for the process.
 //!
@@ -318,6 +321,7 @@ impl RetryMetrics {
                     .map(|outcome| Series::new(metric, &[("retry", name), (label, outcome)]))
                     .collect()
             };
+            emit::described();
             let metrics = Self {
                 requests: by("tower_steady_requests_total", "outcome"),
                 durations: by("tower_steady_request_duration_seconds", "outcome"),
@@ -403,8 +407,9 @@ mod enabled {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
     /// Registers the description and unit of every metric in the
-    /// [table](super#metrics) with the installed recorder. Call it once,
-    /// after installing the recorder.
+    /// [table](super#metrics) with the installed recorder. Every layer
+    /// does it when it is built; call it yourself only if the recorder is
+    /// installed after the layers are built.
     pub fn describe_metrics() {
         describe_counter!("tower_steady_timeouts_total", "Attempts that timed out.");
         describe_counter!(
@@ -496,6 +501,60 @@ pub(crate) mod emit {
     #[cfg(feature = "metrics")]
     use metrics::{counter, gauge};
 
+    /// A layer was built: every metric's description is registered with the
+    /// installed recorder (again; recorders keep the last), so that a
+    /// scrape describes what it shows without the app calling
+    /// [`describe_metrics`](super::describe_metrics) itself.
+    pub(crate) fn described() {
+        #[cfg(feature = "metrics")]
+        super::describe_metrics();
+    }
+
+    /// A timeout layer made a service: its counter exists from now on.
+    pub(crate) fn timeout_built() {
+        #[cfg(feature = "metrics")]
+        {
+            described();
+            counter!("tower_steady_timeouts_total").increment(0);
+        }
+    }
+
+    /// A deadline layer was built.
+    pub(crate) fn deadline_built() {
+        #[cfg(feature = "metrics")]
+        {
+            described();
+            for when in ["arrival", "in_flight"] {
+                counter!("tower_steady_deadline_exceeded_total", "when" => when).increment(0);
+            }
+        }
+    }
+
+    /// A fallback layer was built: one series per failure kind it may
+    /// answer.
+    pub(crate) fn fallback_built() {
+        #[cfg(feature = "metrics")]
+        {
+            described();
+            for kind in &super::OUTCOMES[1..] {
+                counter!("tower_steady_fallback_served_total", "kind" => *kind).increment(0);
+            }
+        }
+    }
+
+    /// An error response layer made a service: one series per status and
+    /// failure kind it may answer with (`pairs`).
+    pub(crate) fn error_responses_built(pairs: &[(&'static str, &'static str)]) {
+        #[cfg(feature = "metrics")]
+        {
+            described();
+            for (status, kind) in pairs {
+                counter!("tower_steady_error_responses_total", "status" => *status, "kind" => *kind)
+                    .increment(0);
+            }
+        }
+    }
+
     pub(crate) fn timeout() {
         #[cfg(feature = "metrics")]
         counter!("tower_steady_timeouts_total").increment(1);
@@ -522,6 +581,7 @@ pub(crate) mod emit {
     pub(crate) fn breaker_built(breaker: &std::sync::Arc<str>) {
         #[cfg(feature = "metrics")]
         {
+            described();
             breaker_state(breaker, 0);
             counter!("tower_steady_breaker_rejected_total", "breaker" => breaker.clone())
                 .increment(0);
@@ -560,9 +620,12 @@ pub(crate) mod emit {
     /// kind it may answer.
     pub(crate) fn stale_store_built(store: &std::sync::Arc<str>) {
         #[cfg(feature = "metrics")]
-        for kind in &super::OUTCOMES[1..] {
-            counter!("tower_steady_stale_served_total", "store" => store.clone(), "kind" => *kind)
-                .increment(0);
+        {
+            described();
+            for kind in &super::OUTCOMES[1..] {
+                counter!("tower_steady_stale_served_total", "store" => store.clone(), "kind" => *kind)
+                    .increment(0);
+            }
         }
     }
 

@@ -177,6 +177,7 @@ impl DeadlineBuilder {
                 config.timeout.saturating_sub(config.margin),
             ));
         }
+        crate::observability::emit::deadline_built();
         Ok(DeadlineLayer { config })
     }
 }

@@ -3,6 +3,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::Timeout;
+use crate::ConfigError;
 
 /// Applies a [`Timeout`] to every request. See the [module docs](super).
 #[derive(Debug, Clone, Copy)]
@@ -19,6 +20,19 @@ impl TimeoutLayer {
             timeout,
             handler: false,
         }
+    }
+
+    /// [`new`](Self::new), refusing a zero timeout (which fails every
+    /// request that is not ready at once) with a [`ConfigError`] naming
+    /// `timeout.timeout`, as the presets do.
+    pub fn try_new(timeout: Duration) -> Result<Self, ConfigError> {
+        if timeout.is_zero() {
+            return Err(ConfigError::new(
+                "timeout.timeout",
+                "must be greater than zero",
+            ));
+        }
+        Ok(Self::new(timeout))
     }
 
     /// A timeout for a server's handler: the same, but what times out is
@@ -43,6 +57,7 @@ impl<S> Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        crate::observability::emit::timeout_built();
         let mut timeout = Timeout::new(inner, self.timeout);
         timeout.handler = self.handler;
         timeout

@@ -108,6 +108,7 @@ impl SetMetrics {
                 ejection(HEALTH_CHECK),
             ],
         };
+        crate::observability::emit::described();
         metrics.healthy.set(0.0);
         metrics.endpoints.set(0.0);
         metrics.readmissions.add(0);

@@ -647,3 +647,58 @@ fn a_name_that_cannot_be_a_label_is_refused() {
         .expect("refused");
     assert_eq!(err.field(), "upstream.name");
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn every_metric_exists_and_is_described_once_its_layer_is_built() {
+    use tower_steady::fallback::StaleIfErrorLayer;
+    use tower_steady::load_shed::ThrottleLayer;
+    use tower_steady::upstream::Upstreams;
+
+    let (recorder, rec) = recording!();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    // Every layer built (and the stateless ones made into services), no
+    // request sent, no `describe_metrics` call.
+    let _layers = (
+        TimeoutLayer::new(Duration::from_secs(1)).layer(scripted(&[])),
+        DeadlineLayer::server().build().unwrap(),
+        RetryLayer::builder()
+            .record_durations(true)
+            .build()
+            .unwrap(),
+        CircuitBreakerLayer::builder().build().unwrap(),
+        AdaptiveLimitLayer::new(),
+        ThrottleLayer::new(),
+        StaleIfErrorLayer::new(),
+        FallbackLayer::builder(Response::new("sorry"))
+            .build()
+            .unwrap(),
+        ErrorResponseLayer::new().layer(scripted(&[])),
+        Upstreams::builder()
+            .build(Vec::new(), |_| common::slow())
+            .unwrap(),
+    );
+    let taken = take(&rec);
+    let documented = include_str!("../../src/observability.rs")
+        .lines()
+        .filter_map(|line| line.strip_prefix("//! | `tower_steady_"))
+        .map(|rest| format!("tower_steady_{}", &rest[..rest.find('`').unwrap()]))
+        .collect::<Vec<_>>();
+    assert_eq!(documented.len(), 21, "{documented:?}");
+    for name in &documented {
+        let series: Vec<_> = taken
+            .iter()
+            .filter(|(key, ..)| key.key().name() == name)
+            .collect();
+        // Histograms appear with their first value; the rest from build.
+        if name.ends_with("_seconds") {
+            continue;
+        }
+        assert!(!series.is_empty(), "{name} has no series before any event");
+        assert!(
+            series
+                .iter()
+                .all(|(_, _, description, _)| description.is_some()),
+            "{name} is not described"
+        );
+    }
+}

@@ -127,3 +127,12 @@ async fn waiting_for_readiness_is_not_timed() {
 async fn futures_ready<S: Service<Request<()>>>(svc: &mut S) -> Result<(), S::Error> {
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await
 }
+
+#[test]
+fn the_checked_constructor_refuses_a_zero_timeout() {
+    use tower_steady::timeout::TimeoutLayer;
+    let err = TimeoutLayer::try_new(std::time::Duration::ZERO).unwrap_err();
+    assert_eq!(err.field(), "timeout.timeout");
+    let layer = TimeoutLayer::try_new(std::time::Duration::from_millis(1)).unwrap();
+    assert_eq!(layer.timeout(), std::time::Duration::from_millis(1));
+}

@@ -142,6 +142,7 @@ impl<C> FallbackBuilder<C> {
                 "must hold at least one failure kind",
             ));
         }
+        crate::observability::emit::fallback_built();
         Ok(FallbackLayer {
             template: Arc::new(self.template),
             failures: self.failures,

@@ -142,14 +142,7 @@ fn answer<B, C: Classify>(
     } else {
         tracing::warn!(target: "tower_steady::http", status = status.as_u16(), kind = kind.as_str(), %cause, "answering an error");
     }
-    let label = match status.as_u16() {
-        503 => "503",
-        504 => "504",
-        502 => "502",
-        501 => "501",
-        _ => "500",
-    };
-    crate::observability::emit::error_response(label, kind.as_str());
+    crate::observability::emit::error_response(status_label(status), kind.as_str());
     let cause = ProxyStatus::of_error(kind, error);
     with_cause(page::response(status, retry_after, json), cause, settings)
 }
@@ -168,6 +161,40 @@ fn with_cause<B>(
     }
     response.extensions_mut().insert(cause);
     response
+}
+
+/// Makes the layer's series exist: one per failure kind, with the status
+/// it is answered with, and the rewritten `502`.
+pub(crate) fn series_built() {
+    use FailureKind::*;
+    let pairs = [
+        BadGateway,
+        Unavailable,
+        GatewayTimeout,
+        TooManyRequests,
+        ServerError,
+        Timeout,
+        DeadlineExceeded,
+        Connect,
+        Reset,
+        Rejected,
+        Protocol,
+        Unsupported,
+        Other,
+    ]
+    .map(|kind| (status_label(status_for(kind)), kind.as_str()));
+    crate::observability::emit::error_responses_built(&pairs);
+}
+
+/// A status as the `status` label.
+fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        503 => "503",
+        504 => "504",
+        502 => "502",
+        501 => "501",
+        _ => "500",
+    }
 }
 
 /// The status that tells the truth about a failure of `kind`.

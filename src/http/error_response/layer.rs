@@ -171,6 +171,7 @@ impl<S, C: Clone> Layer<S> for ErrorResponseLayer<C> {
     type Service = ErrorResponse<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        super::future::series_built();
         ErrorResponse::new(inner, self.classifier.clone(), self.settings)
     }
 }

@@ -145,6 +145,7 @@ impl Limiter {
     /// Names the limit in its metrics, and makes its series exist from now
     /// on (the limit, 0 in flight, 0 shed), not from their first change.
     pub(crate) fn named(mut self, name: &str) -> Self {
+        crate::observability::emit::described();
         self.metrics = LimitMetrics::new(name);
         self.metrics
             .limit

@@ -155,6 +155,7 @@ impl Throttler {
             &[("layer", "throttle"), ("throttle", name)],
         );
         // The series exists from the start, not from the first refusal.
+        crate::observability::emit::described();
         shed.add(0);
         Self {
             window,
