@@ -57,10 +57,10 @@
 //! an alert has a series to read before the first event, and every
 //! metric is described (its help text and unit) from then on: install the
 //! recorder before building the layers. The stateless layers' series
-//! exist from the moment they make a service (an `ErrorResponseLayer` one
-//! per failure kind and the status it is answered with). The stateless layers' series
 //! (timeouts, deadlines, fallback pages, error responses) have no instance
-//! label: they count for the process.
+//! label: they count for the process, and exist from the moment a layer
+//! is built or makes a service (an `ErrorResponseLayer` one series per
+//! failure kind, with the status it is answered with).
 //!
 //! Every metric is per process, as the layers' state is: a fleet is watched
 //! by scraping each process and summing (see the README).
