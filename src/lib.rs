@@ -160,13 +160,14 @@ mod architecture {
         "preset",
     ];
 
-    const SHARED: [(&str, &str); 3] = [
+    const SHARED: [(&str, &str); 4] = [
         ("src/error.rs", include_str!("error.rs")),
         ("src/classify/mod.rs", include_str!("classify/mod.rs")),
         (
             "src/classify/idempotency.rs",
             include_str!("classify/idempotency.rs"),
         ),
+        ("src/classify/grpc.rs", include_str!("classify/grpc.rs")),
     ];
 
     #[test]

@@ -136,6 +136,7 @@ use crate::error::{
     CircuitOpen, DeadlineExceeded, Elapsed, NoHealthyUpstream, Overloaded, UnsupportedTarget,
 };
 
+pub mod grpc;
 mod idempotency;
 
 pub use self::idempotency::{is_idempotent, IDEMPOTENCY_KEY};
@@ -329,15 +330,51 @@ pub trait Classify {
 
 /// The default [`Classify`]: HTTP statuses and the errors of tokio, hyper,
 /// hyper-util and this crate, as described in the [module docs](self).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct HttpClassifier {
-    _priv: (),
+    /// The gRPC codes retried whatever the method, a bit per code.
+    grpc_retryable: u32,
+}
+
+impl Default for HttpClassifier {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl HttpClassifier {
     /// The default classifier.
     pub const fn new() -> Self {
-        Self { _priv: () }
+        Self {
+            grpc_retryable: 1 << grpc::code::UNAVAILABLE,
+        }
+    }
+
+    /// The gRPC status codes that may be retried whatever the method (gRPC
+    /// calls are all `POST`s), as gRFC A6's `retryableStatusCodes`: by
+    /// default `UNAVAILABLE` alone, which gRPC defines as a transient
+    /// condition that a retry corrects. `RESOURCE_EXHAUSTED` and
+    /// `DEADLINE_EXCEEDED` are failures either way, retried only when
+    /// listed here. Codes above 31 are ignored.
+    ///
+    /// ```
+    /// use tower_steady::classify::{grpc::code, HttpClassifier};
+    ///
+    /// let classifier =
+    ///     HttpClassifier::new().grpc_retryable(&[code::UNAVAILABLE, code::RESOURCE_EXHAUSTED]);
+    /// # let _ = classifier;
+    /// ```
+    pub const fn grpc_retryable(mut self, codes: &[u32]) -> Self {
+        let mut mask = 0;
+        let mut i = 0;
+        while i < codes.len() {
+            if codes[i] < 32 {
+                mask |= 1 << codes[i];
+            }
+            i += 1;
+        }
+        self.grpc_retryable = mask;
+        self
     }
 
     /// Classifies a status code alone, as [`Classify::classify_response`]
@@ -359,7 +396,19 @@ impl HttpClassifier {
 
 impl Classify for HttpClassifier {
     fn classify_response<B>(&self, response: &Response<B>) -> Outcome {
-        self.classify_status(response.status())
+        let status = response.status();
+        // A gRPC call that failed before its body is a trailers-only
+        // response: HTTP 200 with the `grpc-status` in its headers.
+        if status == StatusCode::OK {
+            if let Some(code) = response
+                .headers()
+                .get(grpc::GRPC_STATUS)
+                .and_then(grpc::parse_status)
+            {
+                return grpc::outcome(code, self.grpc_retryable);
+            }
+        }
+        self.classify_status(status)
     }
 
     fn classify_error(&self, error: &(dyn Error + 'static)) -> Outcome {

@@ -172,10 +172,40 @@ impl AttemptBudget {
     }
 
     /// Writes what is left of the budget `spent` after the first attempt
-    /// was sent.
+    /// was sent, and the same as `grpc-timeout` when the request has one
+    /// (the deadline layer writes both on a gRPC request).
     pub(crate) fn write(&self, headers: &mut HeaderMap, spent: Duration) {
-        write(headers, self.name, self.budget.saturating_sub(spent));
+        let left = self.budget.saturating_sub(spent);
+        write(headers, self.name, left);
+        if headers.contains_key(GRPC_TIMEOUT) {
+            write_grpc(headers, left);
+        }
     }
+}
+
+/// `remaining` as a `grpc-timeout` value: at most 8 digits and a unit, the
+/// finest unit that fits (milliseconds up to about 27 hours, then seconds,
+/// minutes, hours), rounded down; under a millisecond, in microseconds.
+pub(crate) fn grpc_value(remaining: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let millis = remaining.as_millis();
+    let (amount, unit) = if millis == 0 {
+        (remaining.as_micros(), 'u')
+    } else if millis <= MAX {
+        (millis, 'm')
+    } else if u128::from(remaining.as_secs()) <= MAX {
+        (u128::from(remaining.as_secs()), 'S')
+    } else if u128::from(remaining.as_secs() / 60) <= MAX {
+        (u128::from(remaining.as_secs() / 60), 'M')
+    } else {
+        (u128::from(remaining.as_secs() / 3600).min(MAX), 'H')
+    };
+    HeaderValue::try_from(format!("{amount}{unit}")).unwrap_or(HeaderValue::from_static("0m"))
+}
+
+/// Writes `remaining` as the request's `grpc-timeout`.
+pub(crate) fn write_grpc(headers: &mut HeaderMap, remaining: Duration) {
+    headers.insert(GRPC_TIMEOUT, grpc_value(remaining));
 }
 
 /// `remaining` as the header's value: whole milliseconds, rounded down.
@@ -318,6 +348,62 @@ mod tests {
             if let Ok(v) = HeaderValue::from_bytes(&bytes) {
                 let _ = parse_millis(&v);
                 let _ = parse_grpc_timeout(&v);
+            }
+        }
+    }
+
+    #[test]
+    fn grpc_timeout_is_written_in_at_most_eight_digits() {
+        let ms = Duration::from_millis;
+        assert_eq!(grpc_value(ms(1500)), "1500m");
+        assert_eq!(grpc_value(Duration::from_micros(700)), "700u");
+        assert_eq!(grpc_value(ms(99_999_999)), "99999999m");
+        assert_eq!(grpc_value(ms(100_000_000)), "100000S");
+        assert_eq!(grpc_value(Duration::from_secs(200_000_000)), "3333333M");
+        assert_eq!(grpc_value(Duration::MAX), "99999999H");
+        // What is written reads back as no more than it was.
+        for d in [
+            ms(1),
+            ms(2_500),
+            Duration::from_secs(86_400 * 400),
+            Duration::from_micros(5),
+        ] {
+            let read = parse_grpc_timeout(&grpc_value(d)).unwrap();
+            assert!(read <= d, "{d:?} -> {read:?}");
+        }
+    }
+
+    /// A million random byte strings through each header parser: none
+    /// panics, and what they accept is within their documented bounds.
+    #[test]
+    fn the_parsers_take_any_bytes() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"0123456789HMSmun-+. ";
+        let mut buf = Vec::with_capacity(16);
+        for _ in 0..1_000_000 {
+            buf.clear();
+            for _ in 0..(next() % 12) {
+                let r = next();
+                buf.push(if r & 1 == 0 {
+                    alphabet[(r >> 8) as usize % alphabet.len()]
+                } else {
+                    (r >> 16) as u8
+                });
+            }
+            let Ok(value) = HeaderValue::from_bytes(&buf) else {
+                continue;
+            };
+            if parse_grpc_timeout(&value).is_some() {
+                assert!((2..=9).contains(&buf.len()), "{buf:?}");
+            }
+            if parse_millis(&value).is_some() {
+                assert!(buf.iter().all(u8::is_ascii_digit), "{buf:?}");
             }
         }
     }

@@ -285,6 +285,15 @@ where
         }
         if config.write_header {
             deadline.header = Some(config.header_name);
+            // A gRPC server reads its own header: a gRPC request carries
+            // the budget in both.
+            if crate::classify::grpc::is_grpc(request.headers()) {
+                let remaining = deadline.at.saturating_duration_since(now);
+                header::write_grpc(
+                    request.headers_mut(),
+                    remaining.saturating_sub(config.margin),
+                );
+            }
         }
         request.extensions_mut().insert(deadline);
 

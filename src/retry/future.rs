@@ -18,7 +18,7 @@ use tracing::Span;
 use super::body::{Replay, ReplayBody};
 use super::hedge::HedgeDelay;
 use super::layer::Shared;
-use super::policy::{self, Decision, Failed, Rules};
+use super::policy::{self, Asked, Decision, Failed, Rules};
 use super::Budget;
 use crate::classify::{is_idempotent, Classify, FailureKind, Outcome};
 use crate::deadline::header::AttemptBudget;
@@ -443,16 +443,21 @@ where
         let attempt = self.attempts;
         let shared = &*self.shared;
         let now = Instant::now();
+        let asked = match result {
+            Ok(response) => policy::asked(response.status(), response.headers()),
+            Err(_) => Asked::Nothing,
+        };
         let failed = Failed {
             kind,
             safe,
             elsewhere,
             attempt,
             can_replay: self.replay.can_replay(),
-            retry_after: match result {
-                Ok(response) => policy::asked_wait(response.status(), response.headers()),
-                Err(_) => None,
+            retry_after: match asked {
+                Asked::Wait(wait) => Some(wait),
+                _ => None,
             },
+            no_retry_asked: asked == Asked::NoRetry,
             time_left: self
                 .deadline
                 .map(|deadline| deadline.instant().saturating_duration_since(now)),

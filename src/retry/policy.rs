@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 
 use super::backoff::Backoff;
-use crate::classify::FailureKind;
+use crate::classify::{grpc, FailureKind};
 use crate::http::RetryAfter;
 
 /// tokio's timer rounds a sleep up to its next millisecond: a wait ending
@@ -32,8 +32,11 @@ pub(crate) struct Failed {
     /// The request's body can be sent again.
     pub(crate) can_replay: bool,
     /// What the failed response's `Retry-After` asks for, on a `503` or a
-    /// `429` that has one.
+    /// `429` that has one, or its `grpc-retry-pushback-ms`.
     pub(crate) retry_after: Option<Duration>,
+    /// The failed response asked for no retry (a negative or malformed
+    /// `grpc-retry-pushback-ms`).
+    pub(crate) no_retry_asked: bool,
     /// The time left before the request's deadline, if it has one.
     pub(crate) time_left: Option<Duration>,
 }
@@ -75,6 +78,9 @@ pub(crate) fn decide(failed: &Failed, rules: Rules<'_>, jitter: impl FnOnce() ->
     if !failed.can_replay {
         return Refuse("its body was longer than the replay limit");
     }
+    if failed.no_retry_asked {
+        return Refuse("the server asked for no retry");
+    }
     // The first retry of a request that failed on one endpoint goes to
     // another at once (as HAProxy's redispatch and Envoy's `previous_hosts`
     // do): the wait is there for the endpoint that failed, and the retry
@@ -100,14 +106,36 @@ pub(crate) fn decide(failed: &Failed, rules: Rules<'_>, jitter: impl FnOnce() ->
     Decision::Retry(wait)
 }
 
-/// The wait a failed response asks for: the `Retry-After` of a `503` or a
-/// `429` (other statuses' are not a request to wait).
-pub(crate) fn asked_wait(status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
+/// What a failed response asks of a retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Asked {
+    Nothing,
+    /// Wait at least this long.
+    Wait(Duration),
+    /// Do not retry.
+    NoRetry,
+}
+
+/// What a failed response asks of a retry: the `Retry-After` of a `503` or
+/// a `429` (other statuses' are not a request to wait), or the
+/// `grpc-retry-pushback-ms` of a gRPC trailers-only answer, whose negative
+/// or malformed value means no retry (gRFC A6).
+pub(crate) fn asked(status: StatusCode, headers: &HeaderMap) -> Asked {
     if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-        RetryAfter::from_headers(headers).map(|asked| asked.delay())
-    } else {
-        None
+        return match RetryAfter::from_headers(headers) {
+            Some(asked) => Asked::Wait(asked.delay()),
+            None => Asked::Nothing,
+        };
     }
+    if status == StatusCode::OK {
+        if let Some(value) = headers.get(grpc::GRPC_RETRY_PUSHBACK_MS) {
+            return match grpc::parse_pushback(value) {
+                grpc::Pushback::Wait(wait) => Asked::Wait(wait),
+                grpc::Pushback::DoNotRetry => Asked::NoRetry,
+            };
+        }
+    }
+    Asked::Nothing
 }
 
 /// Why a hedge due now is not sent, or `None` to send it (if the service is
@@ -144,6 +172,7 @@ mod tests {
             attempt: 1,
             can_replay: true,
             retry_after: None,
+            no_retry_asked: false,
             time_left: None,
         }
     }
@@ -296,13 +325,34 @@ mod tests {
     fn only_a_503_or_a_429_asks_for_a_wait() {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("3"));
-        let three = Some(Duration::from_secs(3));
-        assert_eq!(asked_wait(StatusCode::SERVICE_UNAVAILABLE, &headers), three);
-        assert_eq!(asked_wait(StatusCode::TOO_MANY_REQUESTS, &headers), three);
-        assert_eq!(asked_wait(StatusCode::BAD_GATEWAY, &headers), None);
+        let three = Asked::Wait(Duration::from_secs(3));
+        assert_eq!(asked(StatusCode::SERVICE_UNAVAILABLE, &headers), three);
+        assert_eq!(asked(StatusCode::TOO_MANY_REQUESTS, &headers), three);
+        assert_eq!(asked(StatusCode::BAD_GATEWAY, &headers), Asked::Nothing);
         assert_eq!(
-            asked_wait(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new()),
-            None
+            asked(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new()),
+            Asked::Nothing
+        );
+    }
+
+    #[test]
+    fn a_grpc_pushback_asks_for_a_wait_or_for_no_retry() {
+        let pushback = |v: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("grpc-status", HeaderValue::from_static("14"));
+            headers.insert("grpc-retry-pushback-ms", HeaderValue::from_static(v));
+            asked(StatusCode::OK, &headers)
+        };
+        assert_eq!(pushback("40"), Asked::Wait(40 * MS));
+        assert_eq!(pushback("-1"), Asked::NoRetry);
+        assert_eq!(pushback("soon"), Asked::NoRetry);
+        let refused = Failed {
+            no_retry_asked: true,
+            ..failed(FailureKind::Unavailable)
+        };
+        assert_eq!(
+            decide_half(&refused, rules(&Backoff::none())),
+            Decision::Refuse("the server asked for no retry")
         );
     }
 

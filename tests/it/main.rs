@@ -20,6 +20,7 @@ mod e2e_retry;
 mod e2e_upstream;
 mod error_response;
 mod fallback;
+mod grpc;
 mod load_shed;
 mod metrics_recorded;
 mod preset;

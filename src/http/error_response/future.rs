@@ -9,7 +9,7 @@ use http::{HeaderName, Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::layer::Settings;
-use super::page;
+use super::page::{self, Format};
 use crate::classify::{Classify, FailureKind};
 use crate::error::Chain;
 use crate::http::retry_after::whole_seconds_at_least_one;
@@ -24,7 +24,7 @@ pin_project! {
         state: State<F>,
         classifier: C,
         settings: Settings,
-        json: bool,
+        format: Format,
     }
 }
 
@@ -39,21 +39,26 @@ pin_project! {
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn new(inner: F, classifier: C, settings: Settings, json: bool) -> Self {
+    pub(crate) fn new(inner: F, classifier: C, settings: Settings, format: Format) -> Self {
         Self {
             state: State::Called { inner },
             classifier,
             settings,
-            json,
+            format,
         }
     }
 
-    pub(crate) fn failed(error: BoxError, classifier: C, settings: Settings, json: bool) -> Self {
+    pub(crate) fn failed(
+        error: BoxError,
+        classifier: C,
+        settings: Settings,
+        format: Format,
+    ) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
             classifier,
             settings,
-            json,
+            format,
         }
     }
 }
@@ -71,7 +76,7 @@ where
         let error = match this.state.project() {
             StateProj::Called { inner } => match ready!(inner.poll(cx)) {
                 Ok(response) => {
-                    return Poll::Ready(Ok(pass_on(response, this.settings, *this.json)));
+                    return Poll::Ready(Ok(pass_on(response, this.settings, *this.format)));
                 }
                 Err(error) => error.into(),
             },
@@ -86,13 +91,17 @@ where
             &*error,
             this.classifier,
             this.settings,
-            *this.json,
+            *this.format,
         )))
     }
 }
 
 /// A response from the inner service: passed on, but for an upstream `502`.
-fn pass_on<B>(response: Response<B>, settings: &Settings, json: bool) -> Response<ResponseBody<B>> {
+fn pass_on<B>(
+    response: Response<B>,
+    settings: &Settings,
+    format: Format,
+) -> Response<ResponseBody<B>> {
     if settings.rewrite_bad_gateway && response.status() == StatusCode::BAD_GATEWAY {
         tracing::debug!(
             target: "tower_steady::http",
@@ -106,15 +115,13 @@ fn pass_on<B>(response: Response<B>, settings: &Settings, json: bool) -> Respons
             StatusCode::BAD_GATEWAY,
             "upstream answered 502",
         );
-        return with_cause(
-            page::response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                settings.retry_after_secs,
-                json,
-            ),
-            cause,
-            settings,
+        let answer = make(
+            StatusCode::SERVICE_UNAVAILABLE,
+            FailureKind::BadGateway,
+            settings.retry_after_secs,
+            format,
         );
+        return with_cause(answer, cause, settings);
     }
     response.map(ResponseBody::inner)
 }
@@ -124,7 +131,7 @@ fn answer<B, C: Classify>(
     error: &(dyn std::error::Error + Send + Sync + 'static),
     classifier: &C,
     settings: &Settings,
-    json: bool,
+    format: Format,
 ) -> Response<ResponseBody<B>> {
     let outcome = classifier.classify_error(error);
     let kind = outcome.kind().unwrap_or(FailureKind::Other);
@@ -144,7 +151,29 @@ fn answer<B, C: Classify>(
     }
     crate::observability::emit::error_response(status_label(status), kind.as_str());
     let cause = ProxyStatus::of_error(kind, error);
-    with_cause(page::response(status, retry_after, json), cause, settings)
+    with_cause(make(status, kind, retry_after, format), cause, settings)
+}
+
+/// The answer for a failure of `kind`, `status` in HTTP's terms, in the
+/// request's format: a gRPC request gets a trailers-only response with the
+/// matching gRPC status, and the `Retry-After` of a `503` as
+/// `grpc-retry-pushback-ms`.
+fn make<B>(
+    status: StatusCode,
+    kind: FailureKind,
+    retry_after_secs: u64,
+    format: Format,
+) -> Response<ResponseBody<B>> {
+    match format {
+        Format::Grpc => {
+            let (code, message) = crate::classify::grpc::answer_for(kind);
+            let pushback = (status == StatusCode::SERVICE_UNAVAILABLE)
+                .then(|| retry_after_secs.saturating_mul(1000));
+            page::grpc_response(code, message, pushback)
+        }
+        Format::Json => page::response(status, retry_after_secs, true),
+        Format::Text => page::response(status, retry_after_secs, false),
+    }
 }
 
 /// `response` with its `Proxy-Status` header (unless turned off) and its

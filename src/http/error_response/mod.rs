@@ -14,7 +14,7 @@ use tower_service::Service;
 
 use self::future::ResponseFuture;
 use self::layer::Settings;
-use self::page::wants_json;
+use self::page::Format;
 use super::ResponseBody;
 use crate::classify::Classify;
 use crate::BoxError;
@@ -88,11 +88,13 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let json = wants_json(request.headers());
+        let format = Format::of(request.headers());
         let classifier = self.classifier.clone();
         match self.ready_error.take() {
-            Some(err) => ResponseFuture::failed(err, classifier, self.settings, json),
-            None => ResponseFuture::new(self.inner.call(request), classifier, self.settings, json),
+            Some(err) => ResponseFuture::failed(err, classifier, self.settings, format),
+            None => {
+                ResponseFuture::new(self.inner.call(request), classifier, self.settings, format)
+            }
         }
     }
 }

@@ -7,6 +7,49 @@ use http::{HeaderMap, Response, StatusCode};
 
 use crate::http::ResponseBody;
 
+/// How an answer is written, chosen from the request when it arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    Text,
+    /// `application/problem+json`: the request's `Accept` asks for JSON.
+    Json,
+    /// A gRPC trailers-only response: the request is gRPC.
+    Grpc,
+}
+
+impl Format {
+    /// The format for a request with `headers`.
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        if crate::classify::grpc::is_grpc(headers) {
+            Format::Grpc
+        } else if wants_json(headers) {
+            Format::Json
+        } else {
+            Format::Text
+        }
+    }
+}
+
+/// A gRPC trailers-only answer: HTTP 200, `grpc-status` `code`, a short
+/// `message`, and `grpc-retry-pushback-ms` when the caller should wait
+/// (where an HTTP answer would carry `Retry-After`).
+pub(crate) fn grpc_response<B>(
+    code: u32,
+    message: &'static str,
+    pushback_ms: Option<u64>,
+) -> Response<ResponseBody<B>> {
+    use crate::classify::grpc::{GRPC_MESSAGE, GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS};
+    let mut response = Response::new(ResponseBody::full(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(GRPC_STATUS, HeaderValue::from(code));
+    headers.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
+    if let Some(ms) = pushback_ms {
+        headers.insert(GRPC_RETRY_PUSHBACK_MS, HeaderValue::from(ms));
+    }
+    response
+}
+
 /// Whether the request's `Accept` asks for JSON: a media range of
 /// `application/json`, `application/problem+json` or any `+json` type, not
 /// refused with `q=0`. `*/*` alone gets plain text.
