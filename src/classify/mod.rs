@@ -34,6 +34,26 @@
 //! purposes*: a 404 or a 400 is the upstream working correctly, and retrying
 //! it or tripping a breaker on it would only add load.
 //!
+//! # gRPC
+//!
+//! A gRPC call that fails before its body is a *trailers-only* response:
+//! HTTP 200 with `grpc-status` in its headers, which is how servers and
+//! proxies send `UNAVAILABLE`, `RESOURCE_EXHAUSTED` and
+//! `DEADLINE_EXCEEDED`. [`HttpClassifier`] reads it (see [`grpc`]):
+//!
+//! | `grpc-status` | kind | retry safety |
+//! |---|---|---|
+//! | 14 `UNAVAILABLE` | [`FailureKind::Unavailable`] | `NotSent`: retried whatever the method (every gRPC call is a `POST`), as gRPC defines it as transient |
+//! | 8 `RESOURCE_EXHAUSTED` | [`FailureKind::TooManyRequests`] | `MaybeSent` |
+//! | 4 `DEADLINE_EXCEEDED` | [`FailureKind::GatewayTimeout`] | `MaybeSent` |
+//! | 2 `UNKNOWN`, 13 `INTERNAL`, 15 `DATA_LOSS` | [`FailureKind::ServerError`] | `MaybeSent` |
+//! | 0 `OK` and every other code | success | |
+//!
+//! Which codes are retried whatever the method is configurable, as gRFC
+//! A6's `retryableStatusCodes`: [`HttpClassifier::grpc_retryable`]. A
+//! status sent only in the trailers at the end of a streamed body is not
+//! seen: the layers decide on the response's head.
+//!
 //! # Errors
 //!
 //! Errors are classified by walking the whole [`source()`] chain, outermost

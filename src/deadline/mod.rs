@@ -32,7 +32,10 @@
 //!   it.
 //! * **Client side** ([`DeadlineLayer::client`]): the remaining budget,
 //!   minus a margin for the answer's trip back (10 ms by default), is written
-//!   to `x-request-timeout-ms` on the outgoing request.
+//!   to `x-request-timeout-ms` on the outgoing request, and on a gRPC
+//!   request (`content-type: application/grpc`) to `grpc-timeout` as well,
+//!   in gRPC's form (at most 8 digits and a unit, rounded down). A retry
+//!   writes what is left of it on every later attempt.
 //!
 //! A [`Deadline`] already in the request's extensions is kept if it is
 //! earlier. A proxy passes its incoming request's deadline on by copying the

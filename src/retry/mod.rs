@@ -28,8 +28,10 @@
 //! 1. at most 3 attempts per request, the first included;
 //! 2. the request body must still be there to send (see [`ReplayBody`]);
 //! 3. the wait before the retry, a full-jitter exponential [`Backoff`] (25 ms
-//!    base, 250 ms cap) or the upstream's `Retry-After` on a 503 or a 429 if
-//!    it asks for longer (up to 10 s), must end before the request's
+//!    base, 250 ms cap) or the upstream's `Retry-After` on a 503 or a 429
+//!    (or `grpc-retry-pushback-ms` on a gRPC answer, whose negative or
+//!    malformed value means no retry) if it asks for longer (up to 10 s),
+//!    must end before the request's
 //!    [`Deadline`]: the layer **never waits past the deadline**, it returns
 //!    the failure at once instead. The first retry of a request whose
 //!    failed attempt said which endpoint it went to (an [`Endpoint`], as

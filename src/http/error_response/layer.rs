@@ -42,6 +42,23 @@ pub(crate) struct Settings {
 /// has one, else one second ([`retry_after`](Self::retry_after)); always in
 /// whole seconds, at least one.
 ///
+/// # gRPC
+///
+/// A request whose `content-type` is `application/grpc` (or `+proto`, ...)
+/// is answered in gRPC's terms, since a gRPC client reads an HTTP error
+/// page as a broken message (`INTERNAL`): HTTP 200, a trailers-only
+/// response with `content-type: application/grpc`, a `grpc-status` and a
+/// short `grpc-message`, the `Retry-After` a `503` would carry as
+/// `grpc-retry-pushback-ms`, and the same `Proxy-Status`:
+///
+/// | would be | `grpc-status` |
+/// |---|---|
+/// | `503` (shed, breaker open, no healthy upstream, unreachable, reset, an upstream's `502`) | 14 `UNAVAILABLE`, with `grpc-retry-pushback-ms` |
+/// | `504` (a timeout, the deadline) | 4 `DEADLINE_EXCEEDED` |
+/// | an upstream's `429` as an error | 8 `RESOURCE_EXHAUSTED` |
+/// | `501` | 12 `UNIMPLEMENTED` |
+/// | `502` (malformed), `500` | 13 `INTERNAL` |
+///
 /// # What the client sees
 ///
 /// A short, generic body and `Cache-Control: no-store`; never an internal
