@@ -103,6 +103,8 @@ pub mod load_shed;
 pub mod retry;
 #[cfg(feature = "timeout")]
 pub mod timeout;
+#[cfg(feature = "tonic")]
+pub mod tonic;
 #[cfg(feature = "upstream")]
 pub mod upstream;
 

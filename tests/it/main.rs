@@ -13,6 +13,7 @@ mod deadline;
 mod e2e_circuit_breaker;
 mod e2e_error_response;
 mod e2e_fallback;
+mod e2e_grpc;
 mod e2e_load_shed;
 mod e2e_proxy_status;
 mod e2e_resilience;
