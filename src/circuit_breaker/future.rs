@@ -10,9 +10,10 @@ use http::Response;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
+use super::body::BreakerBody;
 use super::breaker::{Breaker, Permit, PermitKind};
 use super::error::CircuitOpen;
-use crate::classify::{Classify, FailureKind, Outcome, RetrySafety};
+use crate::classify::{grpc, Classify, FailureKind, Outcome, RetrySafety};
 use crate::BoxError;
 
 pin_project! {
@@ -56,9 +57,9 @@ impl<F, C, B, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
-    C: Classify,
+    C: Classify + Clone,
 {
-    type Output = Result<Response<B>, BoxError>;
+    type Output = Result<Response<BreakerBody<B, C>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -76,13 +77,28 @@ where
                         Err(error) if refused_locally(&**error) => guard.skip(),
                         _ => {
                             let outcome = this.classifier.classify_result(&result);
+                            // A gRPC call whose status comes in its
+                            // trailers is counted when its body ends.
+                            if let Ok(response) = &result {
+                                if outcome.is_success()
+                                    && grpc::status_in_trailers(response.headers())
+                                {
+                                    let guard = std::mem::replace(guard, Guard::finished(guard));
+                                    let classifier = this.classifier.clone();
+                                    return Poll::Ready(result.map(|response| {
+                                        response.map(|body| {
+                                            BreakerBody::watched(body, guard, classifier)
+                                        })
+                                    }));
+                                }
+                            }
                             guard.finish(&outcome);
                         }
                     }
                 } else {
                     guard.done = true;
                 }
-                Poll::Ready(result)
+                Poll::Ready(result.map(|response| response.map(BreakerBody::counted)))
             }
             KindProj::Rejected { retry_after } => {
                 Poll::Ready(Err(CircuitOpen::new(*retry_after).into()))
@@ -114,12 +130,22 @@ impl Guard {
         !self.done && self.permit.kind() != PermitKind::Bypass
     }
 
+    /// A guard with nothing left to do, put in the place of one whose
+    /// permit moved to a [`BreakerBody`].
+    fn finished(from: &Guard) -> Self {
+        Self {
+            breaker: from.breaker.clone(),
+            permit: from.permit,
+            done: true,
+        }
+    }
+
     fn skip(&mut self) {
         self.done = true;
         self.breaker.release(&self.permit);
     }
 
-    fn finish(&mut self, outcome: &Outcome) {
+    pub(crate) fn finish(&mut self, outcome: &Outcome) {
         self.done = true;
         let failure = counts_as_failure(
             outcome,

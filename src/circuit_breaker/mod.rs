@@ -139,6 +139,7 @@
 //! [`bucket`]: CircuitBreakerBuilder::bucket
 //! [`CircuitOpen`]: error::CircuitOpen
 
+pub mod body;
 mod breaker;
 pub mod error;
 pub mod future;
@@ -149,6 +150,7 @@ mod window;
 #[cfg(test)]
 mod tests;
 
+pub use self::body::BreakerBody;
 pub use self::error::CircuitOpen;
 pub use self::handle::{BreakerHandle, BreakerSnapshot};
 
@@ -247,7 +249,7 @@ where
     S::Error: Into<BoxError>,
     C: Classify + Clone,
 {
-    type Response = Response<B>;
+    type Response = Response<BreakerBody<B, C>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 

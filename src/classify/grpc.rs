@@ -54,6 +54,14 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
     })
 }
 
+/// Whether the outcome of a response with these `headers` waits for its
+/// trailers: a gRPC response (`content-type: application/grpc`) whose
+/// status is not in its headers.
+#[allow(dead_code)] // read by the layers that count outcomes, when compiled
+pub(crate) fn status_in_trailers(headers: &HeaderMap) -> bool {
+    !headers.contains_key(GRPC_STATUS) && is_grpc(headers)
+}
+
 /// Parses a `grpc-status` value: a decimal code, at most 10 digits. `None`
 /// for anything else (then the response is classified by its HTTP status).
 pub fn parse_status(value: &HeaderValue) -> Option<u32> {

@@ -326,6 +326,20 @@ pub trait Classify {
     /// Classifies an error returned by a service.
     fn classify_error(&self, error: &(dyn Error + 'static)) -> Outcome;
 
+    /// Classifies the trailers that end a streamed response: a gRPC call's
+    /// `grpc-status` (see [`grpc`]), which a server sends there when the
+    /// call fails after its response began. The default reads it as
+    /// [`HttpClassifier`] does with its defaults; trailers without one are a
+    /// success.
+    fn classify_trailers(&self, trailers: &http::HeaderMap) -> Outcome {
+        trailers
+            .get(grpc::GRPC_STATUS)
+            .and_then(grpc::parse_status)
+            .map_or(Outcome::Success, |code| {
+                grpc::outcome(code, 1 << grpc::code::UNAVAILABLE)
+            })
+    }
+
     /// Classifies what a service returned: its response or its error.
     fn classify_result<B>(&self, result: &Result<Response<B>, crate::BoxError>) -> Outcome {
         match result {
@@ -429,6 +443,15 @@ impl Classify for HttpClassifier {
             }
         }
         self.classify_status(status)
+    }
+
+    fn classify_trailers(&self, trailers: &http::HeaderMap) -> Outcome {
+        trailers
+            .get(grpc::GRPC_STATUS)
+            .and_then(grpc::parse_status)
+            .map_or(Outcome::Success, |code| {
+                grpc::outcome(code, self.grpc_retryable)
+            })
     }
 
     fn classify_error(&self, error: &(dyn Error + 'static)) -> Outcome {

@@ -17,6 +17,10 @@ use tower_steady::deadline::{error::DeadlineExceeded, Deadline, DeadlineLayer};
 use tower_steady::http::ErrorResponseLayer;
 use tower_steady::BoxError;
 
+/// The body of a breaker's response over an upstream answering `()`.
+type Counted =
+    tower_steady::circuit_breaker::BreakerBody<(), tower_steady::classify::HttpClassifier>;
+
 /// An upstream whose status and latency the test sets, and which counts the
 /// calls that reach it.
 #[derive(Clone, Default)]
@@ -78,7 +82,7 @@ fn builder() -> CircuitBreakerBuilder {
 
 async fn call<S>(svc: &S) -> Result<StatusCode, BoxError>
 where
-    S: Service<Request<()>, Response = Response<()>, Error = BoxError> + Clone,
+    S: Service<Request<()>, Response = Response<Counted>, Error = BoxError> + Clone,
 {
     svc.clone()
         .oneshot(Request::new(()))
@@ -88,7 +92,7 @@ where
 
 async fn calls<S>(svc: &S, n: usize)
 where
-    S: Service<Request<()>, Response = Response<()>, Error = BoxError> + Clone,
+    S: Service<Request<()>, Response = Response<Counted>, Error = BoxError> + Clone,
 {
     for _ in 0..n {
         call(svc).await.expect("admitted");
@@ -105,9 +109,9 @@ async fn opened(
     CircuitBreakerLayer,
     impl Service<
             Request<()>,
-            Response = Response<()>,
+            Response = Response<Counted>,
             Error = BoxError,
-            Future = impl Future<Output = Result<Response<()>, BoxError>> + Send,
+            Future = impl Future<Output = Result<Response<Counted>, BoxError>> + Send,
         > + Clone
         + Send
         + 'static,
@@ -259,7 +263,7 @@ async fn half_open_admits_only_the_configured_number_of_probes() {
 
 async fn call_owned<S>(svc: S) -> Result<StatusCode, BoxError>
 where
-    S: Service<Request<()>, Response = Response<()>, Error = BoxError> + Clone,
+    S: Service<Request<()>, Response = Response<Counted>, Error = BoxError> + Clone,
 {
     call(&svc).await
 }
@@ -635,7 +639,7 @@ async fn until_state<S>(
     limit: Duration,
 ) -> Duration
 where
-    S: Service<Request<()>, Response = Response<()>, Error = BoxError> + Clone,
+    S: Service<Request<()>, Response = Response<Counted>, Error = BoxError> + Clone,
 {
     let start = Instant::now();
     while snapshot(layer).state != state {

@@ -7,6 +7,7 @@
 
 use crate::common;
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -321,4 +322,77 @@ async fn a_shed_grpc_call_over_the_wire_is_unavailable_with_pushback() {
     assert_eq!(h["grpc-retry-pushback-ms"], "1000");
     assert!(h["proxy-status"].to_str().unwrap().contains("overloaded"));
     holder.abort();
+}
+
+/// A streamed gRPC body: one message, then trailers with `grpc-status`.
+struct Trailed {
+    message: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Trailed {
+    fn ending_with(code: u32) -> Self {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from(code));
+        Self {
+            message: Some(Bytes::from_static(b"\0\0\0\0\0")),
+            trailers: Some(trailers),
+        }
+    }
+}
+
+impl http_body::Body for Trailed {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let frame = match self.message.take() {
+            Some(message) => Some(http_body::Frame::data(message)),
+            None => self.trailers.take().map(http_body::Frame::trailers),
+        };
+        std::task::Poll::Ready(frame.map(Ok))
+    }
+}
+
+/// A streamed answer whose status comes in its trailers.
+fn streamed(code: u32) -> Response<Trailed> {
+    let mut response = Response::new(Trailed::ending_with(code));
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    response
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_status_in_the_trailers_reaches_the_breaker_when_the_body_ends() {
+    use http_body_util::BodyExt;
+
+    for (code, state) in [(code::UNAVAILABLE, State::Open), (code::OK, State::Closed)] {
+        let layer = CircuitBreakerLayer::builder().build().unwrap();
+        let handle = layer.handle();
+        let svc = layer.layer(service_fn(move |_: Request<Empty<Bytes>>| async move {
+            Ok::<_, BoxError>(streamed(code))
+        }));
+        let mut read = 0;
+        for _ in 0..40 {
+            // Once open, the breaker turns calls away.
+            let Ok(response) = svc.clone().oneshot(grpc_call()).await else {
+                break;
+            };
+            // The head alone says nothing: the call counts once its body
+            // has been read to the end.
+            let collected = response.into_body().collect().await.unwrap();
+            assert_eq!(
+                collected.trailers().unwrap()["grpc-status"],
+                code.to_string()
+            );
+            read += 1;
+        }
+        assert_eq!(handle.state(), state, "code {code}");
+        // Opened by its default rule (half of at least 20 calls), or never.
+        assert_eq!(read, if state == State::Open { 20 } else { 40 });
+    }
 }
