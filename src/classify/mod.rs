@@ -50,9 +50,16 @@
 //! | 0 `OK` and every other code | success | |
 //!
 //! Which codes are retried whatever the method is configurable, as gRFC
-//! A6's `retryableStatusCodes`: [`HttpClassifier::grpc_retryable`]. A
-//! status sent only in the trailers at the end of a streamed body is not
-//! seen: the layers decide on the response's head.
+//! A6's `retryableStatusCodes`: [`HttpClassifier::grpc_retryable`].
+//!
+//! A status sent in the trailers at the end of a streamed body (a gRPC
+//! response whose headers carry none) is read with
+//! [`Classify::classify_trailers`] when the body ends, by the layers that
+//! keep a record of the upstream's health: the circuit breaker
+//! ([`BreakerBody`](crate::circuit_breaker::BreakerBody)) and the endpoint
+//! set ([`EndpointBody`](crate::upstream::EndpointBody)). A retry cannot
+//! act on it (the response has been handed on), nor the throttle, which
+//! counts the response's head.
 //!
 //! # Errors
 //!

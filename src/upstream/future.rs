@@ -11,10 +11,11 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::body::EndpointBody;
 use super::endpoint::{Health, Verdict};
 use super::health::Registry;
 use super::NoHealthyUpstream;
-use crate::classify::{Classify, Outcome};
+use crate::classify::{grpc, Classify, Outcome};
 use crate::http::{Endpoint, EndpointError};
 use crate::BoxError;
 
@@ -71,9 +72,9 @@ impl<S, B, C, RB> Future for ResponseFuture<S, B, C>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
-    C: Classify,
+    C: Classify + Clone,
 {
-    type Output = Result<Response<RB>, BoxError>;
+    type Output = Result<Response<EndpointBody<RB, C>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -106,30 +107,42 @@ where
     }
 }
 
-fn finish<RB, C: Classify>(
+fn finish<RB, C: Classify + Clone>(
     result: Result<Response<RB>, BoxError>,
     track: &mut Option<Track>,
     classifier: &C,
-) -> Result<Response<RB>, BoxError> {
+) -> Result<Response<EndpointBody<RB, C>>, BoxError> {
     let Some(mut track) = track.take() else {
-        return result;
+        return result.map(|response| response.map(EndpointBody::recorded));
     };
     let outcome = classifier.classify_result(&result);
     let endpoint = Endpoint::new(track.health.addr);
-    track.complete(outcome);
-    match result {
-        Ok(mut response) => {
-            // Only a failed response needs to say where it came from (for
-            // the retry layer): the success path inserts nothing, so it
-            // allocates nothing.
-            if !outcome.is_success() {
-                response.extensions_mut().insert(endpoint);
-            }
-            Ok(response)
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            track.complete(outcome);
+            return Err(if track.report {
+                EndpointError::new(endpoint, error).into()
+            } else {
+                error
+            });
         }
-        Err(error) if track.report => Err(EndpointError::new(endpoint, error).into()),
-        Err(error) => Err(error),
+    };
+    // A gRPC call whose status comes in its trailers is recorded when its
+    // body ends, with the latency to its head.
+    if outcome.is_success() && grpc::status_in_trailers(response.headers()) {
+        let rtt = Instant::now().saturating_duration_since(track.started);
+        let classifier = classifier.clone();
+        return Ok(response.map(|body| EndpointBody::watched(body, track, rtt, classifier)));
     }
+    track.complete(outcome);
+    let mut response = response.map(EndpointBody::recorded);
+    // Only a failed response needs to say where it came from (for the retry
+    // layer): the success path inserts nothing, so it allocates nothing.
+    if !outcome.is_success() {
+        response.extensions_mut().insert(endpoint);
+    }
+    Ok(response)
 }
 
 impl<S, B, C> fmt::Debug for ResponseFuture<S, B, C>
@@ -178,12 +191,30 @@ impl Track {
     }
 
     fn complete(&mut self, outcome: Outcome) {
+        let rtt = Instant::now().saturating_duration_since(self.started);
+        self.complete_with(outcome, rtt);
+    }
+
+    /// Records `outcome`, with `rtt` as the request's latency.
+    pub(crate) fn complete_with(&mut self, outcome: Outcome, rtt: std::time::Duration) {
         self.done = true;
         self.health.finish();
-        let now = Instant::now();
-        let rtt = now.saturating_duration_since(self.started);
-        self.registry
-            .record(&self.health, Verdict::of(outcome), rtt, now, self.probe);
+        self.registry.record(
+            &self.health,
+            Verdict::of(outcome),
+            rtt,
+            Instant::now(),
+            self.probe,
+        );
+    }
+}
+
+impl fmt::Debug for Track {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Track")
+            .field("endpoint", &self.health.addr)
+            .field("probe", &self.probe)
+            .finish()
     }
 }
 

@@ -213,6 +213,7 @@ use crate::http::Attempt;
 use crate::BoxError;
 
 mod authority;
+pub mod body;
 mod builder;
 mod check;
 mod dns;
@@ -225,6 +226,7 @@ mod health;
 pub mod future;
 
 pub use self::authority::SetAuthority;
+pub use self::body::EndpointBody;
 pub use self::builder::UpstreamsBuilder;
 pub use self::check::{Check, HealthCheck, HttpGet, ServiceCheck};
 pub use self::dns::Dns;
@@ -531,7 +533,7 @@ where
     S::Error: Into<BoxError>,
     C: Classify + Clone,
 {
-    type Response = Response<RB>;
+    type Response = Response<EndpointBody<RB, C>>;
     type Error = BoxError;
     type Future = ResponseFuture<S, B, C>;
 

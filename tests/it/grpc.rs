@@ -396,3 +396,28 @@ async fn a_status_in_the_trailers_reaches_the_breaker_when_the_body_ends() {
         assert_eq!(read, if state == State::Open { 20 } else { 40 });
     }
 }
+
+#[cfg(feature = "upstream")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_status_in_the_trailers_reaches_the_endpoints_health_when_the_body_ends() {
+    use http_body_util::BodyExt;
+    use tower_steady::upstream::{EndpointState, Upstreams};
+
+    let addrs: Vec<std::net::SocketAddr> = (1..=3).map(|p| ([10, 0, 0, 1], p).into()).collect();
+    let bad = addrs[0];
+    let set = Upstreams::builder()
+        .seed(11)
+        .build(addrs, move |addr| {
+            service_fn(move |_: Request<Empty<Bytes>>| async move {
+                let code = if addr == bad { code::UNAVAILABLE } else { code::OK };
+                Ok::<_, BoxError>(streamed(code))
+            })
+        })
+        .unwrap();
+    for _ in 0..60 {
+        let response = set.clone().oneshot(grpc_call()).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    let handle = set.handle();
+    assert_eq!(handle.endpoint(bad).unwrap().state, EndpointState::Ejected);
+}
