@@ -59,7 +59,8 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// status is not in its headers.
 #[allow(dead_code)] // read by the layers that count outcomes, when compiled
 pub(crate) fn status_in_trailers(headers: &HeaderMap) -> bool {
-    !headers.contains_key(GRPC_STATUS) && is_grpc(headers)
+    // The content type first: a standard header, the cheap lookup.
+    is_grpc(headers) && !headers.contains_key(GRPC_STATUS)
 }
 
 /// Parses a `grpc-status` value: a decimal code, at most 10 digits. `None`

@@ -439,8 +439,11 @@ impl Classify for HttpClassifier {
     fn classify_response<B>(&self, response: &Response<B>) -> Outcome {
         let status = response.status();
         // A gRPC call that failed before its body is a trailers-only
-        // response: HTTP 200 with the `grpc-status` in its headers.
-        if status == StatusCode::OK {
+        // response: HTTP 200, `content-type: application/grpc`, the
+        // `grpc-status` in its headers. The content type first: a standard
+        // header, found without hashing a name, so an HTTP response pays
+        // one cheap lookup.
+        if status == StatusCode::OK && grpc::is_grpc(response.headers()) {
             if let Some(code) = response
                 .headers()
                 .get(grpc::GRPC_STATUS)

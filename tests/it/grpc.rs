@@ -409,7 +409,11 @@ async fn a_status_in_the_trailers_reaches_the_endpoints_health_when_the_body_end
         .seed(11)
         .build(addrs, move |addr| {
             service_fn(move |_: Request<Empty<Bytes>>| async move {
-                let code = if addr == bad { code::UNAVAILABLE } else { code::OK };
+                let code = if addr == bad {
+                    code::UNAVAILABLE
+                } else {
+                    code::OK
+                };
                 Ok::<_, BoxError>(streamed(code))
             })
         })
