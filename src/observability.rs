@@ -644,27 +644,13 @@ pub(crate) mod emit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::FailureKind::*;
 
     #[test]
     fn the_outcome_labels_are_the_failure_kinds_names() {
         assert_eq!(OUTCOMES[outcome_index(None)], "success");
-        for kind in [
-            BadGateway,
-            Unavailable,
-            GatewayTimeout,
-            TooManyRequests,
-            ServerError,
-            Timeout,
-            DeadlineExceeded,
-            Connect,
-            Reset,
-            Rejected,
-            Protocol,
-            Other,
-            Unsupported,
-        ] {
+        for kind in crate::classify::FailureKind::ALL {
             assert_eq!(OUTCOMES[outcome_index(Some(kind))], kind.as_str());
         }
+        assert_eq!(OUTCOMES.len(), crate::classify::FailureKind::ALL.len() + 1);
     }
 }

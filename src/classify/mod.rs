@@ -266,6 +266,24 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in declaration order: for tables, tests and metric
+    /// series made ahead of their first event.
+    pub const ALL: [FailureKind; 13] = [
+        FailureKind::BadGateway,
+        FailureKind::Unavailable,
+        FailureKind::GatewayTimeout,
+        FailureKind::TooManyRequests,
+        FailureKind::ServerError,
+        FailureKind::Timeout,
+        FailureKind::DeadlineExceeded,
+        FailureKind::Connect,
+        FailureKind::Reset,
+        FailureKind::Rejected,
+        FailureKind::Protocol,
+        FailureKind::Unsupported,
+        FailureKind::Other,
+    ];
+
     /// Whether this is one of the gateway statuses: 502, 503 or 504.
     pub const fn is_gateway_status(&self) -> bool {
         matches!(

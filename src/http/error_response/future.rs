@@ -195,23 +195,7 @@ fn with_cause<B>(
 /// Makes the layer's series exist: one per failure kind, with the status
 /// it is answered with, and the rewritten `502`.
 pub(crate) fn series_built() {
-    use FailureKind::*;
-    let pairs = [
-        BadGateway,
-        Unavailable,
-        GatewayTimeout,
-        TooManyRequests,
-        ServerError,
-        Timeout,
-        DeadlineExceeded,
-        Connect,
-        Reset,
-        Rejected,
-        Protocol,
-        Unsupported,
-        Other,
-    ]
-    .map(|kind| (status_label(status_for(kind)), kind.as_str()));
+    let pairs = FailureKind::ALL.map(|kind| (status_label(status_for(kind)), kind.as_str()));
     crate::observability::emit::error_responses_built(&pairs);
 }
 
