@@ -21,21 +21,7 @@ use crate::classify::FailureKind;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Failures(u16);
 
-const ALL: [FailureKind; 13] = [
-    FailureKind::BadGateway,
-    FailureKind::Unavailable,
-    FailureKind::GatewayTimeout,
-    FailureKind::TooManyRequests,
-    FailureKind::ServerError,
-    FailureKind::Timeout,
-    FailureKind::DeadlineExceeded,
-    FailureKind::Connect,
-    FailureKind::Reset,
-    FailureKind::Rejected,
-    FailureKind::Protocol,
-    FailureKind::Unsupported,
-    FailureKind::Other,
-];
+const ALL: [FailureKind; 13] = FailureKind::ALL;
 
 const fn bit(kind: FailureKind) -> u16 {
     1 << match kind {
