@@ -7,7 +7,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::future::Guard;
-use crate::classify::{Classify, FailureKind, Outcome, RetrySafety};
+use crate::classify::{grpc, Classify};
 
 pin_project! {
     /// The body of a response from a
@@ -57,20 +57,8 @@ impl<B: Body, C: Classify> Body for BreakerBody<B, C> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let frame = ready!(this.body.poll_frame(cx));
-        if this.watch.is_some() {
-            let outcome = match &frame {
-                Some(Ok(frame)) => frame.trailers_ref().map(|trailers| {
-                    this.watch
-                        .as_ref()
-                        .map(|(_, c)| c.classify_trailers(trailers))
-                }),
-                Some(Err(_)) => Some(Some(Outcome::failure(
-                    FailureKind::Reset,
-                    RetrySafety::MaybeSent,
-                ))),
-                None => Some(Some(Outcome::Success)),
-            };
-            if let Some(Some(outcome)) = outcome {
+        if let Some((_, classifier)) = this.watch.as_ref() {
+            if let Some(outcome) = grpc::frame_outcome(&frame, classifier) {
                 if let Some((mut guard, _)) = this.watch.take() {
                     guard.finish(&outcome);
                 }

@@ -63,6 +63,24 @@ pub(crate) fn status_in_trailers(headers: &HeaderMap) -> bool {
     is_grpc(headers) && !headers.contains_key(GRPC_STATUS)
 }
 
+/// What a frame of a streamed gRPC body says of the call, read by the
+/// layers that count outcomes (`None`: nothing yet): the trailers'
+/// status, a reset for an error while reading, a success for an end
+/// without trailers.
+#[allow(dead_code)] // read by the layers that count outcomes, when compiled
+pub(crate) fn frame_outcome<D, E, C: super::Classify>(
+    frame: &Option<Result<http_body::Frame<D>, E>>,
+    classifier: &C,
+) -> Option<Outcome> {
+    match frame {
+        Some(Ok(frame)) => frame
+            .trailers_ref()
+            .map(|trailers| classifier.classify_trailers(trailers)),
+        Some(Err(_)) => Some(Outcome::failure(FailureKind::Reset, RetrySafety::MaybeSent)),
+        None => Some(Outcome::Success),
+    }
+}
+
 /// Parses a `grpc-status` value: a decimal code, at most 10 digits. `None`
 /// for anything else (then the response is classified by its HTTP status).
 pub fn parse_status(value: &HeaderValue) -> Option<u32> {

@@ -8,7 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::future::Track;
-use crate::classify::{Classify, FailureKind, Outcome, RetrySafety};
+use crate::classify::{grpc, Classify};
 
 pin_project! {
     /// The body of a response from [`Upstreams`](super::Upstreams): the
@@ -57,14 +57,7 @@ impl<B: Body, C: Classify> Body for EndpointBody<B, C> {
         let this = self.project();
         let frame = ready!(this.body.poll_frame(cx));
         if let Some((_, _, classifier)) = this.watch.as_ref() {
-            let outcome = match &frame {
-                Some(Ok(frame)) => frame
-                    .trailers_ref()
-                    .map(|trailers| classifier.classify_trailers(trailers)),
-                Some(Err(_)) => Some(Outcome::failure(FailureKind::Reset, RetrySafety::MaybeSent)),
-                None => Some(Outcome::Success),
-            };
-            if let Some(outcome) = outcome {
+            if let Some(outcome) = grpc::frame_outcome(&frame, classifier) {
                 if let Some((mut track, rtt, _)) = this.watch.take() {
                     track.complete_with(outcome, rtt);
                 }
