@@ -32,6 +32,10 @@ ROUNDS=${ROUNDS:-5}
 WARMUP=${WARMUP:-2s}
 FAULT_RATE=${FAULT_RATE:-0.05}
 NGINX=${NGINX:-1}
+# THREADS=N runs both proxies with `--threads N`: N single-threaded
+# runtimes, each with its own listener (SO_REUSEPORT) and connections, as
+# nginx's N workers; unset, one multi-thread runtime.
+THREADS=${THREADS:-}
 
 source "$(dirname "$0")/harness.sh"
 
@@ -122,7 +126,7 @@ upstream=127.0.0.1:$(free_port)
 proxy=127.0.0.1:$(free_port)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(date -u +%Y-%m-%d)"
-echo "oha $(oha --version | awk '{print $2}'), $CONNECTIONS connections, $DURATION per run"
+echo "oha $(oha --version | awk '{print $2}'), $CONNECTIONS connections, $DURATION per run${THREADS:+, proxies with --threads $THREADS}"
 echo
 
 # One table row: the proxy started bare or full, measured, stopped. The
@@ -131,6 +135,9 @@ row() {
     local label=$1 mode=$2 flags=()
     if [ "$mode" = bare ]; then
         flags=(--bare)
+    fi
+    if [ -n "$THREADS" ]; then
+        flags+=(--threads "$THREADS")
     fi
     if [ "$mode" = nginx ]; then
         start_nginx 0

@@ -56,7 +56,7 @@ use tower_steady::upstream::{SetAuthority, Upstreams};
 use tower_steady::Resilience;
 
 const HELP: &str = "\
-usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare]]
+usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare] [--threads N]]
        proxy --upstream-server --listen ADDR [--fail-502 RATE]
              [--capacity N --work MS] [--cache-control VALUE]
 
@@ -69,6 +69,11 @@ usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare]]
                     for each replica; a name is resolved once, at start
   --bare            no layers: round robin, 502 when an upstream cannot be
                     reached, 504 after 15 s (a baseline for measurements)
+  --threads N       with --listen: N threads, each a single-threaded runtime
+                    with its own listener on ADDR (SO_REUSEPORT), its own
+                    connections to the upstreams and its own stacks, as
+                    nginx's worker processes; without it, one multi-thread
+                    runtime shares everything
   --report          with --listen (not --bare): print the circuit breaker's
                     and each endpoint's state changes to stderr, as
                     milliseconds since start, for the scenario scripts
@@ -110,6 +115,7 @@ async fn run_main() -> Result<(), BoxError> {
     let mut listen = None;
     let mut upstreams = Vec::new();
     let mut bare = false;
+    let mut threads = None;
     let mut report = false;
     let mut upstream_server = false;
     let mut fail_502 = 0.0;
@@ -122,6 +128,13 @@ async fn run_main() -> Result<(), BoxError> {
             "--listen" => listen = Some(args.next().ok_or("--listen needs an address")?),
             "--upstream" => upstreams.push(args.next().ok_or("--upstream needs a URL")?),
             "--bare" => bare = true,
+            "--threads" => {
+                let n: usize = args.next().ok_or("--threads needs a number")?.parse()?;
+                if n == 0 {
+                    return Err("--threads must be at least 1".into());
+                }
+                threads = Some(n);
+            }
             "--report" => report = true,
             "--upstream-server" => upstream_server = true,
             "--fail-502" => fail_502 = args.next().ok_or("--fail-502 needs a rate")?.parse()?,
@@ -162,7 +175,10 @@ async fn run_main() -> Result<(), BoxError> {
         None if upstream_server => {
             Err(format!("--upstream-server needs --listen\n\n{HELP}").into())
         }
-        Some(listen) => serve(&listen, &upstreams, bare, report).await,
+        Some(_) if threads.is_some() && report => {
+            Err(format!("--report goes without --threads\n\n{HELP}").into())
+        }
+        Some(listen) => serve(&listen, &upstreams, bare, report, threads).await,
         None if upstreams.is_empty() && !bare => demo().await,
         None => Err(format!("--upstream and --bare need --listen\n\n{HELP}").into()),
     }
@@ -324,6 +340,7 @@ async fn serve(
     upstreams: &[String],
     bare: bool,
     report: bool,
+    threads: Option<usize>,
 ) -> Result<(), BoxError> {
     if upstreams.is_empty() {
         return Err(format!("--listen needs at least one --upstream\n\n{HELP}").into());
@@ -342,6 +359,13 @@ async fn serve(
         if addrs.len() == before {
             return Err(format!("{url}: the name has no address").into());
         }
+    }
+    if let Some(threads) = threads {
+        let listen = tokio::net::lookup_host(listen)
+            .await?
+            .next()
+            .ok_or(format!("{listen}: no address"))?;
+        return serve_per_thread(listen, addrs, bare, threads);
     }
     let attempts = Arc::default();
     let forward = if bare {
@@ -371,6 +395,66 @@ async fn serve(
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    Ok(())
+}
+
+/// `--threads N`: N threads, each a current-thread runtime serving its own
+/// `SO_REUSEPORT` listener on `listen` with its own proxy (its own client
+/// and, for the resilient proxy, its own stacks), until Ctrl-C.
+fn serve_per_thread(
+    listen: SocketAddr,
+    upstreams: Vec<SocketAddr>,
+    bare: bool,
+    threads: usize,
+) -> Result<(), BoxError> {
+    println!(
+        "{} proxy on http://{listen} in front of {upstreams:?}, {threads} threads; Ctrl-C to stop",
+        if bare { "bare" } else { "resilient" },
+    );
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let upstreams = upstreams.clone();
+            std::thread::spawn(move || -> Result<(), String> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                runtime
+                    .block_on(async move {
+                        let forward = if bare {
+                            bare_proxy(upstreams, Duration::from_secs(15), Arc::default())
+                        } else {
+                            resilient_proxy(
+                                upstreams,
+                                Duration::from_secs(15),
+                                Duration::from_secs(5),
+                                Arc::default(),
+                                Arc::default(),
+                            )?
+                            .0
+                        };
+                        let socket = TcpSocket::new_v4()?;
+                        socket.set_reuseport(true)?;
+                        socket.set_reuseaddr(true)?;
+                        socket.bind(listen)?;
+                        let listener = socket.listen(1024)?;
+                        axum::serve(listener, proxy_app(forward, bare)?)
+                            .with_graceful_shutdown(async {
+                                let _ = tokio::signal::ctrl_c().await;
+                            })
+                            .await?;
+                        Ok::<_, BoxError>(())
+                    })
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker
+            .join()
+            .map_err(|_| "a proxy thread panicked")?
+            .map_err(|e| format!("a proxy thread: {e}"))?;
+    }
     Ok(())
 }
 
