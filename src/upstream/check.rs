@@ -215,6 +215,8 @@ where
             ))?;
         Ok(Some(Arc::new(move |addr, mut service: S| {
             let uri = format!("http://{addr}{path}");
+            // Boxed: a cold path, one health check per endpoint and
+            // interval on the checker's task, never on a request's path.
             Box::pin(async move {
                 let request = Request::get(uri).body(B::default())?;
                 poll_fn(|cx| service.poll_ready(cx))
@@ -241,6 +243,7 @@ where
         let service = self.service;
         Ok(Some(Arc::new(move |addr, _| {
             let mut service = service.clone();
+            // Boxed: a cold path, as above.
             Box::pin(async move {
                 poll_fn(|cx| service.poll_ready(cx))
                     .await

@@ -102,6 +102,8 @@ where
             ));
         }
         self.update(addrs);
+        // Boxed: a cold path, once per re-resolution interval, never on a
+        // request's path.
         self.state = State::Waiting(Box::pin(sleep(self.interval)));
         Ok(self)
     }
@@ -130,6 +132,8 @@ where
     }
 }
 
+/// A lookup of `name`, boxed: a cold path, once per re-resolution interval
+/// (the resolver's future type cannot be named).
 fn lookup(name: String) -> Lookup {
     Box::pin(async move { Ok(tokio::net::lookup_host(name).await?.collect()) })
 }
