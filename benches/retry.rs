@@ -12,8 +12,11 @@
 //! Both layers do the same work a retry layer must: record the request in a
 //! budget of 20% over 10 s with a floor of 10 per second, keep a copy of the
 //! request to send again (tower's policy clones the head in
-//! `clone_request`, as ours does), classify the response. The request is
-//! `Request::default()` with an empty body.
+//! `clone_request`, as ours does), classify the response. Each group runs
+//! twice: with `Request::default()` (`retry/single`), and with a request
+//! as a proxy passes it on, 8 headers and an extension
+//! (`retry/single/proxied`; see `Shape::Proxied`), whose head both layers
+//! must copy.
 //!
 //! Run: `cargo bench -p tower-steady-benches --bench retry`
 
@@ -27,7 +30,8 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::{Policy, RetryLayer as TowerRetryLayer};
 use tower::Layer;
 use tower_steady_benches::{
-    bench_contended, bench_single, contended_runtime, single_runtime, Inner, NoBody,
+    bench_contended_with, bench_single_with, contended_runtime, single_runtime, Inner, NoBody,
+    Shape,
 };
 
 const TASKS: u64 = 64;
@@ -92,20 +96,32 @@ fn bench(c: &mut Criterion) {
     };
 
     let single = single_runtime();
-    let mut group = c.benchmark_group("retry/single");
-    bench_single::<_, NoBody, _>(&mut group, &single, "no_retry", inner);
-    bench_single::<_, NoBody, _>(&mut group, &single, "tower", tower_retry().layer(inner));
-    bench_single::<_, NoBody, _>(&mut group, &single, "tower_steady", steady().layer(inner));
-    group.finish();
-
     let multi = contended_runtime();
-    let mut group = c.benchmark_group("retry/contended");
-    bench_contended::<_, NoBody, _>(&mut group, &multi, "no_retry", inner, TASKS);
-    let svc = tower_retry().layer(inner);
-    bench_contended::<_, NoBody, _>(&mut group, &multi, "tower", svc, TASKS);
-    let svc = steady().layer(inner);
-    bench_contended::<_, NoBody, _>(&mut group, &multi, "tower_steady", svc, TASKS);
-    group.finish();
+    for shape in Shape::ALL {
+        // The empty request's groups keep their names; the proxied
+        // request's end in `/proxied`.
+        let suffix = match shape {
+            Shape::Empty => String::new(),
+            Shape::Proxied => format!("/{}", shape.name()),
+        };
+        let mut group = c.benchmark_group(format!("retry/single{suffix}"));
+        bench_single_with::<_, NoBody, _>(&mut group, &single, "no_retry", inner, shape);
+        let svc = tower_retry().layer(inner);
+        bench_single_with::<_, NoBody, _>(&mut group, &single, "tower", svc, shape);
+        let svc = steady().layer(inner);
+        bench_single_with::<_, NoBody, _>(&mut group, &single, "tower_steady", svc, shape);
+        group.finish();
+
+        let mut group = c.benchmark_group(format!("retry/contended{suffix}"));
+        let svc = inner;
+        bench_contended_with::<_, NoBody, _>(&mut group, &multi, "no_retry", svc, TASKS, shape);
+        let svc = tower_retry().layer(inner);
+        bench_contended_with::<_, NoBody, _>(&mut group, &multi, "tower", svc, TASKS, shape);
+        let svc = steady().layer(inner);
+        let name = "tower_steady";
+        bench_contended_with::<_, NoBody, _>(&mut group, &multi, name, svc, TASKS, shape);
+        group.finish();
+    }
 }
 
 criterion_group!(benches, bench);

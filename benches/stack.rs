@@ -24,8 +24,19 @@
 //! * `tower_builtin`: tower's `LoadShed`, `ConcurrencyLimit` (1024) and
 //!   `Timeout` (30 s).
 //!
+//! And `tower_steady_like_tower`: tower-steady's `TimeoutLayer`,
+//! `RetryLayer` (its default budget, the same 10 s, 10/s, 20%) and a fixed
+//! `AdaptiveLimitLayer` of 1024, doing what tower's stack does, for the
+//! like-for-like comparison.
+//!
 //! `single`: one task on a current-thread runtime. `contended`: 64 tasks
 //! sharing clones on a multi-thread runtime with 2 workers.
+//!
+//! Every group runs with two requests: `Request::default()` (`GET /`, no
+//! headers, no extensions: `stack/client/ready/single`) and a request as a
+//! proxy passes it on, 8 headers and an extension
+//! (`stack/client/ready/single/proxied`; see `Shape::Proxied`). Every
+//! call answered other than `200 OK` is counted and printed.
 //!
 //! Run: `cargo bench -p tower-steady-benches --bench stack`
 
@@ -42,9 +53,13 @@ use tower_resilience_bulkhead::BulkheadLayer;
 use tower_resilience_circuitbreaker::{CircuitBreakerLayer, SlidingWindowType};
 use tower_resilience_retry::RetryBudgetBuilder;
 use tower_resilience_timelimiter::TimeLimiterLayer;
+use tower_steady::load_shed::AdaptiveLimitLayer;
+use tower_steady::retry::RetryLayer;
+use tower_steady::timeout::TimeoutLayer;
 use tower_steady::Resilience;
 use tower_steady_benches::{
-    bench_contended, bench_single, contended_runtime, single_runtime, HttpInner, Inner, NoBody,
+    bench_contended, bench_contended_with, bench_single, bench_single_with, contended_runtime,
+    single_runtime, HttpInner, Inner, NoBody, Shape,
 };
 
 const TASKS: u64 = 64;
@@ -138,6 +153,23 @@ fn resilience_client(
     limiter.layer(retry.layer(below))
 }
 
+/// tower-steady's layers in tower's stack's places, doing what it does:
+/// a 30 s timeout, retries with a budget (10 s, 10/s, 20%: the defaults),
+/// and a fixed limit of 1024 in flight that refuses above it (tower's
+/// `LoadShed` + `ConcurrencyLimit`).
+fn like_tower(
+    inner: Inner,
+) -> impl Service<Request<NoBody>, Response = Response<()>, Error = BoxError, Future: Send>
+       + Clone
+       + Send
+       + 'static {
+    ServiceBuilder::new()
+        .layer(TimeoutLayer::new(TIMEOUT))
+        .layer(RetryLayer::new())
+        .layer(AdaptiveLimitLayer::builder().fixed(1024).build().unwrap())
+        .service(inner)
+}
+
 fn bench(c: &mut Criterion) {
     let single = single_runtime();
     let multi = contended_runtime();
@@ -156,69 +188,124 @@ fn bench(c: &mut Criterion) {
             .timeout(TIMEOUT)
     };
 
-    for pending_once in [false, true] {
-        let shape = if pending_once {
-            "pending_once"
-        } else {
-            "ready"
+    for request in Shape::ALL {
+        // The empty request's groups keep their names: `stack/client/ready/single`;
+        // the proxied request's end in `/proxied`.
+        let suffix = match request {
+            Shape::Empty => String::new(),
+            Shape::Proxied => format!("/{}", request.name()),
         };
-        let inner = Inner { pending_once };
-        let http_inner = HttpInner { pending_once };
+        let empty = request == Shape::Empty;
+        for pending_once in [false, true] {
+            let shape = if pending_once {
+                "pending_once"
+            } else {
+                "ready"
+            };
+            let inner = Inner { pending_once };
+            let http_inner = HttpInner { pending_once };
 
-        let mut group = c.benchmark_group(format!("stack/client/{shape}/single"));
-        bench_single::<_, NoBody, _>(&mut group, &single, "none", inner);
-        bench_single::<_, NoBody, _>(&mut group, &single, "tower_builtin", tower_client(inner));
-        bench_single::<_, NoBody, _>(
-            &mut group,
-            &single,
-            "tower_resilience",
-            single.block_on(async { resilience_client(inner) }),
-        );
-        let svc = steady_client.layer(inner);
-        bench_single::<_, NoBody, _>(&mut group, &single, "tower_steady_client", svc);
-        // Where the client stack's time goes: the same stack less one part.
-        if !pending_once {
-            let part = |name: &str| format!("tower_steady_client_without_{name}");
-            let svc = client().without_deadline().build().unwrap().layer(inner);
-            bench_single::<_, NoBody, _>(&mut group, &single, &part("deadline"), svc);
-            let svc = client().without_retry().build().unwrap().layer(inner);
-            bench_single::<_, NoBody, _>(&mut group, &single, &part("retry"), svc);
-            let svc = client()
-                .without_circuit_breaker()
-                .build()
-                .unwrap()
-                .layer(inner);
-            bench_single::<_, NoBody, _>(&mut group, &single, &part("breaker"), svc);
-            let svc = client().without_throttle().build().unwrap().layer(inner);
-            bench_single::<_, NoBody, _>(&mut group, &single, &part("throttle"), svc);
+            let mut group = c.benchmark_group(format!("stack/client/{shape}/single{suffix}"));
+            let svc = tower_client(inner);
+            bench_single_with::<_, NoBody, _>(&mut group, &single, "none", inner, request);
+            bench_single_with::<_, NoBody, _>(&mut group, &single, "tower_builtin", svc, request);
+            let svc = like_tower(inner);
+            let name = "tower_steady_like_tower";
+            bench_single_with::<_, NoBody, _>(&mut group, &single, name, svc, request);
+            let svc = steady_client.layer(inner);
+            let name = "tower_steady_client";
+            bench_single_with::<_, NoBody, _>(&mut group, &single, name, svc, request);
+            if empty {
+                let svc = single.block_on(async { resilience_client(inner) });
+                bench_single::<_, NoBody, _>(&mut group, &single, "tower_resilience", svc);
+            }
+            // Where the client stack's time goes: the same stack less one part.
+            if empty && !pending_once {
+                let part = |name: &str| format!("tower_steady_client_without_{name}");
+                let svc = client().without_deadline().build().unwrap().layer(inner);
+                bench_single::<_, NoBody, _>(&mut group, &single, &part("deadline"), svc);
+                let svc = client().without_retry().build().unwrap().layer(inner);
+                bench_single::<_, NoBody, _>(&mut group, &single, &part("retry"), svc);
+                let svc = client()
+                    .without_circuit_breaker()
+                    .build()
+                    .unwrap()
+                    .layer(inner);
+                bench_single::<_, NoBody, _>(&mut group, &single, &part("breaker"), svc);
+                let svc = client().without_throttle().build().unwrap().layer(inner);
+                bench_single::<_, NoBody, _>(&mut group, &single, &part("throttle"), svc);
+            }
+            group.finish();
+
+            let mut group = c.benchmark_group(format!("stack/client/{shape}/contended{suffix}"));
+            bench_contended_with::<_, NoBody, _>(&mut group, &multi, "none", inner, TASKS, request);
+            bench_contended_with::<_, NoBody, _>(
+                &mut group,
+                &multi,
+                "tower_builtin",
+                tower_client(inner),
+                TASKS,
+                request,
+            );
+            bench_contended_with::<_, NoBody, _>(
+                &mut group,
+                &multi,
+                "tower_steady_like_tower",
+                like_tower(inner),
+                TASKS,
+                request,
+            );
+            bench_contended_with::<_, NoBody, _>(
+                &mut group,
+                &multi,
+                "tower_steady_client",
+                steady_client.layer(inner),
+                TASKS,
+                request,
+            );
+            if empty {
+                let svc = multi.block_on(async { resilience_client(inner) });
+                bench_contended::<_, NoBody, _>(&mut group, &multi, "tower_resilience", svc, TASKS);
+            }
+            group.finish();
+
+            let mut group = c.benchmark_group(format!("stack/server/{shape}/single{suffix}"));
+            bench_single_with::<_, NoBody, _>(&mut group, &single, "none", http_inner, request);
+            let svc = tower_server().service(http_inner);
+            bench_single_with::<_, NoBody, _>(&mut group, &single, "tower_builtin", svc, request);
+            let svc = steady_server.layer(http_inner);
+            bench_single_with::<_, NoBody, _>(
+                &mut group,
+                &single,
+                "tower_steady_server",
+                svc,
+                request,
+            );
+            group.finish();
+
+            let mut group = c.benchmark_group(format!("stack/server/{shape}/contended{suffix}"));
+            let svc = http_inner;
+            bench_contended_with::<_, NoBody, _>(&mut group, &multi, "none", svc, TASKS, request);
+            let svc = tower_server().service(http_inner);
+            bench_contended_with::<_, NoBody, _>(
+                &mut group,
+                &multi,
+                "tower_builtin",
+                svc,
+                TASKS,
+                request,
+            );
+            let svc = steady_server.layer(http_inner);
+            bench_contended_with::<_, NoBody, _>(
+                &mut group,
+                &multi,
+                "tower_steady_server",
+                svc,
+                TASKS,
+                request,
+            );
+            group.finish();
         }
-        group.finish();
-
-        let mut group = c.benchmark_group(format!("stack/client/{shape}/contended"));
-        bench_contended::<_, NoBody, _>(&mut group, &multi, "none", inner, TASKS);
-        let svc = tower_client(inner);
-        bench_contended::<_, NoBody, _>(&mut group, &multi, "tower_builtin", svc, TASKS);
-        let svc = multi.block_on(async { resilience_client(inner) });
-        bench_contended::<_, NoBody, _>(&mut group, &multi, "tower_resilience", svc, TASKS);
-        let svc = steady_client.layer(inner);
-        bench_contended::<_, NoBody, _>(&mut group, &multi, "tower_steady_client", svc, TASKS);
-        group.finish();
-
-        let mut group = c.benchmark_group(format!("stack/server/{shape}/single"));
-        bench_single::<_, NoBody, _>(&mut group, &single, "none", http_inner);
-        let svc = tower_server().service(http_inner);
-        bench_single::<_, NoBody, _>(&mut group, &single, "tower_builtin", svc);
-        let svc = steady_server.layer(http_inner);
-        bench_single::<_, NoBody, _>(&mut group, &single, "tower_steady_server", svc);
-        group.finish();
-
-        let mut group = c.benchmark_group(format!("stack/server/{shape}/contended"));
-        bench_contended::<_, NoBody, _>(&mut group, &multi, "none", http_inner, TASKS);
-        let svc = tower_server().service(http_inner);
-        bench_contended::<_, NoBody, _>(&mut group, &multi, "tower_builtin", svc, TASKS);
-        let svc = steady_server.layer(http_inner);
-        bench_contended::<_, NoBody, _>(&mut group, &multi, "tower_steady_server", svc, TASKS);
-        group.finish();
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tower::Layer;
-use tower_steady_benches::{single_runtime, single_task, Inner};
+use tower_steady_benches::{single_runtime, single_task, Inner, Shape};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -21,19 +21,19 @@ fn bench(c: &mut Criterion) {
 
         group.bench_function(BenchmarkId::from_parameter("no_timeout"), |b| {
             b.to_async(&rt)
-                .iter_custom(|iters| single_task::<_, (), _>(inner, iters));
+                .iter_custom(|iters| single_task::<_, (), _>(inner, iters, Shape::Empty));
         });
 
         let tower = tower::timeout::TimeoutLayer::new(TIMEOUT).layer(inner);
         group.bench_function(BenchmarkId::from_parameter("tower"), |b| {
             b.to_async(&rt)
-                .iter_custom(|iters| single_task::<_, (), _>(tower.clone(), iters));
+                .iter_custom(|iters| single_task::<_, (), _>(tower.clone(), iters, Shape::Empty));
         });
 
         let steady = tower_steady::timeout::TimeoutLayer::new(TIMEOUT).layer(inner);
         group.bench_function(BenchmarkId::from_parameter("tower_steady"), |b| {
             b.to_async(&rt)
-                .iter_custom(|iters| single_task::<_, (), _>(steady.clone(), iters));
+                .iter_custom(|iters| single_task::<_, (), _>(steady.clone(), iters, Shape::Empty));
         });
 
         group.finish();

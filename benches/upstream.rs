@@ -29,7 +29,7 @@ use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
 use tower_steady::upstream::Upstreams;
 use tower_steady_benches::{
-    bench_contended, bench_single, contended_runtime, single_runtime, single_task, Inner,
+    bench_contended, bench_single, contended_runtime, single_runtime, single_task, Inner, Shape,
 };
 
 const TASKS: u64 = 64;
@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
         BenchmarkId::from_parameter("tower_balance_peak_ewma"),
         |b| {
             b.to_async(&rt)
-                .iter_custom(|iters| single_task::<_, (), _>(tower_balance(), iters));
+                .iter_custom(|iters| single_task::<_, (), _>(tower_balance(), iters, Shape::Empty));
         },
     );
     bench_single::<_, (), _>(&mut group, &rt, "upstreams", upstreams());

@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::Router;
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full};
@@ -46,8 +45,8 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
-use tower::util::BoxCloneSyncService;
-use tower::{service_fn, BoxError, Layer, ServiceBuilder, ServiceExt};
+use tower::util::{BoxCloneSyncService, Either};
+use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_steady::chaos::{ChaosLayer, Fault};
 use tower_steady::deadline::DeadlineLayer;
 use tower_steady::retry::{Attempt, ReplayBody};
@@ -316,22 +315,36 @@ impl Watch {
 }
 
 /// The proxy's HTTP server: every path forwarded; behind
-/// `Resilience::server()` unless bare.
-fn proxy_app(forward: Forward, bare: bool) -> Result<Router, BoxError> {
-    let app = Router::new().fallback(move |request: Request<Body>| {
-        let forward = forward.clone();
-        async move {
-            match forward.oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }
-        }
-    });
-    Ok(if bare {
-        app
+/// `Resilience::server()` unless bare. No router: with one route for every
+/// path, an axum `Router` would only add its per-request work (a clone of
+/// the boxed route and a boxed future per request, two more when a layer
+/// is applied with `Router::layer`). An application with routes wraps the
+/// `Router` the same way (`Resilience::server().build()?.layer(router)`),
+/// so the stack runs once per request, before routing.
+fn proxy_app(
+    forward: Forward,
+    bare: bool,
+) -> Result<
+    axum::routing::IntoMakeService<
+        impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    >,
+    BoxError,
+> {
+    let app = if bare {
+        Either::Left(forward)
     } else {
-        app.layer(Resilience::server().build()?)
-    })
+        Either::Right(
+            ServiceBuilder::new()
+                .map_response(|response: Response<_>| response.map(Body::new))
+                .layer(Resilience::server().build()?)
+                .service(forward),
+        )
+    };
+    Ok(axum::ServiceExt::<Request<Body>>::into_make_service(app))
 }
 
 /// `--listen ADDR --upstream URL...`: a real proxy until Ctrl-C.

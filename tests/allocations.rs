@@ -184,6 +184,41 @@ async fn a_request_with_maps_pays_no_map_for_the_deadline() {
     assert_eq!(allocations() - before, 1);
 }
 
+/// A proxy's client deadline behind its server deadline: the request
+/// arrives with a `Deadline` (the server's) and a budget left that is not
+/// the client's whole timeout, so the header's value is made for it. The
+/// client's `Deadline` takes the server's place in the map, and the value,
+/// the same figure as the last request's on this thread, is the kept one:
+/// nothing is allocated.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_deadline_behind_a_deadline_allocates_nothing() {
+    let second = Duration::from_secs(1);
+    let server = DeadlineLayer::server().timeout(10 * second).build().unwrap();
+    let client = DeadlineLayer::client().build().unwrap();
+    // The server's deadline with headers to write into, outside the count.
+    let arrive = || {
+        let mut request = Request::new(Body::new());
+        request
+            .headers_mut()
+            .insert("accept", "*/*".parse().unwrap());
+        request
+    };
+    let mut outer = server.layer(tower::service_fn(|request: Request<Body>| async move {
+        Ok::<_, Infallible>(request)
+    }));
+    let mut svc = client.layer(ok());
+    for _ in 0..3 {
+        let request = outer.ready().await.unwrap().call(arrive()).await.unwrap();
+        ServiceExt::<Request<Body>>::ready(&mut svc).await.unwrap();
+        drop(svc.call(request).await.unwrap());
+    }
+    let request = outer.ready().await.unwrap().call(arrive()).await.unwrap();
+    let before = allocations();
+    ServiceExt::<Request<Body>>::ready(&mut svc).await.unwrap();
+    drop(svc.call(request).await.unwrap());
+    assert_eq!(allocations() - before, 0);
+}
+
 /// The stale-if-error store keeps what its budget says and no more: many
 /// distinct pages of 10 to 100 kB, streamed in chunks (no length known in
 /// advance) over a real hyper connection on loopback, fill a 4 MiB store;

@@ -209,14 +209,50 @@ pub(crate) fn write_grpc(headers: &mut HeaderMap, remaining: Duration) {
 }
 
 /// `remaining` as the header's value: whole milliseconds, rounded down.
+///
+/// The last value made on this thread is kept and handed out again while
+/// the figure is the same: a proxy forwards many requests a millisecond
+/// with the same budget left (its callers' budgets are alike), and a
+/// clone of a kept value is a reference count where a new one is an
+/// allocation and its formatting.
 pub(crate) fn value(remaining: Duration) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
     let millis = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
-    HeaderValue::from(millis)
+    // `try_with`: a thread being torn down makes its value anew.
+    LAST.try_with(|last| {
+        // Never borrowed twice: nothing in here calls out.
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((kept, value)) if *kept == millis => value.clone(),
+            _ => {
+                let value = HeaderValue::from(millis);
+                *last = Some((millis, value.clone()));
+                value
+            }
+        }
+    })
+    .unwrap_or_else(|_| HeaderValue::from(millis))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_value_is_handed_out_only_for_the_same_figure() {
+        for ms in [14_990, 14_990, 14_989, 14_990, 0, 0, u64::MAX / 1_000_000] {
+            let remaining = Duration::from_millis(ms) + Duration::from_micros(999);
+            assert_eq!(value(remaining), HeaderValue::from(ms), "{ms} ms");
+        }
+        // From another thread, which keeps its own.
+        std::thread::spawn(|| assert_eq!(value(Duration::from_millis(7)), hv("7")))
+            .join()
+            .unwrap();
+        assert_eq!(value(Duration::from_millis(14_990)), hv("14990"));
+    }
 
     fn hv(s: &str) -> HeaderValue {
         HeaderValue::from_str(s).unwrap()

@@ -257,7 +257,8 @@ where
         let mut deadline = Deadline::at(saturating_add(now, budget));
         // An outer deadline (an outer layer, or a proxy's incoming request)
         // is never extended.
-        if let Some(outer) = Deadline::of(&request) {
+        let outer = Deadline::of(&request);
+        if let Some(outer) = outer {
             deadline = deadline.min(outer);
         }
 
@@ -298,7 +299,15 @@ where
                 );
             }
         }
-        request.extensions_mut().insert(deadline);
+        // A request that carries an outer deadline (a proxy's client stack
+        // behind its server stack) has its `Deadline` replaced in place:
+        // `insert` would allocate a new box for it and free the old one.
+        match outer.and_then(|_| request.extensions_mut().get_mut::<Deadline>()) {
+            Some(slot) => *slot = deadline,
+            None => {
+                request.extensions_mut().insert(deadline);
+            }
+        }
 
         let _now = crate::time::scope(now);
         ResponseFuture::running(self.inner.call(request), deadline.at)
