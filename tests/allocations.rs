@@ -193,7 +193,10 @@ async fn a_request_with_maps_pays_no_map_for_the_deadline() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_deadline_behind_a_deadline_allocates_nothing() {
     let second = Duration::from_secs(1);
-    let server = DeadlineLayer::server().timeout(10 * second).build().unwrap();
+    let server = DeadlineLayer::server()
+        .timeout(10 * second)
+        .build()
+        .unwrap();
     let client = DeadlineLayer::client().build().unwrap();
     // The server's deadline with headers to write into, outside the count.
     let arrive = || {

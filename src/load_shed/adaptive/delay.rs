@@ -17,7 +17,8 @@
 //!
 //! | the window saw | the limit |
 //! |---|---|
-//! | a delay above the threshold | down to `rate × (no_load + threshold)`: as many as the service completes in the latency allowed |
+//! | a delay above the threshold, for the second window in a row | down to `rate × (no_load + threshold)`: as many as the service completes in the latency allowed |
+//! | a delay above the threshold, the window before had none, the limit open | holds: a queue must stand for a whole window before it is acted on |
 //! | a delay below half the threshold, the limit full | up to `2 × rate × (no_load + threshold)`: doubles while there is no queue |
 //! | a delay below the threshold, the limit full | + 1 |
 //! | fewer requests than the limit | holds: it is not what bounds the service |
@@ -25,8 +26,21 @@
 //! where `threshold = max(target, (tolerance − 1) × no_load)`: 5 ms, or half
 //! the unloaded latency for a service slower than 10 ms.
 //!
-//! Two checks keep it from limiting a service that is not queueing:
+//! Three checks keep it from limiting a service that is not queueing:
 //!
+//! * **A queue must stand.** While the limit is open (more places than the
+//!   window ever had in flight), one window with a delay (at least 100 ms
+//!   of requests) is not acted on; the next must show one too. A process
+//!   that stalls for a moment (a virtual machine's CPU taken away, a
+//!   page-in, a profiler) leaves one window of late completions whose
+//!   rate is no measure of the service: lowering the limit from it would
+//!   refuse requests after the stall, when the queue it made has already
+//!   drained. CoDel acts only on a delay that has stayed above its target
+//!   for an interval for the same reason. A limit that binds is already
+//!   holding a queue back, and acts on the first window that shows one;
+//!   so does a backlog in flight that alone would take 100 ms to clear at
+//!   the window's rate (an overload's, which a stall of a closed-loop load
+//!   does not leave: its connections bound what is in flight).
 //! * **A decrease must buy a lower latency.** Once ten requests admitted
 //!   under the lowered limit have completed (the ones admitted before are
 //!   still behind the queue they made), their latency is compared with the
@@ -119,8 +133,12 @@ pub(crate) enum Reason {
     ShortQueue,
     /// The limit is not full: it is not what bounds the service.
     AppLimited,
-    /// A delay above the threshold: down to what the service delivers.
+    /// A delay above the threshold for the second window in a row: down to
+    /// what the service delivers.
     Queue,
+    /// A delay above the threshold after a window without: the next window
+    /// decides.
+    QueueSeen,
     /// The requests admitted before a decrease are still completing.
     Settling,
     /// A decrease did not lower the latency: the latency is the service's
@@ -143,6 +161,7 @@ impl Reason {
             Reason::ShortQueue => "short_queue",
             Reason::AppLimited => "app_limited",
             Reason::Queue => "queue",
+            Reason::QueueSeen => "queue_seen",
             Reason::Settling => "settling",
             Reason::Rebaseline => "rebaseline",
             Reason::ProbeDrain => "probe_drain",
@@ -177,6 +196,8 @@ pub(crate) struct DelayLimit {
     /// The lowest window latency seen since the last probe.
     no_load: Option<Duration>,
     phase: Phase,
+    /// Whether the last window judged showed a queue.
+    queue_seen: bool,
 }
 
 impl DelayLimit {
@@ -188,6 +209,7 @@ impl DelayLimit {
                 next_probe: now + probe_delay(settings.probe_interval, jitter),
             },
             settings,
+            queue_seen: false,
         }
     }
 
@@ -322,6 +344,18 @@ impl DelayLimit {
         let queued = growing || (!new_minimum && rtt.saturating_sub(no_load) > threshold);
         let latency = if growing { rtt.max(ahead) } else { rtt };
         let delay = latency.saturating_sub(no_load);
+        // A limit that is open (more places than were ever taken in the
+        // window) acts on a queue only once it has stood two windows; one
+        // that binds already controls a queue and acts at once.
+        // So does a backlog that alone would take a tenth of a second to
+        // clear: a stall of a closed-loop load leaves at most its
+        // connections in flight, an overload's backlog keeps growing.
+        let seen_before = std::mem::replace(&mut self.queue_seen, queued);
+        let binding = sample.max_in_flight >= self.limit;
+        let severe = growing && ahead >= SEVERE_BACKLOG;
+        if queued && !seen_before && !binding && !severe {
+            return Reason::QueueSeen;
+        }
         if queued {
             // Steady => Settling: as many as the service completes in the
             // latency allowed, never more than now.
@@ -356,6 +390,10 @@ impl DelayLimit {
         }
     }
 }
+
+/// A backlog that takes this long to clear at the service's rate is acted
+/// on in its first window, open limit or not.
+const SEVERE_BACKLOG: Duration = Duration::from_millis(100);
 
 /// How many requests admitted under a lowered limit must complete before
 /// the decrease is judged (fewer if the limit is lower).
@@ -423,6 +461,41 @@ mod tests {
         assert_eq!(reason, Reason::Queue);
         // 400/s × (20 ms + 10 ms allowed) = 12.
         assert_eq!(l.limit(), 12);
+    }
+
+    #[test]
+    fn a_queue_stands_two_windows_before_an_open_limit_acts() {
+        // 20 ms unloaded, 40 ms now (10 ms allowed above it), 16 in flight
+        // at 400 a second (40 ms of backlog, no more): a queue, but one
+        // window of it could be a stall.
+        let (mut l, now) = limit(1000);
+        l.update(window(MS * 20, 40, MS * 100, 10), now, 0.0);
+        let w = window(MS * 40, 40, MS * 100, 16);
+        assert_eq!(l.update(w, now + MS * 100, 0.0), Reason::QueueSeen);
+        assert_eq!(l.limit(), 1000);
+        assert_eq!(l.update(w, now + MS * 200, 0.0), Reason::Queue);
+        // 400/s × (20 ms + 10 ms allowed) = 12.
+        assert_eq!(l.limit(), 12);
+    }
+
+    #[test]
+    fn a_stall_is_not_a_queue() {
+        // 0.2 ms unloaded, 32 connections; the process stalls for 150 ms:
+        // one window of late completions, at a rate that says nothing of
+        // the service, then the queue it made is gone.
+        let (mut l, now) = limit(1000);
+        l.update(window(MS / 5, 2000, MS * 100, 32), now, 0.0);
+        let mut stalled = window(MS * 150, 300, MS * 250, 32);
+        stalled.in_flight = 32;
+        assert_eq!(l.update(stalled, now + MS * 350, 0.0), Reason::QueueSeen);
+        assert_eq!(l.limit(), 1000);
+        let after = window(MS / 4, 2000, MS * 100, 32);
+        assert_eq!(l.update(after, now + MS * 450, 0.0), Reason::AppLimited);
+        assert_eq!(l.limit(), 1000);
+        // And again later: each stall alone, never two windows in a row.
+        assert_eq!(l.update(stalled, now + MS * 700, 0.0), Reason::QueueSeen);
+        assert_eq!(l.update(after, now + MS * 800, 0.0), Reason::AppLimited);
+        assert_eq!(l.limit(), 1000);
     }
 
     #[test]
