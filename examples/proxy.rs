@@ -318,9 +318,10 @@ impl Watch {
 /// `Resilience::server()` unless bare. No router: with one route for every
 /// path, an axum `Router` would only add its per-request work (a clone of
 /// the boxed route and a boxed future per request, two more when a layer
-/// is applied with `Router::layer`). An application with routes wraps the
-/// `Router` the same way (`Resilience::server().build()?.layer(router)`),
-/// so the stack runs once per request, before routing.
+/// is applied with `Router::layer`). An application with routes wraps its
+/// `Router` the same way, the stack around the router and the response
+/// body mapped to axum's `Body` as below, so that the stack runs once per
+/// request, before routing (the README shows it).
 fn proxy_app(
     forward: Forward,
     bare: bool,

@@ -17,7 +17,7 @@
 //!
 //! | the window saw | the limit |
 //! |---|---|
-//! | a delay above the threshold, for the second window in a row | down to `rate × (no_load + threshold)`: as many as the service completes in the latency allowed |
+//! | a delay above the threshold, in the second window in a row (or the first, when the limit is full or what is in flight would take 100 ms to clear) | down to `rate × (no_load + threshold)`: as many as the service completes in the latency allowed |
 //! | a delay above the threshold, the window before had none, the limit open | holds: a queue must stand for a whole window before it is acted on |
 //! | a delay below half the threshold, the limit full | up to `2 × rate × (no_load + threshold)`: doubles while there is no queue |
 //! | a delay below the threshold, the limit full | + 1 |
