@@ -4,10 +4,14 @@
 //! (`ready`) or after one `Pending` (`pending_once`), every call a success
 //! (the path every request takes while nothing fails):
 //!
-//! * `tower_steady_client`: `Resilience::client()` with its deadline,
-//!   retry with budget, circuit breaker, throttle and a 30 s attempt
-//!   timeout (stale-if-error and error responses off: the peers have
+//! * `tower_steady_client`: `Resilience::client()` with its defaults:
+//!   a 15 s deadline (the preset's bound on the whole request, in the
+//!   place of tower's timeout), retry with budget, circuit breaker and
+//!   throttle (stale-if-error and error responses off: the peers have
 //!   neither);
+//! * `tower_steady_client_attempt_timeout`: the same with a 30 s attempt
+//!   timeout below the retry as well (a second timer for a request that is
+//!   not answered at once; the attempt timeout is off by default);
 //! * `tower_builtin`: tower's `Timeout` (30 s), `Retry` with a `TpsBudget`
 //!   (10 s, 10/s, 20%) and a policy retrying 5xx and errors, `LoadShed`
 //!   and `ConcurrencyLimit` (1024), which does less (no breaker, no
@@ -177,9 +181,9 @@ fn bench(c: &mut Criterion) {
         Resilience::client()
             .without_stale_if_error()
             .without_error_response()
-            .attempt_timeout(TIMEOUT)
     };
     let steady_client = client().build().unwrap();
+    let steady_client_timeout = client().attempt_timeout(TIMEOUT).build().unwrap();
     let steady_server = Resilience::server().timeout(TIMEOUT).build().unwrap();
     let tower_server = || {
         ServiceBuilder::new()
@@ -214,6 +218,9 @@ fn bench(c: &mut Criterion) {
             bench_single_with::<_, NoBody, _>(&mut group, &single, name, svc, request);
             let svc = steady_client.layer(inner);
             let name = "tower_steady_client";
+            bench_single_with::<_, NoBody, _>(&mut group, &single, name, svc, request);
+            let svc = steady_client_timeout.layer(inner);
+            let name = "tower_steady_client_attempt_timeout";
             bench_single_with::<_, NoBody, _>(&mut group, &single, name, svc, request);
             if empty {
                 let svc = single.block_on(async { resilience_client(inner) });
@@ -260,6 +267,14 @@ fn bench(c: &mut Criterion) {
                 &multi,
                 "tower_steady_client",
                 steady_client.layer(inner),
+                TASKS,
+                request,
+            );
+            bench_contended_with::<_, NoBody, _>(
+                &mut group,
+                &multi,
+                "tower_steady_client_attempt_timeout",
+                steady_client_timeout.layer(inner),
                 TASKS,
                 request,
             );

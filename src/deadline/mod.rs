@@ -33,9 +33,10 @@
 //! * **Client side** ([`DeadlineLayer::client`]): the remaining budget,
 //!   minus a margin for the answer's trip back (10 ms by default), is written
 //!   to `x-request-timeout-ms` on the outgoing request, and on a gRPC
-//!   request (`content-type: application/grpc`) to `grpc-timeout` as well,
-//!   in gRPC's form (at most 8 digits and a unit, rounded down). A retry
-//!   writes what is left of it on every later attempt.
+//!   request (a `POST` with `content-type: application/grpc`) to
+//!   `grpc-timeout` as well, in gRPC's form (at most 8 digits and a unit,
+//!   rounded down). A retry writes what is left of it on every later
+//!   attempt.
 //!
 //! A [`Deadline`] already in the request's extensions is kept if it is
 //! earlier. A proxy passes its incoming request's deadline on by copying the
@@ -290,8 +291,11 @@ where
         if config.write_header {
             deadline.header = Some(config.header_name);
             // A gRPC server reads its own header: a gRPC request carries
-            // the budget in both.
-            if crate::classify::grpc::is_grpc(request.headers()) {
+            // the budget in both. gRPC calls are all `POST`s: any other
+            // request is spared the content type's lookup.
+            if request.method() == http::Method::POST
+                && crate::classify::grpc::is_grpc(request.headers())
+            {
                 let remaining = deadline.at.saturating_duration_since(now);
                 header::write_grpc(
                     request.headers_mut(),

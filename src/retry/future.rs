@@ -243,6 +243,48 @@ where
                     this.primary.set(Some(call));
                     this.ctx.phase = Phase::Running;
                 }
+                Phase::Running if this.hedge.is_none() => {
+                    // The usual case, one attempt and no hedge: a success
+                    // is handed out as it came, without the general path's
+                    // moves of the response through its steps.
+                    if let Some(primary) = this.primary.as_mut().as_pin_mut() {
+                        let polled = {
+                            let _entered =
+                                this.ctx.spans.as_ref().map(|spans| spans[PRIMARY].enter());
+                            primary.poll(cx)
+                        };
+                        if let Poll::Ready(result) = polled {
+                            this.primary.set(None);
+                            let result = match result {
+                                Ok(response) => {
+                                    if this.ctx.succeeded(PRIMARY, &response) {
+                                        return Poll::Ready(this.ctx.finished(Ok(response)));
+                                    }
+                                    Ok(response)
+                                }
+                                Err(error) => Err(error),
+                            };
+                            match this.ctx.settle(PRIMARY, result, false, this.timer.as_mut()) {
+                                Settle::Done(out) => return Poll::Ready(this.ctx.finished(out)),
+                                Settle::Retry => continue,
+                                // Not racing: nothing to wait for.
+                                Settle::Wait => {}
+                            }
+                        }
+                    }
+                    if this.primary.is_some() {
+                        if let Poll::Ready(Some(request)) =
+                            this.ctx.poll_hedge(cx, this.timer.as_mut())
+                        {
+                            let call = this.ctx.call(HEDGE, request);
+                            // Cold path: a hedge goes out only for a slow answer, with
+                            // hedging on; the box keeps every other request's future small.
+                            this.hedge.set(Some(Box::pin(call)));
+                            continue;
+                        }
+                    }
+                    return Poll::Pending;
+                }
                 Phase::Running => {
                     // The first attempt, then the hedge, each with the
                     // other as its rival.
@@ -372,6 +414,36 @@ where
         }
     }
 
+    /// Whether `response`, the answer of the attempt in `slot`, is a
+    /// success, recorded as [`settle`](Self::settle) records one; a
+    /// failure is left for `settle`.
+    fn succeeded(&self, slot: usize, response: &Response<RB>) -> bool {
+        let outcome = self.shared.classifier.classify_response(response);
+        if !outcome.is_success() {
+            return false;
+        }
+        #[cfg(feature = "metrics")]
+        if self.shared.durations {
+            let elapsed = Instant::now().saturating_duration_since(self.sent[slot]);
+            self.shared.metrics.attempt(outcome.kind(), elapsed);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = slot;
+        self.record_latency();
+        true
+    }
+
+    /// A success's latency, for the hedge delay's percentile (first
+    /// attempts only).
+    fn record_latency(&self) {
+        if let Some(latencies) = &self.shared.latencies {
+            if !self.retried {
+                let now = Instant::now();
+                latencies.record(now, now.saturating_duration_since(self.started));
+            }
+        }
+    }
+
     /// Decides what an attempt's result means for the request.
     fn settle(
         &mut self,
@@ -390,12 +462,7 @@ where
         #[cfg(not(feature = "metrics"))]
         let _ = slot;
         let Outcome::Failure { kind, safety } = outcome else {
-            if let Some(latencies) = &self.shared.latencies {
-                if !self.retried {
-                    let now = Instant::now();
-                    latencies.record(now, now.saturating_duration_since(self.started));
-                }
-            }
+            self.record_latency();
             return Settle::Done(result.map_err(unwrap_endpoint));
         };
 

@@ -220,7 +220,13 @@ async fn the_client_deadline_writes_grpc_timeout_and_a_retry_refreshes_it() {
             Ok::<_, BoxError>(Response::new(()))
         },
     ));
-    plain.oneshot(Request::new(())).await.unwrap();
+    plain.clone().oneshot(Request::new(())).await.unwrap();
+    // Nor on a `GET` that says `application/grpc`: gRPC calls are `POST`s.
+    let get = Request::get("http://svc.test/pkg.Service/Method")
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    plain.oneshot(get).await.unwrap();
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
