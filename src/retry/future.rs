@@ -272,16 +272,12 @@ where
                             }
                         }
                     }
-                    if this.primary.is_some() {
-                        if let Poll::Ready(Some(request)) =
-                            this.ctx.poll_hedge(cx, this.timer.as_mut())
-                        {
-                            let call = this.ctx.call(HEDGE, request);
-                            // Cold path: a hedge goes out only for a slow answer, with
-                            // hedging on; the box keeps every other request's future small.
-                            this.hedge.set(Some(Box::pin(call)));
-                            continue;
-                        }
+                    if this.primary.is_some()
+                        && this
+                            .ctx
+                            .send_hedge(cx, this.timer.as_mut(), this.hedge.as_mut())
+                    {
+                        continue;
                     }
                     return Poll::Pending;
                 }
@@ -310,16 +306,13 @@ where
                         Step::Retry => continue,
                         Step::Running => {}
                     }
-                    if this.hedge.is_none() && this.primary.is_some() {
-                        if let Poll::Ready(Some(request)) =
-                            this.ctx.poll_hedge(cx, this.timer.as_mut())
-                        {
-                            let call = this.ctx.call(HEDGE, request);
-                            // Cold path: a hedge goes out only for a slow answer, with
-                            // hedging on; the box keeps every other request's future small.
-                            this.hedge.set(Some(Box::pin(call)));
-                            continue;
-                        }
+                    if this.hedge.is_none()
+                        && this.primary.is_some()
+                        && this
+                            .ctx
+                            .send_hedge(cx, this.timer.as_mut(), this.hedge.as_mut())
+                    {
+                        continue;
                     }
                     return Poll::Pending;
                 }
@@ -422,15 +415,21 @@ where
         if !outcome.is_success() {
             return false;
         }
+        self.record_attempt(slot, outcome);
+        self.record_latency();
+        true
+    }
+
+    /// The attempt in `slot` ended with `outcome`: its duration, with the
+    /// `metrics` feature.
+    fn record_attempt(&self, slot: usize, outcome: Outcome) {
         #[cfg(feature = "metrics")]
         if self.shared.durations {
             let elapsed = Instant::now().saturating_duration_since(self.sent[slot]);
             self.shared.metrics.attempt(outcome.kind(), elapsed);
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = slot;
-        self.record_latency();
-        true
+        let _ = (slot, outcome);
     }
 
     /// A success's latency, for the hedge delay's percentile (first
@@ -454,13 +453,7 @@ where
     ) -> Settle<Response<RB>> {
         let result = result.map_err(Into::into);
         let outcome = self.shared.classifier.classify_result(&result);
-        #[cfg(feature = "metrics")]
-        if self.shared.durations {
-            let elapsed = Instant::now().saturating_duration_since(self.sent[slot]);
-            self.shared.metrics.attempt(outcome.kind(), elapsed);
-        }
-        #[cfg(not(feature = "metrics"))]
-        let _ = slot;
+        self.record_attempt(slot, outcome);
         let Outcome::Failure { kind, safety } = outcome else {
             self.record_latency();
             return Settle::Done(result.map_err(unwrap_endpoint));
@@ -564,6 +557,24 @@ where
         );
         shared.metrics.retry(kind);
         Some(wait)
+    }
+
+    /// Sends the hedge into `hedge` once its delay is up and it may go;
+    /// whether it was sent.
+    fn send_hedge(
+        &mut self,
+        cx: &mut Context<'_>,
+        timer: Pin<&mut Option<Sleep>>,
+        mut hedge: Pin<&mut Option<Pin<Box<S::Future>>>>,
+    ) -> bool {
+        let Poll::Ready(Some(request)) = self.poll_hedge(cx, timer) else {
+            return false;
+        };
+        let call = self.call(HEDGE, request);
+        // Cold path: a hedge goes out only for a slow answer, with hedging
+        // on; the box keeps every other request's future small.
+        hedge.set(Some(Box::pin(call)));
+        true
     }
 
     /// Polls the hedge delay; `Some(request)` when a hedge is to be sent.
