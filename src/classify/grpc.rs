@@ -54,6 +54,13 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
     })
 }
 
+/// Whether `request` is a gRPC call: a `POST` (gRPC calls are all `POST`s,
+/// so any other method is answered without looking at a header) whose
+/// headers say gRPC ([`is_grpc`]).
+pub fn is_grpc_request<B>(request: &http::Request<B>) -> bool {
+    request.method() == http::Method::POST && is_grpc(request.headers())
+}
+
 /// Whether the outcome of a response with these `headers` waits for its
 /// trailers: a gRPC response (`content-type: application/grpc`) whose
 /// status is not in its headers.
@@ -215,6 +222,15 @@ mod tests {
         assert!(!with("application/grpc-web"));
         assert!(!with("application/json"));
         assert!(!is_grpc(&HeaderMap::new()));
+        let call = |method: http::Method| {
+            http::Request::builder()
+                .method(method)
+                .header(CONTENT_TYPE, "application/grpc")
+                .body(())
+                .unwrap()
+        };
+        assert!(is_grpc_request(&call(http::Method::POST)));
+        assert!(!is_grpc_request(&call(http::Method::GET)));
     }
 
     #[test]

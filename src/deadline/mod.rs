@@ -291,11 +291,8 @@ where
         if config.write_header {
             deadline.header = Some(config.header_name);
             // A gRPC server reads its own header: a gRPC request carries
-            // the budget in both. gRPC calls are all `POST`s: any other
-            // request is spared the content type's lookup.
-            if request.method() == http::Method::POST
-                && crate::classify::grpc::is_grpc(request.headers())
-            {
+            // the budget in both.
+            if crate::classify::grpc::is_grpc_request(&request) {
                 let remaining = deadline.at.saturating_duration_since(now);
                 header::write_grpc(
                     request.headers_mut(),

@@ -255,20 +255,21 @@ where
                         };
                         if let Poll::Ready(result) = polled {
                             this.primary.set(None);
-                            let result = match result {
-                                Ok(response) => {
-                                    if this.ctx.succeeded(PRIMARY, &response) {
-                                        return Poll::Ready(this.ctx.finished(Ok(response)));
-                                    }
-                                    Ok(response)
+                            match result {
+                                Ok(response) if this.ctx.succeeded(PRIMARY, &response) => {
+                                    return Poll::Ready(this.ctx.finished(Ok(response)));
                                 }
-                                Err(error) => Err(error),
-                            };
-                            match this.ctx.settle(PRIMARY, result, false, this.timer.as_mut()) {
-                                Settle::Done(out) => return Poll::Ready(this.ctx.finished(out)),
-                                Settle::Retry => continue,
-                                // Not racing: nothing to wait for.
-                                Settle::Wait => {}
+                                result => {
+                                    let timer = this.timer.as_mut();
+                                    match this.ctx.settle(PRIMARY, result, false, timer) {
+                                        Settle::Done(out) => {
+                                            return Poll::Ready(this.ctx.finished(out))
+                                        }
+                                        Settle::Retry => continue,
+                                        // Not racing: nothing to wait for.
+                                        Settle::Wait => {}
+                                    }
+                                }
                             }
                         }
                     }
