@@ -46,12 +46,30 @@ pub mod code {
 /// Whether `headers` say the message is gRPC (`content-type:
 /// application/grpc`, or `application/grpc+proto` and the like).
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(CONTENT_TYPE).is_some_and(|value| {
+    content_type(headers).is_some_and(|value| {
         let value = value.as_bytes();
         value.len() >= 16
             && value[..16].eq_ignore_ascii_case(b"application/grpc")
             && matches!(value.get(16), None | Some(b'+' | b';'))
     })
+}
+
+/// Up to this many values, [`content_type`] looks at each name instead of
+/// hashing one.
+const SCAN_LIMIT: usize = 8;
+
+/// The first `content-type` value. Asked of every response by each layer
+/// that classifies it, and of gRPC requests: a response's head holds a
+/// handful of headers, and comparing a standard name with each (one
+/// comparison of two small numbers) costs less than hashing it and
+/// probing the map.
+fn content_type(headers: &HeaderMap) -> Option<&HeaderValue> {
+    if headers.len() > SCAN_LIMIT {
+        return headers.get(CONTENT_TYPE);
+    }
+    headers
+        .iter()
+        .find_map(|(name, value)| (name == CONTENT_TYPE).then_some(value))
 }
 
 /// Whether `request` is a gRPC call: a `POST` (gRPC calls are all `POST`s,
@@ -231,6 +249,31 @@ mod tests {
         };
         assert!(is_grpc_request(&call(http::Method::POST)));
         assert!(!is_grpc_request(&call(http::Method::GET)));
+    }
+
+    #[test]
+    fn the_content_type_is_found_as_a_lookup_finds_it() {
+        // Below and above the scan limit, first, last, repeated, absent.
+        for others in [0, 1, 3, SCAN_LIMIT - 2, SCAN_LIMIT, SCAN_LIMIT + 4] {
+            for at in [0, others / 2, others] {
+                let mut h = HeaderMap::new();
+                for i in 0..others {
+                    if i == at {
+                        h.append(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                        h.append(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    }
+                    let name = HeaderName::try_from(format!("x-h{i}")).unwrap();
+                    h.append(name, HeaderValue::from_static("v"));
+                }
+                if at == others {
+                    h.append(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                }
+                assert_eq!(content_type(&h), h.get(CONTENT_TYPE), "{others} {at}");
+                assert!(is_grpc(&h));
+                h.remove(CONTENT_TYPE);
+                assert_eq!(content_type(&h), None);
+            }
+        }
     }
 
     #[test]

@@ -74,16 +74,17 @@ fn find<'a>(
     if headers.len() > SCAN_LIMIT {
         return (headers.get(name), headers.get(GRPC_TIMEOUT));
     }
-    let (mut ours, mut grpc) = (None, None);
-    for (n, v) in headers {
-        if ours.is_none() && n == name {
-            ours = Some(v);
-        }
-        if grpc.is_none() && n == GRPC_TIMEOUT {
-            grpc = Some(v);
-        }
+    // The names only (the values' iterator also walks each name's extra
+    // values); a name found is then looked up for its first value.
+    let (mut ours, mut grpc) = (false, false);
+    for n in headers.keys() {
+        ours |= n == name;
+        grpc |= n == GRPC_TIMEOUT;
     }
-    (ours, grpc)
+    (
+        ours.then(|| headers.get(name)).flatten(),
+        grpc.then(|| headers.get(GRPC_TIMEOUT)).flatten(),
+    )
 }
 
 /// The smallest budget among the deadline headers present, ignoring (and

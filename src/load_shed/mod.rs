@@ -173,13 +173,15 @@
 //! Admission is one load and one compare-and-swap on the in-flight count;
 //! completion one subtraction, one load of the number waiting and, in
 //! adaptive mode, a clock read at each end of the request and two additions
-//! to the window. The window is closed, and the algorithm run, by one
+//! to the window; a request's criticality (a header lookup) is read only
+//! when the sheddable share of the limit is in flight. The window is closed, and the algorithm run, by one
 //! completing request under a lock taken with `try_lock`, which never
 //! waits: once per window, or on each completion of a window that has run
 //! its time but still lacks samples. Nothing is allocated per request
 //! admitted at once; the response future holds a clone of the limiter's
 //! `Arc`. A request that waits (the limit is full) takes the queue's lock,
-//! allocates its place in the queue and a timer, and keeps a clone of the
+//! allocates its place in the queue and, in one box, its timer and what
+//! it needs to be called later, including a clone of the
 //! inner service, so the service must be `Clone`, as axum's and hyper's
 //! are. The
 //! throttle reads the clock once and two counters per request, and draws a

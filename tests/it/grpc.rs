@@ -273,10 +273,25 @@ async fn answers_to_grpc_calls_are_in_grpcs_terms() {
         |_: Request<Empty<Bytes>>| async { Ok::<_, BoxError>(ok()) },
     )));
     let response = plain
+        .clone()
         .oneshot(Request::get("http://svc.test/").body(Empty::new()).unwrap())
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // And for a `GET` that says `application/grpc`: gRPC calls are all
+    // `POST`s, so this is no gRPC call.
+    let response = plain
+        .oneshot(
+            Request::get("http://svc.test/")
+                .header("content-type", "application/grpc")
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!response.headers().contains_key("grpc-status"));
 }
 
 #[tokio::test]

@@ -44,8 +44,8 @@ pub(crate) struct Settings {
 ///
 /// # gRPC
 ///
-/// A request whose `content-type` is `application/grpc` (or `+proto`, ...)
-/// is answered in gRPC's terms, since a gRPC client reads an HTTP error
+/// A gRPC call, a `POST` whose `content-type` is `application/grpc` (or
+/// `+proto`, ...), is answered in gRPC's terms, since a gRPC client reads an HTTP error
 /// page as a broken message (`INTERNAL`): HTTP 200, a trailers-only
 /// response with `content-type: application/grpc`, a `grpc-status` and a
 /// short `grpc-message`, the `Retry-After` a `503` would carry as

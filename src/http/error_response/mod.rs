@@ -88,7 +88,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let format = Format::of(request.headers());
+        let format = Format::of(&request);
         let classifier = self.classifier.clone();
         match self.ready_error.take() {
             Some(err) => ResponseFuture::failed(err, classifier, self.settings, format),

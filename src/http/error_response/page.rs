@@ -18,11 +18,12 @@ pub(crate) enum Format {
 }
 
 impl Format {
-    /// The format for a request with `headers`.
-    pub(crate) fn of(headers: &HeaderMap) -> Self {
-        if crate::classify::grpc::is_grpc(headers) {
+    /// The format for `request`: gRPC for a gRPC call (a `POST` that says
+    /// so), JSON for an `Accept` that asks for it, else text.
+    pub(crate) fn of<B>(request: &http::Request<B>) -> Self {
+        if crate::classify::grpc::is_grpc_request(request) {
             Format::Grpc
-        } else if wants_json(headers) {
+        } else if wants_json(request.headers()) {
             Format::Json
         } else {
             Format::Text
@@ -65,13 +66,36 @@ pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
 }
 
 /// Whether `bytes` contain `json` in any case.
+///
+/// Eight bytes at a time: a word with no `j` or `J` in it (the usual
+/// case: `*/*`, a browser's list of HTML and XML types) is passed over
+/// with a few arithmetic steps; a word that may hold one has each of its
+/// places checked. Not inlined: most requests have no `Accept` to scan,
+/// and the scan's set-up would be paid by them too.
+#[inline(never)]
 fn mentions_json(bytes: &[u8]) -> bool {
-    bytes.iter().enumerate().any(|(i, b)| {
-        b | 0x20 == b'j'
-            && bytes[i..]
-                .get(..4)
-                .is_some_and(|w| w.eq_ignore_ascii_case(b"json"))
-    })
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const CASE: u64 = u64::from_ne_bytes([0x20; 8]);
+    const JS: u64 = u64::from_ne_bytes([b'j'; 8]);
+    let json_at = |i: usize| {
+        bytes[i..]
+            .get(..4)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"json"))
+    };
+    let mut start = 0;
+    for word in bytes.chunks_exact(8) {
+        let word = u64::from_ne_bytes(word.try_into().expect("8 bytes"));
+        // A zero byte where the word has `j` or `J` (`| 0x20` maps `J`
+        // onto `j`); the test flags every zero byte, and perhaps a byte
+        // above one, never misses one: the places are then checked.
+        let x = (word | CASE) ^ JS;
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 && (start..start + 8).any(json_at) {
+            return true;
+        }
+        start += 8;
+    }
+    (start..bytes.len()).any(json_at)
 }
 
 /// Whether one `Accept` value names a JSON media range not refused with
@@ -155,6 +179,44 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(ACCEPT, HeaderValue::from_str(v).unwrap());
         wants_json(&h)
+    }
+
+    #[test]
+    fn json_is_found_wherever_it_is() {
+        // Against the plain byte-by-byte scan: every length around the
+        // word size, `json` in any case at every place, cut off at the
+        // end, near misses (`jso`, bytes whose `| 0x20` is `j`).
+        let plain = |bytes: &[u8]| {
+            (0..bytes.len()).any(|i| {
+                bytes[i..]
+                    .get(..4)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"json"))
+            })
+        };
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet = b"jJsSoOnN*/;,=+ \x4a\xeaabc\x00\x80";
+        for len in 0..40 {
+            for _ in 0..200 {
+                let mut bytes: Vec<u8> = (0..len)
+                    .map(|_| alphabet[next() as usize % alphabet.len()])
+                    .collect();
+                assert_eq!(mentions_json(&bytes), plain(&bytes), "{bytes:?}");
+                if len >= 4 {
+                    let at = next() as usize % (len - 3);
+                    let word: &[u8; 4] = [b"json", b"JSON", b"jSoN"][next() as usize % 3];
+                    bytes[at..at + 4].copy_from_slice(word);
+                    assert!(mentions_json(&bytes), "{bytes:?}");
+                    bytes[at + 3] = b'x';
+                    assert_eq!(mentions_json(&bytes), plain(&bytes), "{bytes:?}");
+                }
+            }
+        }
     }
 
     #[test]

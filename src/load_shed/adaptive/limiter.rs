@@ -239,6 +239,21 @@ impl Limiter {
             Criticality::Critical => limit,
             Criticality::Sheddable => sheddable(limit, self.sheddable_ratio),
         };
+        self.acquire_below(limit)
+    }
+
+    /// Admits a request of either criticality while fewer than the
+    /// sheddable share of the limit are in flight: below the share both
+    /// are admitted alike, so the request's criticality (a header lookup)
+    /// is only asked for near the limit.
+    pub(crate) fn try_acquire_either(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        self.acquire_below(sheddable(limit, self.sheddable_ratio))
+            .is_ok()
+    }
+
+    /// Takes a place if fewer than `limit` are in flight.
+    fn acquire_below(&self, limit: u32) -> Result<(), Shed> {
         let mut in_flight = self.in_flight.load(Ordering::SeqCst);
         loop {
             if in_flight >= limit {
@@ -531,7 +546,7 @@ impl Limiter {
 
 /// The limit for sheddable requests: a share of the whole, at least one.
 fn sheddable(limit: u32, ratio: f64) -> u32 {
-    ((f64::from(limit) * ratio) as u32).max(1)
+    ((f64::from(limit) * ratio) as u32).clamp(1, limit.max(1))
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -547,6 +562,18 @@ mod tests {
         assert_eq!(sheddable(10, 0.8), 8);
         assert_eq!(sheddable(1, 0.8), 1);
         assert_eq!(sheddable(100, 1.0), 100);
+    }
+
+    #[test]
+    fn either_criticality_is_admitted_alike_below_the_sheddable_share() {
+        let limiter = Limiter::fixed(4, 0.5, Duration::from_secs(1));
+        assert!(limiter.try_acquire_either());
+        assert!(limiter.try_acquire_either());
+        // At the share: only a request known to be critical gets in.
+        assert!(!limiter.try_acquire_either());
+        assert!(limiter.try_acquire(Criticality::Sheddable).is_err());
+        assert!(limiter.try_acquire(Criticality::Critical).is_ok());
+        assert_eq!(limiter.in_flight(), 3);
     }
 
     #[test]

@@ -76,6 +76,11 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Below the sheddable share, without reading the request's
+        // criticality; above it, by it.
+        if self.limiter.try_acquire_either() {
+            return self.admitted(request);
+        }
         let criticality = Criticality::of(&request);
         let shed = match self.limiter.try_acquire(criticality) {
             Ok(()) => return self.admitted(request),
