@@ -228,6 +228,15 @@ pub(crate) fn retry_calling() -> RetryCalling {
     RetryCalling(RETRY_CALLING.with(|c| c.replace(true)))
 }
 
+/// Clears the mark of [`retry_calling`] while the guard lives: for a
+/// balancer that calls its endpoint's service from its own `call`, which is
+/// not called by a retry layer whatever called the balancer.
+#[cfg_attr(not(feature = "upstream"), allow(dead_code))]
+#[inline]
+pub(crate) fn not_retry_calling() -> RetryCalling {
+    RetryCalling(RETRY_CALLING.with(|c| c.replace(false)))
+}
+
 /// See [`retry_calling`].
 #[must_use = "the mark holds only while the guard lives"]
 pub(crate) struct RetryCalling(bool);

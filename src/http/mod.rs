@@ -26,7 +26,7 @@ mod retry_after;
 mod substituted;
 
 #[cfg(feature = "upstream")]
-pub(crate) use self::attempt::endpoint_wanted;
+pub(crate) use self::attempt::{endpoint_wanted, not_retry_calling};
 #[cfg(feature = "retry")]
 pub(crate) use self::attempt::{retry_calling, unwrap_endpoint};
 pub use self::attempt::{Attempt, Endpoint, EndpointError};

@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -33,25 +33,60 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        future: Option<S::Future>,
-        // The endpoint's service and the request, until the service is
-        // ready.
-        pending: Option<(S, Request<B>)>,
-        rejected: Option<NoHealthyUpstream>,
+        state: State<S, B>,
         track: Option<Track>,
         classifier: C,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        // The endpoint's service was ready when the request came, and was
+        // called then.
+        Called { #[pin] future: S::Future },
+        // It was not: the service and the request wait here for it. Boxed,
+        // so that this rare case (a limit or a buffer below the set) does
+        // not make every request's future carry a service and a request
+        // as well as the call's future.
+        Waiting { waiting: Option<Box<(S, Request<B>)>> },
+        // Its readiness failed when the request came.
+        Failed { error: Option<BoxError> },
+        Rejected { error: Option<NoHealthyUpstream> },
+        Done,
     }
 }
 
 impl<S, B, C> ResponseFuture<S, B, C>
 where
     S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
 {
-    pub(crate) fn new(service: S, request: Request<B>, track: Track, classifier: C) -> Self {
+    /// Calls `service` at once if it is ready (asked with a waker that
+    /// does nothing: if it is not, the future asks again with its own).
+    pub(crate) fn new(mut service: S, request: Request<B>, track: Track, classifier: C) -> Self {
+        let mut cx = Context::from_waker(Waker::noop());
+        let state = match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => State::Called {
+                future: {
+                    // What the endpoint's service calls is not called by a
+                    // retry layer (a set of sets reports its own endpoint).
+                    let _not_retry = crate::http::not_retry_calling();
+                    service.call(request)
+                },
+            },
+            Poll::Ready(Err(error)) => State::Failed {
+                error: Some(error.into()),
+            },
+            Poll::Pending => State::Waiting {
+                waiting: Some(Box::new((service, request))),
+            },
+        };
         Self {
-            future: None,
-            pending: Some((service, request)),
-            rejected: None,
+            state,
             track: Some(track),
             classifier,
         }
@@ -59,9 +94,7 @@ where
 
     pub(crate) fn rejected(error: NoHealthyUpstream, classifier: C) -> Self {
         Self {
-            future: None,
-            pending: None,
-            rejected: Some(error),
+            state: State::Rejected { error: Some(error) },
             track: None,
             classifier,
         }
@@ -78,32 +111,44 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Some(error) = this.rejected.take() {
-            return Poll::Ready(Err(error.into()));
-        }
-        if let Some((mut service, request)) = this.pending.take() {
-            match service.poll_ready(cx) {
-                Poll::Pending => {
-                    *this.pending = Some((service, request));
-                    return Poll::Pending;
+        loop {
+            let result = match this.state.as_mut().project() {
+                StateProj::Called { future } => match future.poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(result) => result.map_err(Into::into),
+                },
+                StateProj::Waiting { waiting } => {
+                    let Some(pair) = waiting.as_mut() else {
+                        return Poll::Pending;
+                    };
+                    match pair.0.poll_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(())) => {
+                            let (mut service, request) = *waiting.take().expect("checked above");
+                            let future = service.call(request);
+                            this.state.set(State::Called { future });
+                            continue;
+                        }
+                        Poll::Ready(Err(error)) => Err(error.into()),
+                    }
                 }
-                Poll::Ready(Ok(())) => this.future.set(Some(service.call(request))),
-                Poll::Ready(Err(error)) => {
-                    let result = Err(error.into());
-                    return Poll::Ready(finish(result, this.track, this.classifier));
+                StateProj::Failed { error } => match error.take() {
+                    Some(error) => Err(error),
+                    None => return Poll::Pending,
+                },
+                StateProj::Rejected { error } => {
+                    return match error.take() {
+                        Some(error) => Poll::Ready(Err(error.into())),
+                        // Polled after it completed.
+                        None => Poll::Pending,
+                    };
                 }
-            }
+                // Polled after it completed.
+                StateProj::Done => return Poll::Pending,
+            };
+            this.state.set(State::Done);
+            return Poll::Ready(finish(result, this.track, this.classifier));
         }
-        let Some(future) = this.future.as_mut().as_pin_mut() else {
-            // Polled after it completed.
-            return Poll::Pending;
-        };
-        let result = match future.poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(result) => result.map_err(Into::into),
-        };
-        this.future.set(None);
-        Poll::Ready(finish(result, this.track, this.classifier))
     }
 }
 
@@ -152,7 +197,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("endpoint", &self.track.as_ref().map(|t| t.health.addr))
-            .field("ready", &self.pending.is_none())
+            .field("waiting", &matches!(self.state, State::Waiting { .. }))
             .finish()
     }
 }

@@ -167,7 +167,13 @@
 //! under a mutex, only when it did), one to see whether a probe is due,
 //! one for the healthy count, two random draws, two cost reads (an atomic
 //! load and an `exp` each), an atomic add for the in-flight count, and
-//! clones of the endpoint's service and two `Arc`s. On the answer: one
+//! clones of the endpoint's service and two `Arc`s. The clone is asked
+//! whether it is ready (with a waker that does nothing) and called at once
+//! when it is, as an HTTP client always is, so the response future holds
+//! only the call's future; an endpoint's service that is not ready (a
+//! limit or a buffer of yours below the set) waits in the future with the
+//! request, in a box (an allocation for that wait only), and is asked
+//! again with the future's waker. On the answer: one
 //! more clock read, a compare-and-swap for the estimate and a few atomic
 //! adds. Ejections, probes, re-admissions, changes of the set and the
 //! success-rate comparison (once per interval) take the registry's mutex:
@@ -537,8 +543,10 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, B, C>;
 
-    /// Always ready: the chosen endpoint's own readiness is awaited by the
-    /// response future, and an empty or fully ejected set is answered with
+    /// Always ready: the chosen endpoint's own readiness is asked in
+    /// `call`, which calls it at once when it is ready (as an HTTP client
+    /// always is) and otherwise leaves the response future to wait for it;
+    /// and an empty or fully ejected set is answered with
     /// [`NoHealthyUpstream`] at once rather than by waiting.
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))

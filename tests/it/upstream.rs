@@ -818,3 +818,99 @@ async fn a_replica_that_refuses_connections_is_probed_back_within_a_second() {
         Some(Duration::from_secs(30))
     );
 }
+
+/// An endpoint's service that is ready only while its gate is open, or
+/// whose readiness fails; it counts its calls.
+#[derive(Clone, Default)]
+struct Gated(Arc<Mutex<Gate>>);
+
+#[derive(Default)]
+struct Gate {
+    open: bool,
+    fail: bool,
+    calls: usize,
+    waiting: Vec<std::task::Waker>,
+}
+
+impl Gated {
+    fn set(&self, open: bool, fail: bool) {
+        let mut gate = self.0.lock().unwrap();
+        gate.open = open;
+        gate.fail = fail;
+        gate.waiting.drain(..).for_each(std::task::Waker::wake);
+    }
+
+    fn calls(&self) -> usize {
+        self.0.lock().unwrap().calls
+    }
+}
+
+impl Service<Req> for Gated {
+    type Response = Response<Empty<Bytes>>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let mut gate = self.0.lock().unwrap();
+        if gate.fail {
+            return Poll::Ready(Err(io::Error::other("not ready, ever").into()));
+        }
+        if gate.open {
+            return Poll::Ready(Ok(()));
+        }
+        gate.waiting.push(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn call(&mut self, _: Req) -> Self::Future {
+        self.0.lock().unwrap().calls += 1;
+        std::future::ready(Ok(Response::new(Empty::new())))
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_ready_endpoint_is_called_at_once_and_a_busy_one_is_waited_for() {
+    let gated = Gated::default();
+    let endpoint = gated.clone();
+    let mut set = builder()
+        .build(addrs(1), move |_| endpoint.clone())
+        .unwrap();
+
+    // Ready (an HTTP client always is): called from the set's `call`,
+    // before its future is polled.
+    gated.set(true, false);
+    let future = start(&mut set, get()).await;
+    assert_eq!(gated.calls(), 1);
+    assert_eq!(future.await.unwrap().status(), StatusCode::OK);
+
+    // Not ready: the request waits in the future, which asks again with
+    // its own waker and is woken when the service is ready.
+    gated.set(false, false);
+    let mut waiting = tokio_test::task::spawn(start(&mut set, get()).await);
+    assert_eq!(gated.calls(), 1);
+    assert!(waiting.poll().is_pending());
+    assert!(!waiting.is_woken());
+    gated.set(true, false);
+    assert!(waiting.is_woken());
+    let Poll::Ready(response) = waiting.poll() else {
+        panic!("ready once the service is");
+    };
+    assert_eq!(response.unwrap().status(), StatusCode::OK);
+    assert_eq!(gated.calls(), 2);
+
+    // Readiness that fails, at once or while waiting: the request fails
+    // with the service's error and the service is not called.
+    gated.set(false, true);
+    let error = start(&mut set, get()).await.await.unwrap_err();
+    assert_eq!(error.to_string(), "not ready, ever");
+    gated.set(false, false);
+    let mut waiting = tokio_test::task::spawn(start(&mut set, get()).await);
+    assert!(waiting.poll().is_pending());
+    gated.set(false, true);
+    let Poll::Ready(result) = waiting.poll() else {
+        panic!("failed once readiness fails");
+    };
+    assert_eq!(result.unwrap_err().to_string(), "not ready, ever");
+    assert_eq!(gated.calls(), 2);
+    assert_eq!(set.handle().endpoint(addr(0)).unwrap().in_flight, 0);
+}
