@@ -25,14 +25,9 @@ CONNECTIONS=${CONNECTIONS:-8}
 TOP=${TOP:-25}
 # KEEP=DIR keeps the two profiles (bare.out, full.out) in DIR.
 
+source "$(dirname "$0")/valgrind.sh"
 source "$(dirname "$0")/harness.sh"
 
-if ! command -v valgrind >/dev/null; then
-    as_root=()
-    if [ "$(id -u)" != 0 ]; then as_root=(sudo); fi
-    "${as_root[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends valgrind >/dev/null
-fi
 
 CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
     cargo build --release --quiet --example proxy --target-dir target/callgrind

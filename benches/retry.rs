@@ -20,15 +20,9 @@
 //!
 //! Run: `cargo bench -p tower-steady-benches --bench retry`
 
-use std::future::{ready, Ready};
-use std::sync::Arc;
-use std::time::Duration;
-
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{Request, Response};
-use tower::retry::budget::{Budget, TpsBudget};
-use tower::retry::{Policy, RetryLayer as TowerRetryLayer};
 use tower::Layer;
+use tower_steady_benches::stacks::tower_retry;
 use tower_steady_benches::{
     bench_contended_with, bench_single_with, contended_runtime, single_runtime, Inner, NoBody,
     Shape,
@@ -38,56 +32,6 @@ const TASKS: u64 = 64;
 
 fn steady() -> tower_steady::retry::RetryLayer {
     tower_steady::retry::RetryLayer::new()
-}
-
-/// tower's documented way to retry HTTP requests within a budget.
-#[derive(Clone)]
-struct TowerPolicy {
-    budget: Arc<TpsBudget>,
-    attempts: u32,
-}
-
-impl<E> Policy<Request<NoBody>, Response<()>, E> for TowerPolicy {
-    type Future = Ready<()>;
-
-    fn retry(
-        &mut self,
-        _req: &mut Request<NoBody>,
-        result: &mut Result<Response<()>, E>,
-    ) -> Option<Self::Future> {
-        match result {
-            Ok(response) if !response.status().is_server_error() => {
-                self.budget.deposit();
-                None
-            }
-            _ if self.attempts >= 2 => None,
-            _ => {
-                if self.budget.withdraw() {
-                    self.attempts += 1;
-                    Some(ready(()))
-                } else {
-                    None
-                }
-            }
-        }
-    }
-
-    fn clone_request(&mut self, req: &Request<NoBody>) -> Option<Request<NoBody>> {
-        let mut copy = Request::new(NoBody);
-        *copy.method_mut() = req.method().clone();
-        *copy.uri_mut() = req.uri().clone();
-        *copy.version_mut() = req.version();
-        *copy.headers_mut() = req.headers().clone();
-        *copy.extensions_mut() = req.extensions().clone();
-        Some(copy)
-    }
-}
-
-fn tower_retry() -> TowerRetryLayer<TowerPolicy> {
-    TowerRetryLayer::new(TowerPolicy {
-        budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
-        attempts: 0,
-    })
 }
 
 fn bench(c: &mut Criterion) {

@@ -44,83 +44,23 @@
 //!
 //! Run: `cargo bench -p tower-steady-benches --bench stack`
 
-use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response};
-use tower::retry::budget::{Budget, TpsBudget};
-use tower::retry::Policy;
-use tower::{BoxError, Layer, Service, ServiceBuilder};
+use tower::{Layer, Service};
 use tower_resilience_bulkhead::BulkheadLayer;
 use tower_resilience_circuitbreaker::{CircuitBreakerLayer, SlidingWindowType};
 use tower_resilience_retry::RetryBudgetBuilder;
 use tower_resilience_timelimiter::TimeLimiterLayer;
-use tower_steady::load_shed::AdaptiveLimitLayer;
-use tower_steady::retry::RetryLayer;
-use tower_steady::timeout::TimeoutLayer;
 use tower_steady::Resilience;
+use tower_steady_benches::stacks::{like_tower, tower_client, tower_server, TIMEOUT};
 use tower_steady_benches::{
     bench_contended, bench_contended_with, bench_single, bench_single_with, contended_runtime,
     single_runtime, HttpInner, Inner, NoBody, Shape,
 };
 
 const TASKS: u64 = 64;
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// tower's retry policy as its docs suggest: retry 5xx and errors while
-/// the budget allows, deposit on success.
-#[derive(Clone)]
-struct TowerPolicy {
-    budget: Arc<TpsBudget>,
-}
-
-impl<B: Clone, T, E> Policy<Request<B>, Response<T>, E> for TowerPolicy {
-    type Future = std::future::Ready<()>;
-
-    fn retry(
-        &mut self,
-        _: &mut Request<B>,
-        result: &mut Result<Response<T>, E>,
-    ) -> Option<Self::Future> {
-        match result {
-            Ok(response) if !response.status().is_server_error() => {
-                self.budget.deposit();
-                None
-            }
-            _ => self.budget.withdraw().then(|| std::future::ready(())),
-        }
-    }
-
-    fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
-        Some(request.clone())
-    }
-}
-
-fn tower_client<S>(
-    inner: S,
-) -> impl Service<Request<NoBody>, Response = Response<()>, Error = BoxError, Future: Send>
-       + Clone
-       + Send
-       + 'static
-where
-    S: Service<Request<NoBody>, Response = Response<()>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    let policy = TowerPolicy {
-        budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
-    };
-    ServiceBuilder::new()
-        .timeout(TIMEOUT)
-        .retry(policy)
-        .load_shed()
-        .concurrency_limit(1024)
-        .service(inner)
-}
 
 fn resilience_client(
     inner: Inner,
@@ -157,23 +97,6 @@ fn resilience_client(
     limiter.layer(retry.layer(below))
 }
 
-/// tower-steady's layers in tower's stack's places, doing what it does:
-/// a 30 s timeout, retries with a budget (10 s, 10/s, 20%: the defaults),
-/// and a fixed limit of 1024 in flight that refuses above it (tower's
-/// `LoadShed` + `ConcurrencyLimit`).
-fn like_tower(
-    inner: Inner,
-) -> impl Service<Request<NoBody>, Response = Response<()>, Error = BoxError, Future: Send>
-       + Clone
-       + Send
-       + 'static {
-    ServiceBuilder::new()
-        .layer(TimeoutLayer::new(TIMEOUT))
-        .layer(RetryLayer::new())
-        .layer(AdaptiveLimitLayer::builder().fixed(1024).build().unwrap())
-        .service(inner)
-}
-
 fn bench(c: &mut Criterion) {
     let single = single_runtime();
     let multi = contended_runtime();
@@ -185,12 +108,6 @@ fn bench(c: &mut Criterion) {
     let steady_client = client().build().unwrap();
     let steady_client_timeout = client().attempt_timeout(TIMEOUT).build().unwrap();
     let steady_server = Resilience::server().timeout(TIMEOUT).build().unwrap();
-    let tower_server = || {
-        ServiceBuilder::new()
-            .load_shed()
-            .concurrency_limit(1024)
-            .timeout(TIMEOUT)
-    };
 
     for request in Shape::ALL {
         // The empty request's groups keep their names: `stack/client/ready/single`;
@@ -286,7 +203,7 @@ fn bench(c: &mut Criterion) {
 
             let mut group = c.benchmark_group(format!("stack/server/{shape}/single{suffix}"));
             bench_single_with::<_, NoBody, _>(&mut group, &single, "none", http_inner, request);
-            let svc = tower_server().service(http_inner);
+            let svc = tower_server(http_inner);
             bench_single_with::<_, NoBody, _>(&mut group, &single, "tower_builtin", svc, request);
             let svc = steady_server.layer(http_inner);
             bench_single_with::<_, NoBody, _>(
@@ -301,7 +218,7 @@ fn bench(c: &mut Criterion) {
             let mut group = c.benchmark_group(format!("stack/server/{shape}/contended{suffix}"));
             let svc = http_inner;
             bench_contended_with::<_, NoBody, _>(&mut group, &multi, "none", svc, TASKS, request);
-            let svc = tower_server().service(http_inner);
+            let svc = tower_server(http_inner);
             bench_contended_with::<_, NoBody, _>(
                 &mut group,
                 &multi,

@@ -12,6 +12,8 @@ use http::{Request, Response};
 use tokio::time::Instant;
 use tower::Service;
 
+pub mod stacks;
+
 /// An inner service answering `200 OK` at once, or after returning
 /// `Pending` once and waking itself (the shape of a response that needs one
 /// trip through the runtime).

@@ -193,13 +193,8 @@ mod tests {
                     .is_some_and(|w| w.eq_ignore_ascii_case(b"json"))
             })
         };
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let rng = crate::rng::Rng::from_seed(7);
+        let next = || rng.next_u64();
         let alphabet = b"jJsSoOnN*/;,=+ \x4a\xeaabc\x00\x80";
         for len in 0..40 {
             for _ in 0..200 {

@@ -1,0 +1,109 @@
+//! Calls one of the benchmarks' stacks N times in a row from one task, for
+//! `benches/calls.sh` to count the instructions per call under callgrind:
+//! a measure that does not move with the machine's load, beside
+//! criterion's times, which do.
+//!
+//! ```text
+//! calls STACK N [pending] [empty]
+//! ```
+//!
+//! `STACK` is one of the names `calls --list` prints: the client and
+//! server stacks of the `stack` benchmark and the retry layers of the
+//! `retry` benchmark, built by the same functions. Requests are
+//! `Shape::Proxied` unless `empty`; the inner service answers at once
+//! unless `pending` (one `Pending` first).
+
+use std::time::Duration;
+
+use tower::Layer;
+use tower_steady::Resilience;
+use tower_steady_benches::stacks::{like_tower, tower_client, tower_retry, tower_server, TIMEOUT};
+use tower_steady_benches::{single_runtime, single_task, HttpInner, Inner, NoBody, Shape};
+
+const STACKS: [&str; 10] = [
+    "none",
+    "tower_builtin",
+    "tower_steady_like_tower",
+    "tower_steady_client",
+    "tower_steady_client_attempt_timeout",
+    "server_none",
+    "server_tower_builtin",
+    "tower_steady_server",
+    "retry_tower",
+    "retry_tower_steady",
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--list") {
+        println!("{}", STACKS.join("\n"));
+        return;
+    }
+    let (Some(stack), Some(Ok(n))) = (args.first(), args.get(1).map(|n| n.parse::<u64>())) else {
+        eprintln!("usage: calls STACK N [pending] [empty]; calls --list");
+        std::process::exit(2);
+    };
+    let pending_once = args.iter().any(|a| a == "pending");
+    let shape = if args.iter().any(|a| a == "empty") {
+        Shape::Empty
+    } else {
+        Shape::Proxied
+    };
+    let inner = Inner { pending_once };
+    let http = HttpInner { pending_once };
+    let client = || {
+        Resilience::client()
+            .without_stale_if_error()
+            .without_error_response()
+    };
+    let rt = single_runtime();
+    let took: Duration = rt.block_on(async {
+        match stack.as_str() {
+            "none" => single_task::<_, NoBody, _>(inner, n, shape).await,
+            "tower_builtin" => single_task::<_, NoBody, _>(tower_client(inner), n, shape).await,
+            "tower_steady_like_tower" => {
+                single_task::<_, NoBody, _>(like_tower(inner), n, shape).await
+            }
+            "tower_steady_client" => {
+                let svc = client().build().unwrap().layer(inner);
+                single_task::<_, NoBody, _>(svc, n, shape).await
+            }
+            "tower_steady_client_attempt_timeout" => {
+                let svc = client()
+                    .attempt_timeout(TIMEOUT)
+                    .build()
+                    .unwrap()
+                    .layer(inner);
+                single_task::<_, NoBody, _>(svc, n, shape).await
+            }
+            "server_none" => single_task::<_, NoBody, _>(http, n, shape).await,
+            "server_tower_builtin" => {
+                single_task::<_, NoBody, _>(tower_server(http), n, shape).await
+            }
+            "tower_steady_server" => {
+                let svc = Resilience::server()
+                    .timeout(TIMEOUT)
+                    .build()
+                    .unwrap()
+                    .layer(http);
+                single_task::<_, NoBody, _>(svc, n, shape).await
+            }
+            "retry_tower" => {
+                single_task::<_, NoBody, _>(tower_retry().layer(inner), n, shape).await
+            }
+            "retry_tower_steady" => {
+                let svc = tower_steady::retry::RetryLayer::new().layer(inner);
+                single_task::<_, NoBody, _>(svc, n, shape).await
+            }
+            other => {
+                eprintln!("unknown stack {other:?}; calls --list");
+                std::process::exit(2);
+            }
+        }
+    });
+    let not_ok = tower_steady_benches::take_not_ok(stack);
+    eprintln!("{n} calls in {took:?}");
+    if not_ok != 0 {
+        std::process::exit(1);
+    }
+}
