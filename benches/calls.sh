@@ -25,7 +25,7 @@ SHAPE=${SHAPE:-proxied}
 source "$(dirname "$0")/valgrind.sh"
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p tower-steady-benches --example calls
-calls=target/release/examples/calls
+calls=${CARGO_TARGET_DIR:-target}/release/examples/calls
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
