@@ -53,9 +53,9 @@ pin_project! {
         // not make every request's future carry a service and a request
         // as well as the call's future.
         Waiting { waiting: Option<Box<(S, Request<B>)>> },
-        // Its readiness failed when the request came.
+        // Its readiness failed when the request came, or there was no
+        // endpoint to send it to (`NoHealthyUpstream`, with no track).
         Failed { error: Option<BoxError> },
-        Rejected { error: Option<NoHealthyUpstream> },
         Done,
     }
 }
@@ -94,7 +94,9 @@ where
 
     pub(crate) fn rejected(error: NoHealthyUpstream, classifier: C) -> Self {
         Self {
-            state: State::Rejected { error: Some(error) },
+            state: State::Failed {
+                error: Some(error.into()),
+            },
             track: None,
             classifier,
         }
@@ -136,13 +138,6 @@ where
                     Some(error) => Err(error),
                     None => return Poll::Pending,
                 },
-                StateProj::Rejected { error } => {
-                    return match error.take() {
-                        Some(error) => Poll::Ready(Err(error.into())),
-                        // Polled after it completed.
-                        None => Poll::Pending,
-                    };
-                }
                 // Polled after it completed.
                 StateProj::Done => return Poll::Pending,
             };
