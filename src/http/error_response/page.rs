@@ -70,9 +70,7 @@ pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
 /// Eight bytes at a time: a word with no `j` or `J` in it (the usual
 /// case: `*/*`, a browser's list of HTML and XML types) is passed over
 /// with a few arithmetic steps; a word that may hold one has each of its
-/// places checked. Not inlined: most requests have no `Accept` to scan,
-/// and the scan's set-up would be paid by them too.
-#[inline(never)]
+/// places checked.
 fn mentions_json(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);

@@ -97,6 +97,7 @@ where
     pub(crate) fn waiting(waiting: Waiting<S, B, C>, until: Instant) -> Self {
         Self {
             kind: Kind::Waiting {
+                // Cold path: only a request that found the limit full.
                 queued: Box::pin(Queued {
                     timer: tokio::time::sleep_until(until),
                     waiting: Some(waiting),
