@@ -11,11 +11,14 @@
 //! server stacks of the `stack` benchmark and the retry layers of the
 //! `retry` benchmark, built by the same functions. Requests are
 //! `Shape::Proxied` unless `empty`; the inner service answers at once
-//! unless `pending` (one `Pending` first).
+//! unless `pending` (one `Pending` first). The size of the stack's
+//! response future is printed to standard error beside the time taken:
+//! every layer moves the future of the layers below it at least once.
 
 use std::time::Duration;
 
-use tower::Layer;
+use http::{Request, Response};
+use tower::{Layer, Service};
 use tower_steady::Resilience;
 use tower_steady_benches::stacks::{like_tower, tower_client, tower_retry, tower_server, TIMEOUT};
 use tower_steady_benches::{single_runtime, single_task, HttpInner, Inner, NoBody, Shape};
@@ -32,6 +35,20 @@ const STACKS: [&str; 10] = [
     "retry_tower",
     "retry_tower_steady",
 ];
+
+thread_local! {
+    static FUTURE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Calls `svc` `n` times ([`single_task`]), noting its future's size.
+async fn run<S, RB>(svc: S, n: u64, shape: Shape) -> Duration
+where
+    S: Service<Request<NoBody>, Response = Response<RB>>,
+    S::Error: std::fmt::Debug,
+{
+    FUTURE.set(std::mem::size_of::<S::Future>());
+    single_task::<_, NoBody, RB>(svc, n, shape).await
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -59,14 +76,12 @@ fn main() {
     let rt = single_runtime();
     let took: Duration = rt.block_on(async {
         match stack.as_str() {
-            "none" => single_task::<_, NoBody, _>(inner, n, shape).await,
-            "tower_builtin" => single_task::<_, NoBody, _>(tower_client(inner), n, shape).await,
-            "tower_steady_like_tower" => {
-                single_task::<_, NoBody, _>(like_tower(inner), n, shape).await
-            }
+            "none" => run(inner, n, shape).await,
+            "tower_builtin" => run(tower_client(inner), n, shape).await,
+            "tower_steady_like_tower" => run(like_tower(inner), n, shape).await,
             "tower_steady_client" => {
                 let svc = client().build().unwrap().layer(inner);
-                single_task::<_, NoBody, _>(svc, n, shape).await
+                run(svc, n, shape).await
             }
             "tower_steady_client_attempt_timeout" => {
                 let svc = client()
@@ -74,26 +89,22 @@ fn main() {
                     .build()
                     .unwrap()
                     .layer(inner);
-                single_task::<_, NoBody, _>(svc, n, shape).await
+                run(svc, n, shape).await
             }
-            "server_none" => single_task::<_, NoBody, _>(http, n, shape).await,
-            "server_tower_builtin" => {
-                single_task::<_, NoBody, _>(tower_server(http), n, shape).await
-            }
+            "server_none" => run(http, n, shape).await,
+            "server_tower_builtin" => run(tower_server(http), n, shape).await,
             "tower_steady_server" => {
                 let svc = Resilience::server()
                     .timeout(TIMEOUT)
                     .build()
                     .unwrap()
                     .layer(http);
-                single_task::<_, NoBody, _>(svc, n, shape).await
+                run(svc, n, shape).await
             }
-            "retry_tower" => {
-                single_task::<_, NoBody, _>(tower_retry().layer(inner), n, shape).await
-            }
+            "retry_tower" => run(tower_retry().layer(inner), n, shape).await,
             "retry_tower_steady" => {
                 let svc = tower_steady::retry::RetryLayer::new().layer(inner);
-                single_task::<_, NoBody, _>(svc, n, shape).await
+                run(svc, n, shape).await
             }
             other => {
                 eprintln!("unknown stack {other:?}; calls --list");
@@ -102,7 +113,7 @@ fn main() {
         }
     });
     let not_ok = tower_steady_benches::take_not_ok(stack);
-    eprintln!("{n} calls in {took:?}");
+    eprintln!("{n} calls in {took:?}, a future of {} bytes", FUTURE.get());
     if not_ok != 0 {
         std::process::exit(1);
     }

@@ -255,7 +255,8 @@ where
                 budget = budget.min(theirs);
             }
         }
-        let mut deadline = Deadline::at(saturating_add(now, budget));
+        let own = now.checked_add(budget);
+        let mut deadline = Deadline::at(own.unwrap_or_else(|| saturating_add(now, budget)));
         // An outer deadline (an outer layer, or a proxy's incoming request)
         // is never extended.
         let outer = Deadline::of(&request);
@@ -273,7 +274,12 @@ where
         }
 
         if config.write_header {
-            let remaining = deadline.at.saturating_duration_since(now);
+            // What is left: the budget itself when the deadline is our own
+            // (no clock arithmetic back from the instant), else measured.
+            let remaining = match own {
+                Some(at) if at == deadline.at => budget,
+                _ => deadline.at.saturating_duration_since(now),
+            };
             match &config.whole_budget {
                 // The usual case on a client: the budget is all ours.
                 Some(value) if remaining == config.timeout => {
@@ -287,13 +293,10 @@ where
                     remaining.saturating_sub(config.margin),
                 ),
             }
-        }
-        if config.write_header {
             deadline.header = Some(config.header_name);
             // A gRPC server reads its own header: a gRPC request carries
             // the budget in both.
             if crate::classify::grpc::is_grpc_request(&request) {
-                let remaining = deadline.at.saturating_duration_since(now);
                 header::write_grpc(
                     request.headers_mut(),
                     remaining.saturating_sub(config.margin),

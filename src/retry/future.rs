@@ -151,12 +151,12 @@ where
     ) -> Self {
         let idempotent = is_idempotent(&request);
         let deadline = Deadline::of(&request);
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         // The deadline header kept aside only when it is the only header;
         // otherwise it stays in the head, and is read from there for a
         // retry, so a request that is not retried never looks it up.
         let budget = AttemptBudget::of_only_header(&parts.headers, deadline.as_ref());
-        let head = copy_head(&parts, budget.is_some(), deadline.is_some());
+        let head = copy_head(&mut parts, budget.is_some(), deadline.is_some());
         let (first, replay) = ReplayBody::first(body, shared.replay_limit);
         // The first attempt carries no `Attempt`: inserting an extension
         // allocates, and "none" already says "first, nothing tried".
@@ -628,7 +628,7 @@ where
     /// The request of the next attempt.
     fn next_request(&mut self, hedge: bool) -> Request<ReplayBody<B>> {
         self.attempts += 1;
-        let mut parts = copy_head(&self.head, false, false);
+        let mut parts = self.head.clone();
         if let Some(deadline) = self.deadline {
             // Back in, if `copy_head` left it out.
             parts.extensions.insert(deadline);
@@ -658,27 +658,36 @@ fn attempt_span(attempt: u32, hedge: bool) -> Span {
     tracing::debug_span!(target: TARGET, "attempt", attempt, hedge)
 }
 
-/// A copy of a request's head (`Parts` is not `Clone`, its fields are),
-/// less the deadline header if `without_header` and the [`Deadline`]
-/// extension if `without_deadline`, when they are all their map holds.
+/// A copy of a request's head, less the deadline header if
+/// `without_header` and the [`Deadline`] extension if `without_deadline`,
+/// when they are all their map holds.
 ///
 /// The head kept for later attempts leaves out what every later attempt is
 /// given anew. A request whose only header and only extension are the ones
 /// the deadline layer above wrote (the usual request of a client stack) is
 /// then kept without allocating: a copy of a one-entry map allocates as
-/// much as the map itself, a copy of an empty one nothing.
-fn copy_head(parts: &Parts, without_header: bool, without_deadline: bool) -> Parts {
-    let mut head = Request::new(());
-    *head.method_mut() = parts.method.clone();
-    *head.uri_mut() = parts.uri.clone();
-    *head.version_mut() = parts.version;
-    if !(without_header && parts.headers.len() == 1) {
-        *head.headers_mut() = parts.headers.clone();
+/// much as the map itself, a copy of an empty one nothing. A map left out
+/// is set aside in `parts` while the rest is cloned, and put back.
+///
+/// `Parts::clone` copies the fields into the new head as they are; making
+/// a default head (`Request::new`) and assigning each field would build a
+/// default URI and header map only to drop them.
+fn copy_head(parts: &mut Parts, without_header: bool, without_deadline: bool) -> Parts {
+    let header_aside = without_header && parts.headers.len() == 1;
+    let deadline_aside = without_deadline && parts.extensions.len() == 1;
+    if !header_aside && !deadline_aside {
+        return parts.clone();
     }
-    if !(without_deadline && parts.extensions.len() == 1) {
-        *head.extensions_mut() = parts.extensions.clone();
+    let headers = header_aside.then(|| std::mem::take(&mut parts.headers));
+    let extensions = deadline_aside.then(|| std::mem::take(&mut parts.extensions));
+    let head = parts.clone();
+    if let Some(headers) = headers {
+        parts.headers = headers;
     }
-    head.into_parts().0
+    if let Some(extensions) = extensions {
+        parts.extensions = extensions;
+    }
+    head
 }
 
 impl<S, B, C> fmt::Debug for ResponseFuture<S, B, C>
@@ -691,5 +700,93 @@ where
             .field("attempts", &self.ctx.attempts)
             .field("hedging", &self.hedge.is_some())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header::{HeaderName, HeaderValue, ACCEPT};
+
+    use super::*;
+    use crate::deadline::header::REQUEST_TIMEOUT_MS;
+
+    fn parts(headers: &[(HeaderName, &'static str)], deadline: bool, other: bool) -> Parts {
+        let mut request = Request::builder()
+            .method("PUT")
+            .uri("http://upstream.test/items/7?x=1")
+            .version(http::Version::HTTP_2)
+            .body(())
+            .unwrap();
+        for (name, value) in headers {
+            request
+                .headers_mut()
+                .insert(name.clone(), HeaderValue::from_static(value));
+        }
+        if deadline {
+            request
+                .extensions_mut()
+                .insert(Deadline::at(Instant::now() + Duration::from_secs(1)));
+        }
+        if other {
+            request.extensions_mut().insert(7_u32);
+        }
+        request.into_parts().0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_is_copied_less_only_what_it_may_leave_out() {
+        let only = [(REQUEST_TIMEOUT_MS, "800")];
+        let two = [(REQUEST_TIMEOUT_MS, "800"), (ACCEPT, "*/*")];
+        for (headers, deadline, other) in [
+            (&only[..], true, false),
+            (&only[..], true, true),
+            (&two[..], true, false),
+            (&two[..], false, true),
+            (&[][..], false, false),
+        ] {
+            for (without_header, without_deadline) in
+                [(false, false), (true, false), (false, true), (true, true)]
+            {
+                // As `start` asks: the header left out only when it is the
+                // deadline's, the extension only when there is a `Deadline`.
+                if without_deadline && !deadline {
+                    continue;
+                }
+                let mut original = parts(headers, deadline, other);
+                let copy = copy_head(&mut original, without_header, without_deadline);
+                let case =
+                    format!("{headers:?} {deadline} {other} {without_header} {without_deadline}");
+                // The original keeps everything.
+                assert_eq!(original.headers.len(), headers.len(), "{case}");
+                assert_eq!(
+                    original.extensions.len(),
+                    deadline as usize + other as usize,
+                    "{case}"
+                );
+                // The copy: the same request line, its maps less what may be
+                // left out when it is all they hold.
+                assert_eq!(copy.method, original.method, "{case}");
+                assert_eq!(copy.uri, original.uri, "{case}");
+                assert_eq!(copy.version, original.version, "{case}");
+                let header_out = without_header && headers.len() == 1;
+                let expected = if header_out { 0 } else { headers.len() };
+                assert_eq!(copy.headers.len(), expected, "{case}");
+                if !header_out {
+                    assert_eq!(copy.headers, original.headers, "{case}");
+                }
+                let extensions = deadline as usize + other as usize;
+                let deadline_out = without_deadline && extensions == 1;
+                assert_eq!(
+                    copy.extensions.len(),
+                    if deadline_out { 0 } else { extensions },
+                    "{case}"
+                );
+                assert_eq!(
+                    copy.extensions.get::<u32>(),
+                    original.extensions.get::<u32>(),
+                    "{case}"
+                );
+            }
+        }
     }
 }

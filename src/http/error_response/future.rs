@@ -9,7 +9,7 @@ use http::{HeaderName, Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::layer::Settings;
-use super::page::{self, Format};
+use super::page::{self, Asked, Format};
 use crate::classify::{Classify, FailureKind};
 use crate::error::Chain;
 use crate::http::retry_after::whole_seconds_at_least_one;
@@ -24,7 +24,7 @@ pin_project! {
         state: State<F>,
         classifier: C,
         settings: Settings,
-        format: Format,
+        asked: Asked,
     }
 }
 
@@ -39,26 +39,21 @@ pin_project! {
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn new(inner: F, classifier: C, settings: Settings, format: Format) -> Self {
+    pub(crate) fn new(inner: F, classifier: C, settings: Settings, asked: Asked) -> Self {
         Self {
             state: State::Called { inner },
             classifier,
             settings,
-            format,
+            asked,
         }
     }
 
-    pub(crate) fn failed(
-        error: BoxError,
-        classifier: C,
-        settings: Settings,
-        format: Format,
-    ) -> Self {
+    pub(crate) fn failed(error: BoxError, classifier: C, settings: Settings, asked: Asked) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
             classifier,
             settings,
-            format,
+            asked,
         }
     }
 }
@@ -76,7 +71,7 @@ where
         let error = match this.state.project() {
             StateProj::Called { inner } => match ready!(inner.poll(cx)) {
                 Ok(response) => {
-                    return Poll::Ready(Ok(pass_on(response, this.settings, *this.format)));
+                    return Poll::Ready(Ok(pass_on(response, this.settings, this.asked)));
                 }
                 Err(error) => error.into(),
             },
@@ -91,7 +86,7 @@ where
             &*error,
             this.classifier,
             this.settings,
-            *this.format,
+            this.asked.format(),
         )))
     }
 }
@@ -100,7 +95,7 @@ where
 fn pass_on<B>(
     response: Response<B>,
     settings: &Settings,
-    format: Format,
+    asked: &Asked,
 ) -> Response<ResponseBody<B>> {
     if settings.rewrite_bad_gateway && response.status() == StatusCode::BAD_GATEWAY {
         tracing::debug!(
@@ -119,7 +114,7 @@ fn pass_on<B>(
             StatusCode::SERVICE_UNAVAILABLE,
             FailureKind::BadGateway,
             settings.retry_after_secs,
-            format,
+            asked.format(),
         );
         return with_cause(answer, cause, settings);
     }

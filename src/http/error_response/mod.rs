@@ -14,7 +14,7 @@ use tower_service::Service;
 
 use self::future::ResponseFuture;
 use self::layer::Settings;
-use self::page::Format;
+use self::page::Asked;
 use super::ResponseBody;
 use crate::classify::Classify;
 use crate::BoxError;
@@ -88,13 +88,11 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let format = Format::of(&request);
+        let asked = Asked::of(&request);
         let classifier = self.classifier.clone();
         match self.ready_error.take() {
-            Some(err) => ResponseFuture::failed(err, classifier, self.settings, format),
-            None => {
-                ResponseFuture::new(self.inner.call(request), classifier, self.settings, format)
-            }
+            Some(err) => ResponseFuture::failed(err, classifier, self.settings, asked),
+            None => ResponseFuture::new(self.inner.call(request), classifier, self.settings, asked),
         }
     }
 }

@@ -7,7 +7,7 @@ use http::{HeaderMap, Response, StatusCode};
 
 use crate::http::ResponseBody;
 
-/// How an answer is written, chosen from the request when it arrives.
+/// How an answer is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Format {
     Text,
@@ -17,16 +17,48 @@ pub(crate) enum Format {
     Grpc,
 }
 
-impl Format {
-    /// The format for `request`: gRPC for a gRPC call (a `POST` that says
-    /// so), JSON for an `Accept` that asks for it, else text.
+/// What a request says of the answer it wants, kept from its arrival (the
+/// request is handed on) until an answer is written, which most requests
+/// never need.
+///
+/// A request with one `Accept` value keeps that value (a reference count,
+/// or nothing for a static one) and is read only for an answer: scanning
+/// a browser's list of media types for `json` on every request would cost
+/// more than the rest of the layer.
+#[derive(Clone, Debug)]
+pub(crate) enum Asked {
+    /// Known when the request arrived: gRPC, no `Accept`, or several
+    /// `Accept` values (read at once rather than copied).
+    Known(Format),
+    /// The request's one `Accept` value.
+    Accept(HeaderValue),
+}
+
+impl Asked {
+    /// What `request` asks for: gRPC for a gRPC call (a `POST` that says
+    /// so), else its `Accept`.
     pub(crate) fn of<B>(request: &http::Request<B>) -> Self {
         if crate::classify::grpc::is_grpc_request(request) {
-            Format::Grpc
-        } else if wants_json(request.headers()) {
-            Format::Json
-        } else {
-            Format::Text
+            return Asked::Known(Format::Grpc);
+        }
+        let mut values = request.headers().get_all(ACCEPT).iter();
+        match (values.next(), values.next()) {
+            (None, _) => Asked::Known(Format::Text),
+            (Some(value), None) => Asked::Accept(value.clone()),
+            (Some(_), Some(_)) => Asked::Known(if wants_json(request.headers()) {
+                Format::Json
+            } else {
+                Format::Text
+            }),
+        }
+    }
+
+    /// The format of an answer: JSON for an `Accept` that asks for it.
+    pub(crate) fn format(&self) -> Format {
+        match self {
+            Asked::Known(format) => *format,
+            Asked::Accept(value) if value_wants_json(value) => Format::Json,
+            Asked::Accept(_) => Format::Text,
         }
     }
 }
@@ -55,14 +87,15 @@ pub(crate) fn grpc_response<B>(
 /// `application/json`, `application/problem+json` or any `+json` type, not
 /// refused with `q=0`. `*/*` alone gets plain text.
 ///
-/// Asked of every request (the answer must be known before the request is
-/// handed on), so a value that does not even contain `json`, as most do
-/// not, is passed over after one scan of its bytes.
+/// A value that does not even contain `json`, as most do not, is passed
+/// over after one scan of its bytes.
 pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(ACCEPT)
-        .iter()
-        .any(|value| mentions_json(value.as_bytes()) && value.to_str().is_ok_and(accepts_json))
+    headers.get_all(ACCEPT).iter().any(value_wants_json)
+}
+
+/// Whether one `Accept` value asks for JSON (see [`wants_json`]).
+fn value_wants_json(value: &HeaderValue) -> bool {
+    mentions_json(value.as_bytes()) && value.to_str().is_ok_and(accepts_json)
 }
 
 /// Whether `bytes` contain `json` in any case.
@@ -177,6 +210,93 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(ACCEPT, HeaderValue::from_str(v).unwrap());
         wants_json(&h)
+    }
+
+    #[test]
+    fn what_a_request_asks_is_read_as_when_it_arrived() {
+        // The format read at answer time from the kept `Accept` value is
+        // the one the whole request's headers give.
+        let request = |method: http::Method, headers: &[(&str, &str)]| {
+            let mut request = http::Request::new(());
+            *request.method_mut() = method;
+            for (name, value) in headers {
+                request.headers_mut().append(
+                    http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            request
+        };
+        let eager = |r: &http::Request<()>| {
+            if crate::classify::grpc::is_grpc_request(r) {
+                Format::Grpc
+            } else if wants_json(r.headers()) {
+                Format::Json
+            } else {
+                Format::Text
+            }
+        };
+        let get = http::Method::GET;
+        let cases = [
+            (request(get.clone(), &[]), Format::Text, true),
+            (
+                request(get.clone(), &[("accept", "application/json")]),
+                Format::Json,
+                false,
+            ),
+            (
+                request(
+                    get.clone(),
+                    &[("accept", "text/html,application/xml;q=0.9,*/*;q=0.8")],
+                ),
+                Format::Text,
+                false,
+            ),
+            (
+                request(
+                    get.clone(),
+                    &[("accept", "text/html"), ("accept", "application/json")],
+                ),
+                Format::Json,
+                true,
+            ),
+            (
+                request(
+                    get.clone(),
+                    &[("accept", "text/html"), ("accept", "text/plain")],
+                ),
+                Format::Text,
+                true,
+            ),
+            (
+                request(
+                    http::Method::POST,
+                    &[
+                        ("content-type", "application/grpc"),
+                        ("accept", "application/json"),
+                    ],
+                ),
+                Format::Grpc,
+                true,
+            ),
+            (
+                request(
+                    get,
+                    &[
+                        ("content-type", "application/grpc"),
+                        ("accept", "application/json"),
+                    ],
+                ),
+                Format::Json,
+                false,
+            ),
+        ];
+        for (request, format, known) in cases {
+            let asked = Asked::of(&request);
+            assert_eq!(asked.format(), format, "{request:?}");
+            assert_eq!(asked.format(), eager(&request), "{request:?}");
+            assert_eq!(matches!(asked, Asked::Known(_)), known, "{request:?}");
+        }
     }
 
     #[test]
