@@ -88,8 +88,11 @@ pub(crate) struct Settings {
 /// | malformed response | `http_protocol_error` | `malformed response` |
 /// | a tunnel asked of an endpoint set | `proxy_internal_response` | `unsupported target` |
 /// | anything else | `proxy_internal_error` | `internal error` |
-/// | an upstream's `502`, rewritten | (none); `received-status=502` | `upstream answered 502` | The body is `application/problem+json` (RFC 9457) when the
-/// request's `Accept` asks for JSON, plain text otherwise. The real cause is
+/// | an upstream's `502`, rewritten | (none); `received-status=502` | `upstream answered 502` |
+///
+/// The body is `application/problem+json` (RFC 9457) when the request's
+/// `Accept` asks for JSON, plain text otherwise; the `Accept` value is kept
+/// with the request and read only when an answer is written. The real cause is
 /// logged with `tracing` (target `tower_steady::http`): at `debug` for
 /// `503` and `504`, at `warn` for `502` and `500`, which are never expected.
 ///
