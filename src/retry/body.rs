@@ -37,8 +37,6 @@ use crate::BoxError;
 /// The data type is [`Bytes`] and the error type [`BoxError`].
 pub struct ReplayBody<B> {
     inner: Inner<B>,
-    hint: SizeHint,
-    sent: u64,
 }
 
 enum Inner<B> {
@@ -54,6 +52,8 @@ struct Tee<B> {
     owned: Option<Partial<B>>,
     /// Chunks of the kept body this attempt has sent.
     pos: usize,
+    /// Bytes this attempt has sent, for its size hint.
+    sent: u64,
     trailers_sent: bool,
     done: bool,
 }
@@ -61,6 +61,8 @@ struct Tee<B> {
 /// What every attempt of one request shares.
 pub(crate) struct Shared<B> {
     cap: usize,
+    /// The original body's size hint, for every attempt's.
+    hint: SizeHint,
     /// The whole body, once an attempt has read it to its end under the cap.
     complete: OnceLock<Complete>,
     /// A chunk was sent and not kept (over the cap) or the body failed:
@@ -90,17 +92,12 @@ struct Slot<B> {
 impl<B: Body> ReplayBody<B> {
     /// The first attempt's body, and what later attempts replay from.
     pub(crate) fn first(body: B, cap: usize) -> (Self, Replay<B>) {
-        let hint = body.size_hint();
         if body.is_end_stream() {
-            let first = Self {
-                inner: Inner::Empty,
-                hint,
-                sent: 0,
-            };
-            return (first, Replay::Empty(hint));
+            return (Self { inner: Inner::Empty }, Replay::Empty);
         }
         let shared = Arc::new(Shared {
             cap,
+            hint: body.size_hint(),
             complete: OnceLock::new(),
             lost: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
@@ -118,31 +115,31 @@ impl<B: Body> ReplayBody<B> {
                     len: 0,
                 }),
                 pos: 0,
+                sent: 0,
                 trailers_sent: false,
                 done: false,
             }),
-            hint,
-            sent: 0,
         };
-        (first, Replay::Shared { shared, hint })
+        (first, Replay::Shared(shared))
     }
 }
 
 /// Makes the bodies of later attempts.
+///
+/// One pointer: the size hint lives in [`Shared`] (an empty body's is
+/// exactly zero), so that a request's body and the retry's future stay
+/// small; hyper moves a request several times on its way out.
 pub(crate) enum Replay<B> {
-    Empty(SizeHint),
-    Shared {
-        shared: Arc<Shared<B>>,
-        hint: SizeHint,
-    },
+    Empty,
+    Shared(Arc<Shared<B>>),
 }
 
 impl<B> Replay<B> {
     /// Whether a retry could send the body again.
     pub(crate) fn can_replay(&self) -> bool {
         match self {
-            Replay::Empty(_) => true,
-            Replay::Shared { shared, .. } => !shared.lost.load(Ordering::Acquire),
+            Replay::Empty => true,
+            Replay::Shared(shared) => !shared.lost.load(Ordering::Acquire),
         }
     }
 
@@ -150,29 +147,24 @@ impl<B> Replay<B> {
     /// is still running: only once the whole body is kept.
     pub(crate) fn can_hedge(&self) -> bool {
         match self {
-            Replay::Empty(_) => true,
-            Replay::Shared { shared, .. } => shared.complete.get().is_some(),
+            Replay::Empty => true,
+            Replay::Shared(shared) => shared.complete.get().is_some(),
         }
     }
 
     /// The body of another attempt.
     pub(crate) fn replay(&self) -> ReplayBody<B> {
         match self {
-            Replay::Empty(hint) => ReplayBody {
-                inner: Inner::Empty,
-                hint: *hint,
-                sent: 0,
-            },
-            Replay::Shared { shared, hint } => ReplayBody {
+            Replay::Empty => ReplayBody { inner: Inner::Empty },
+            Replay::Shared(shared) => ReplayBody {
                 inner: Inner::Tee(Tee {
                     shared: shared.clone(),
                     owned: None,
                     pos: 0,
+                    sent: 0,
                     trailers_sent: false,
                     done: false,
                 }),
-                hint: *hint,
-                sent: 0,
             },
         }
     }
@@ -190,14 +182,14 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let polled = match &mut this.inner {
+        let tee = match &mut self.get_mut().inner {
             Inner::Empty => return Poll::Ready(None),
-            Inner::Tee(tee) => tee.poll_frame(cx),
+            Inner::Tee(tee) => tee,
         };
+        let polled = tee.poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
-                this.sent += data.len() as u64;
+                tee.sent += data.len() as u64;
             }
         }
         polled
@@ -213,12 +205,13 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Empty => SizeHint::with_exact(0),
-            Inner::Tee(_) => {
+            Inner::Tee(tee) => {
+                let (original, sent) = (&tee.shared.hint, tee.sent);
                 let mut hint = SizeHint::new();
-                if let Some(upper) = self.hint.upper() {
-                    hint.set_upper(upper.saturating_sub(self.sent));
+                if let Some(upper) = original.upper() {
+                    hint.set_upper(upper.saturating_sub(sent));
                 }
-                hint.set_lower(self.hint.lower().saturating_sub(self.sent));
+                hint.set_lower(original.lower().saturating_sub(sent));
                 hint
             }
         }
@@ -431,14 +424,14 @@ impl<B> Drop for Tee<B> {
 
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.inner {
-            Inner::Empty => "empty",
-            Inner::Tee(tee) if tee.owned.is_some() => "reading",
-            Inner::Tee(_) => "replaying",
+        let (kind, sent) = match &self.inner {
+            Inner::Empty => ("empty", 0),
+            Inner::Tee(tee) if tee.owned.is_some() => ("reading", tee.sent),
+            Inner::Tee(tee) => ("replaying", tee.sent),
         };
         f.debug_struct("ReplayBody")
             .field("kind", &kind)
-            .field("sent", &self.sent)
+            .field("sent", &sent)
             .finish()
     }
 }
