@@ -93,7 +93,12 @@ impl<B: Body> ReplayBody<B> {
     /// The first attempt's body, and what later attempts replay from.
     pub(crate) fn first(body: B, cap: usize) -> (Self, Replay<B>) {
         if body.is_end_stream() {
-            return (Self { inner: Inner::Empty }, Replay::Empty);
+            return (
+                Self {
+                    inner: Inner::Empty,
+                },
+                Replay::Empty,
+            );
         }
         let shared = Arc::new(Shared {
             cap,
@@ -155,7 +160,9 @@ impl<B> Replay<B> {
     /// The body of another attempt.
     pub(crate) fn replay(&self) -> ReplayBody<B> {
         match self {
-            Replay::Empty => ReplayBody { inner: Inner::Empty },
+            Replay::Empty => ReplayBody {
+                inner: Inner::Empty,
+            },
             Replay::Shared(shared) => ReplayBody {
                 inner: Inner::Tee(Tee {
                     shared: shared.clone(),
