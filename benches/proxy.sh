@@ -24,6 +24,14 @@
 # auto`, `proxy_pass` to the upstream with nothing else tuned (HTTP/1.0 and
 # a new connection per request to the upstream), the access log off; and
 # again with the upstream connections kept alive (`nginx-keepalive`).
+#
+# Then the fixed-rate run (RATE requests/s, 0 to skip it): bare and full
+# again, ROUNDS times each, with oha holding the rate at RATE, below what
+# either proxy can serve. In the closed-loop runs the slower proxy also
+# batches less work per wake-up (fewer requests ready at each epoll), so
+# its CPU per request rises for a reason that is not its own code; at one
+# rate both proxies see the same arrivals, and the CPU per request is what
+# each proxy's code costs. Its median full ÷ bare is reported.
 set -euo pipefail
 
 DURATION=${DURATION:-5s}
@@ -31,6 +39,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 ROUNDS=${ROUNDS:-5}
 WARMUP=${WARMUP:-2s}
 FAULT_RATE=${FAULT_RATE:-0.05}
+RATE=${RATE:-10000}
 NGINX=${NGINX:-1}
 # THREADS=N runs both proxies with `--threads N`: N single-threaded
 # runtimes, each with its own listener (SO_REUSEPORT) and connections, as
@@ -99,13 +108,15 @@ if [ "$NGINX" = 1 ] && ! command -v nginx >/dev/null; then
     DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends nginx >/dev/null
 fi
 
-# oha's JSON summary of DURATION of load on URL, reduced to one line:
-# requests/s, p50, p99, p99.9 (ms), the CPU microseconds process PID spent
-# per answered request, and the status counts.
+# oha's JSON summary of DURATION of load on URL (at most RATE_LIMIT
+# requests/s when that is set), reduced to one line: requests/s, p50, p99,
+# p99.9 (ms), the CPU microseconds process PID spent per answered request,
+# and the status counts.
 measure() {
-    local url=$1 pid=$2 before after
+    local url=$1 pid=$2 before after limit=()
+    if [ -n "${RATE_LIMIT:-}" ]; then limit=(-q "$RATE_LIMIT"); fi
     before=$(cpu_ticks "$pid")
-    oha --no-tui --output-format json -z "$DURATION" -c "$CONNECTIONS" "$url" >"$work/oha.json"
+    oha --no-tui --output-format json -z "$DURATION" -c "$CONNECTIONS" "${limit[@]}" "$url" >"$work/oha.json"
     after=$(cpu_ticks "$pid")
     python3 - "$work/oha.json" "$((after - before))" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
@@ -154,7 +165,7 @@ row() {
     result=$(measure "http://$proxy/" "${pids[-1]}")
     read -r rps p50 p99 p999 cpu rest <<<"$result"
     echo "| $label$mode | $rps | $p50 | $p99 | $p999 | $cpu | $rest |"
-    echo "$rps $p50 $p99 $p999 $cpu" >>"$work/$mode"
+    echo "$rps $p50 $p99 $p999 $cpu" >>"$work/${RATE_LIMIT:+rate-}$mode"
     stop_last
 }
 
@@ -207,3 +218,29 @@ echo "| proxy | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/request 
 echo "|---|---|---|---|---|---|---|"
 row "" bare
 row "" full
+stop_last
+
+if [ "$RATE" != 0 ]; then
+    echo
+    start "$upstream" --upstream-server
+    echo "Fixed rate: $RATE requests/s, the same for both proxies."
+    echo
+    echo "| run | proxy | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/request | statuses |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for round in $(seq "$ROUNDS"); do
+        RATE_LIMIT=$RATE row "$round | " bare
+        RATE_LIMIT=$RATE row "$round | " full
+    done
+    echo
+    python3 - "$work" <<'PY'
+import statistics, sys
+work = sys.argv[1]
+load = lambda mode: [float(l.split()[4]) for l in open(f"{work}/rate-{mode}")]
+ratios = [f / b for f, b in zip(load("full"), load("bare"))]
+print("| fixed rate | proxy CPU/request, full ÷ bare |")
+print("|---|---|")
+for i, r in enumerate(ratios, 1):
+    print(f"| round {i} | {r:.2f} |")
+print(f"| **median** | **{statistics.median(ratios):.2f}** |")
+PY
+fi

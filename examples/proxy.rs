@@ -45,7 +45,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
-use tower::util::{BoxCloneSyncService, Either};
+use tower::util::Either;
 use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_steady::chaos::{ChaosLayer, Fault};
 use tower_steady::deadline::DeadlineLayer;
@@ -97,8 +97,6 @@ each attempt.";
 
 /// What both proxies are: a service from the caller's request to the
 /// answer, never failing.
-type Forward = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     match run_main().await {
@@ -217,11 +215,15 @@ fn bare_proxy(
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
     attempts: Arc<AtomicUsize>,
-) -> Forward {
+) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
     let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
     let next = Arc::new(AtomicUsize::new(0));
     let upstreams: Arc<[SocketAddr]> = upstreams.into();
-    BoxCloneSyncService::new(service_fn(move |request: Request<Body>| {
+    service_fn(move |request: Request<Body>| {
         let addr = upstreams[next.fetch_add(1, Ordering::Relaxed) % upstreams.len()];
         let mut request = onward(request);
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -235,19 +237,32 @@ fn bare_proxy(
                 Err(_) => answer(StatusCode::GATEWAY_TIMEOUT),
             })
         }
-    }))
+    })
 }
 
-/// `Resilience::client()` over an `Upstreams` set of `upstreams`, each
-/// replica's service with its own attempt timeout (so a hang counts
-/// against that replica). `deadline` is the whole request's budget.
+/// `Resilience::server()` around `Resilience::client()` over an
+/// `Upstreams` set of `upstreams`, each replica's service with its own
+/// attempt timeout (so a hang counts against that replica). `deadline` is
+/// the whole request's budget. The two stacks are one service, unboxed:
+/// the client stack's response body is wrapped by the server stack's and
+/// turned into axum's `Body` once, at the top.
 fn resilient_proxy(
     upstreams: Vec<SocketAddr>,
     deadline: Duration,
     attempt_timeout: Duration,
     attempts: Arc<AtomicUsize>,
     retries: Arc<AtomicUsize>,
-) -> Result<(Forward, Watch), BoxError> {
+) -> Result<
+    (
+        impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        Watch,
+    ),
+    BoxError,
+> {
     let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Body>>();
     let set = Upstreams::builder().build(upstreams, move |addr| {
         let (attempts, retries) = (attempts.clone(), retries.clone());
@@ -269,12 +284,13 @@ fn resilient_proxy(
         breaker: layer.handles().breaker.clone(),
         endpoints: set.handle(),
     };
-    let forward = ServiceBuilder::new()
-        .map_request(onward)
+    let app = ServiceBuilder::new()
         .map_response(|response: Response<_>| response.map(Body::new))
+        .layer(Resilience::server().build()?)
+        .map_request(onward)
         .layer(layer)
         .service(set);
-    Ok((BoxCloneSyncService::new(forward), watch))
+    Ok((app, watch))
 }
 
 /// What `--report` prints: the breaker's state and each endpoint's.
@@ -314,38 +330,22 @@ impl Watch {
     }
 }
 
-/// The proxy's HTTP server: every path forwarded; behind
-/// `Resilience::server()` unless bare. No router: with one route for every
-/// path, an axum `Router` would only add its per-request work (a clone of
-/// the boxed route and a boxed future per request, two more when a layer
-/// is applied with `Router::layer`). An application with routes wraps its
-/// `Router` the same way, the stack around the router and the response
-/// body mapped to axum's `Body` as below, so that the stack runs once per
-/// request, before routing (the README shows it).
-fn proxy_app(
-    forward: Forward,
-    bare: bool,
-) -> Result<
-    axum::routing::IntoMakeService<
-        impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-    >,
-    BoxError,
-> {
-    let app = if bare {
-        Either::Left(forward)
-    } else {
-        Either::Right(
-            ServiceBuilder::new()
-                .map_response(|response: Response<_>| response.map(Body::new))
-                .layer(Resilience::server().build()?)
-                .service(forward),
-        )
-    };
-    Ok(axum::ServiceExt::<Request<Body>>::into_make_service(app))
+/// The proxy's HTTP server: every path forwarded, through the bare proxy
+/// or the resilient one. No router: with one route for every path, an axum
+/// `Router` would only add its per-request work (a clone of the boxed
+/// route and a boxed future per request, two more when a layer is applied
+/// with `Router::layer`). An application with routes wraps its `Router`
+/// the same way, the stack around the router and the response body mapped
+/// to axum's `Body` as in [`resilient_proxy`], so that the stack runs once
+/// per request, before routing (the README shows it). Neither proxy is
+/// boxed: axum clones the service for each request, and a boxed service's
+/// clone is an allocation.
+fn proxy_app<A, B>(app: Either<A, B>) -> axum::routing::IntoMakeService<Either<A, B>>
+where
+    A: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    B: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    axum::ServiceExt::<Request<Body>>::into_make_service(app)
 }
 
 /// `--listen ADDR --upstream URL...`: a real proxy until Ctrl-C.
@@ -382,11 +382,11 @@ async fn serve(
         return serve_per_thread(listen, addrs, bare, threads);
     }
     let attempts = Arc::default();
-    let forward = if bare {
-        bare_proxy(addrs.clone(), Duration::from_secs(15), attempts)
+    let app = if bare {
+        Either::Left(bare_proxy(addrs.clone(), Duration::from_secs(15), attempts))
     } else {
         let deadline = Duration::from_secs(15);
-        let (forward, watch) = resilient_proxy(
+        let (app, watch) = resilient_proxy(
             addrs.clone(),
             deadline,
             Duration::from_secs(5),
@@ -396,7 +396,7 @@ async fn serve(
         if report {
             watch.report();
         }
-        forward
+        Either::Right(app)
     };
     let listener = TcpListener::bind(listen).await?;
     println!(
@@ -404,7 +404,7 @@ async fn serve(
         if bare { "bare" } else { "resilient" },
         listener.local_addr()?
     );
-    axum::serve(listener, proxy_app(forward, bare)?)
+    axum::serve(listener, proxy_app(app))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -435,24 +435,30 @@ fn serve_per_thread(
                     .map_err(|e| e.to_string())?;
                 runtime
                     .block_on(async move {
-                        let forward = if bare {
-                            bare_proxy(upstreams, Duration::from_secs(15), Arc::default())
-                        } else {
-                            resilient_proxy(
+                        let app = if bare {
+                            Either::Left(bare_proxy(
                                 upstreams,
                                 Duration::from_secs(15),
-                                Duration::from_secs(5),
                                 Arc::default(),
-                                Arc::default(),
-                            )?
-                            .0
+                            ))
+                        } else {
+                            Either::Right(
+                                resilient_proxy(
+                                    upstreams,
+                                    Duration::from_secs(15),
+                                    Duration::from_secs(5),
+                                    Arc::default(),
+                                    Arc::default(),
+                                )?
+                                .0,
+                            )
                         };
                         let socket = TcpSocket::new_v4()?;
                         socket.set_reuseport(true)?;
                         socket.set_reuseaddr(true)?;
                         socket.bind(listen)?;
                         let listener = socket.listen(1024)?;
-                        axum::serve(listener, proxy_app(forward, bare)?)
+                        axum::serve(listener, proxy_app(app))
                             .with_graceful_shutdown(async {
                                 let _ = tokio::signal::ctrl_c().await;
                             })
@@ -817,14 +823,14 @@ async fn run(scenario: &Scenario, resilient: bool) -> Result<Row, BoxError> {
         .collect::<Result<Vec<_>, _>>()?;
     let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
     let (attempts, retries) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let forward = if resilient {
-        resilient_proxy(addrs, BUDGET, ATTEMPT_TIMEOUT, attempts, retries.clone())?.0
+    let app = if resilient {
+        Either::Right(resilient_proxy(addrs, BUDGET, ATTEMPT_TIMEOUT, attempts, retries.clone())?.0)
     } else {
-        bare_proxy(addrs, BUDGET, attempts)
+        Either::Left(bare_proxy(addrs, BUDGET, attempts))
     };
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let proxy = listener.local_addr()?;
-    let app = proxy_app(forward, !resilient)?;
+    let app = proxy_app(app);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let sent = Arc::new(AtomicUsize::new(0));

@@ -231,21 +231,22 @@ impl Track {
     }
 
     fn complete(&mut self, outcome: Outcome) {
-        let rtt = Instant::now().saturating_duration_since(self.started);
-        self.complete_with(outcome, rtt);
+        // One clock read for both the latency and the record's time.
+        let now = Instant::now();
+        self.complete_with(outcome, now.saturating_duration_since(self.started), now);
     }
 
-    /// Records `outcome`, with `rtt` as the request's latency.
-    pub(crate) fn complete_with(&mut self, outcome: Outcome, rtt: std::time::Duration) {
+    /// Records `outcome` at `now`, with `rtt` as the request's latency.
+    pub(crate) fn complete_with(
+        &mut self,
+        outcome: Outcome,
+        rtt: std::time::Duration,
+        now: Instant,
+    ) {
         self.done = true;
         self.health.finish();
-        self.registry.record(
-            &self.health,
-            Verdict::of(outcome),
-            rtt,
-            Instant::now(),
-            self.probe,
-        );
+        self.registry
+            .record(&self.health, Verdict::of(outcome), rtt, now, self.probe);
     }
 }
 

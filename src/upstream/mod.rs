@@ -216,6 +216,7 @@ use self::endpoint::Health;
 use self::health::{CheckSettings, Registry, TARGET};
 use crate::classify::{Classify, HttpClassifier};
 use crate::http::Attempt;
+use crate::rng::Rng;
 use crate::BoxError;
 
 mod authority;
@@ -401,6 +402,39 @@ const DRAWS: usize = 4;
 /// Two costs this close are equal.
 const TIE: f64 = 1.01;
 
+/// The random draws of one pick: 32 bits of one generator call each, so
+/// that the two candidates of a pick cost one call of the generator (an
+/// atomic add on state every clone shares, which the cores of a
+/// multi-threaded runtime pass between them).
+struct Draws<'a> {
+    rng: &'a Rng,
+    bits: u64,
+    left: u8,
+}
+
+impl<'a> Draws<'a> {
+    fn new(rng: &'a Rng) -> Self {
+        Self {
+            rng,
+            bits: 0,
+            left: 0,
+        }
+    }
+
+    /// A uniform index below `n` (Lemire's multiply-shift on 32 bits: no
+    /// division, and a bias below `n / 2^32`).
+    fn below(&mut self, n: usize) -> usize {
+        if self.left == 0 {
+            self.bits = self.rng.next_u64();
+            self.left = 2;
+        }
+        let r = self.bits as u32;
+        self.bits >>= 32;
+        self.left -= 1;
+        ((u128::from(r) * n as u128) >> 32) as usize
+    }
+}
+
 impl<S, C> Upstreams<S, C> {
     fn refresh(&mut self) {
         if self.shared.generation.load(Ordering::Acquire) != self.generation {
@@ -408,21 +442,32 @@ impl<S, C> Upstreams<S, C> {
         }
     }
 
-    fn random(&self, n: usize) -> usize {
-        // Lemire's multiply-shift: uniform enough, no division.
-        ((u128::from(self.shared.registry.rng.next_u64()) * n as u128) >> 64) as usize
-    }
-
-    /// An index other than `not` for which `ok` holds, chosen at random.
-    fn sample(&self, not: Option<usize>, ok: impl Fn(usize) -> bool) -> Option<usize> {
+    /// An index other than `not` for which `ok` holds, chosen at random
+    /// (uniformly among the others: a draw never lands on `not`).
+    fn sample(
+        &self,
+        draws: &mut Draws<'_>,
+        not: Option<usize>,
+        ok: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         let n = self.endpoints.len();
+        let others = n - usize::from(not.is_some());
+        match others {
+            0 => return None,
+            // One endpoint: nothing to draw.
+            1 if n == 1 => return ok(0).then_some(0),
+            _ => {}
+        }
         for _ in 0..DRAWS {
-            let i = self.random(n);
-            if Some(i) != not && ok(i) {
+            let mut i = draws.below(others);
+            if not.is_some_and(|not| i >= not) {
+                i += 1;
+            }
+            if ok(i) {
                 return Some(i);
             }
         }
-        let start = self.random(n);
+        let start = draws.below(n);
         (0..n)
             .map(|k| (start + k) % n)
             .find(|&i| Some(i) != not && ok(i))
@@ -464,14 +509,16 @@ impl<S, C> Upstreams<S, C> {
 
         // Power of two choices: two distinct candidates at random, untried
         // ones if there are any, and the less loaded of the two.
-        let (first, ok): (usize, &dyn Fn(usize) -> bool) = match self.sample(None, untried) {
-            Some(i) => (i, &untried),
-            None => match self.sample(None, eligible) {
-                Some(i) => (i, &eligible),
-                None => return Err(NoHealthyUpstream::new(registry.retry_after(nanos))),
-            },
-        };
-        let Some(second) = self.sample(Some(first), ok) else {
+        let mut draws = Draws::new(&registry.rng);
+        let (first, ok): (usize, &dyn Fn(usize) -> bool) =
+            match self.sample(&mut draws, None, untried) {
+                Some(i) => (i, &untried),
+                None => match self.sample(&mut draws, None, eligible) {
+                    Some(i) => (i, &eligible),
+                    None => return Err(NoHealthyUpstream::new(registry.retry_after(nanos))),
+                },
+            };
+        let Some(second) = self.sample(&mut draws, Some(first), ok) else {
             return Ok(Pick {
                 index: first,
                 probe: false,
@@ -581,5 +628,62 @@ where
                 ResponseFuture::rejected(error, self.classifier.clone())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(n: u16) -> Upstreams<()> {
+        let addrs = (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)));
+        Upstreams::builder()
+            .seed(3)
+            .build(addrs, |_| ())
+            .expect("a valid set")
+    }
+
+    #[test]
+    fn two_draws_take_one_call_of_the_generator() {
+        let (rng, reference) = (Rng::from_seed(9), Rng::from_seed(9));
+        let mut draws = Draws::new(&rng);
+        let first = reference.next_u64();
+        let (a, b) = (draws.below(10), draws.below(10));
+        assert_eq!(a, ((u128::from(first as u32) * 10) >> 32) as usize);
+        assert_eq!(b, ((u128::from((first >> 32) as u32) * 10) >> 32) as usize);
+        assert_eq!(rng.next_u64(), reference.next_u64(), "one call for both");
+    }
+
+    #[test]
+    fn a_second_candidate_is_drawn_uniformly_among_the_others() {
+        let upstreams = set(3);
+        let rng = Rng::from_seed(5);
+        let mut draws = Draws::new(&rng);
+        let mut counts = [0u32; 3];
+        for _ in 0..3000 {
+            let i = upstreams
+                .sample(&mut draws, Some(1), |_| true)
+                .expect("two others");
+            counts[i] += 1;
+        }
+        assert_eq!(counts[1], 0, "never the first candidate");
+        assert!(
+            (1300..1700).contains(&counts[0]) && (1300..1700).contains(&counts[2]),
+            "{counts:?}"
+        );
+        // Only the last one is eligible: the draws miss and the scan finds it.
+        assert_eq!(upstreams.sample(&mut draws, Some(1), |i| i == 2), Some(2));
+        assert_eq!(upstreams.sample(&mut draws, Some(1), |i| i == 1), None);
+    }
+
+    #[test]
+    fn a_set_of_one_is_picked_without_a_draw() {
+        let upstreams = set(1);
+        let (rng, reference) = (Rng::from_seed(11), Rng::from_seed(11));
+        let mut draws = Draws::new(&rng);
+        assert_eq!(upstreams.sample(&mut draws, None, |_| true), Some(0));
+        assert_eq!(upstreams.sample(&mut draws, None, |_| false), None);
+        assert_eq!(upstreams.sample(&mut draws, Some(0), |_| true), None);
+        assert_eq!(rng.next_u64(), reference.next_u64(), "nothing drawn");
     }
 }
