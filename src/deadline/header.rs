@@ -209,6 +209,28 @@ pub(crate) fn write_grpc(headers: &mut HeaderMap, remaining: Duration) {
     headers.insert(GRPC_TIMEOUT, grpc_value(remaining));
 }
 
+/// The value [`value`] would make, as a static header value: cloning it
+/// (once per request that carries a whole budget) is a copy of a pointer,
+/// where a formatted value's clone is an atomic reference count. Each
+/// distinct number of milliseconds is formatted once for the life of the
+/// program (a builder built in a loop reuses it), when a layer is built.
+pub(crate) fn static_value(remaining: Duration) -> HeaderValue {
+    static KEPT: std::sync::Mutex<Vec<(u64, &'static str)>> = std::sync::Mutex::new(Vec::new());
+    let millis = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
+    let mut kept = KEPT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let text = match kept.iter().find(|(m, _)| *m == millis) {
+        Some(&(_, text)) => text,
+        None => {
+            let text: &'static str = Box::leak(millis.to_string().into_boxed_str());
+            kept.push((millis, text));
+            text
+        }
+    };
+    HeaderValue::from_static(text)
+}
+
 /// `remaining` as the header's value: whole milliseconds, rounded down.
 ///
 /// The last value made on this thread is kept and handed out again while
@@ -241,6 +263,21 @@ pub(crate) fn value(remaining: Duration) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_static_value_is_the_formatted_one_made_once_per_figure() {
+        for ms in [14_990, 9_990, 0, u64::MAX / 1_000_000] {
+            let remaining = Duration::from_millis(ms) + Duration::from_micros(999);
+            let (a, b) = (static_value(remaining), static_value(remaining));
+            assert_eq!(a, value(remaining), "{ms} ms");
+            // The same text both times: formatted once, never again.
+            assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr(), "{ms} ms");
+        }
+        assert_ne!(
+            static_value(Duration::from_millis(1)),
+            static_value(Duration::from_millis(2))
+        );
+    }
 
     #[test]
     fn a_kept_value_is_handed_out_only_for_the_same_figure() {

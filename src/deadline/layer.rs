@@ -25,7 +25,8 @@ pub(crate) struct Config {
     pub(crate) header_name: &'static HeaderName,
     /// The header's value for a request whose budget is the whole
     /// `timeout` (a client's usual request), made once so that writing it
-    /// neither formats nor allocates; set by `build`.
+    /// neither formats nor allocates; set by `build`. A static value, so
+    /// that copying it into a request touches no reference count.
     pub(crate) whole_budget: Option<HeaderValue>,
 }
 
@@ -173,7 +174,7 @@ impl DeadlineBuilder {
             }
         }
         if config.write_header {
-            config.whole_budget = Some(super::header::value(
+            config.whole_budget = Some(super::header::static_value(
                 config.timeout.saturating_sub(config.margin),
             ));
         }
