@@ -5,11 +5,14 @@ use std::cell::Cell;
 
 use tokio::time::Instant;
 
+#[cfg(all(test, any(feature = "timeout", feature = "deadline")))]
+pub(crate) use self::timer::ARMED;
 #[cfg(any(feature = "timeout", feature = "deadline"))]
 pub(crate) use self::timer::{saturating_add, LazyTimer};
 
 #[cfg(any(feature = "timeout", feature = "deadline"))]
 mod timer {
+    use std::cell::Cell;
     use std::future::Future;
     use std::pin::Pin;
     use std::task::{Context, Poll};
@@ -18,7 +21,9 @@ mod timer {
     use tokio::time::{sleep_until, Instant, Sleep};
 
     pin_project! {
-        /// Fires at `deadline`, but creates its `Sleep` only when first polled.
+        /// Fires at `deadline`, but creates its `Sleep` only when first
+        /// polled pending, and none at all when an enclosing timer covers
+        /// it (see [`watch`](Self::watch)).
         ///
         /// Timeout futures poll their inner future first and this timer only when
         /// the inner future is pending, so a response that is ready at once never
@@ -26,28 +31,134 @@ mod timer {
         #[derive(Debug)]
         pub(crate) struct LazyTimer {
             #[pin]
-            sleep: Option<Sleep>,
+            state: State,
             deadline: Instant,
+        }
+    }
+
+    pin_project! {
+        /// A timer's `Sleep`, or what it learned of the timer around it
+        /// instead (in the `Sleep`'s spare bit patterns: no larger than an
+        /// `Option<Sleep>`).
+        #[project = StateProj]
+        #[derive(Debug)]
+        enum State {
+            /// Not polled pending yet: the next pending poll decides.
+            Unknown,
+            /// An enclosing timer due earlier ends this timer's future
+            /// first.
+            Earlier,
+            /// An enclosing timer due at the same instant wakes the task
+            /// then; this timer reads the clock when polled.
+            Tie,
+            Armed {
+                #[pin]
+                sleep: Sleep,
+            },
+        }
+    }
+
+    /// An enclosing timer polling its inner future for the first time: its
+    /// deadline and the memory of that inner future.
+    #[derive(Clone, Copy)]
+    struct Watcher {
+        at: Instant,
+        start: usize,
+        len: usize,
+    }
+
+    thread_local! {
+        /// The innermost timeout or deadline future polling its inner
+        /// future for the first time on this thread, if any.
+        static WATCHER: Cell<Option<Watcher>> = const { Cell::new(None) };
+    }
+
+    #[cfg(test)]
+    thread_local! {
+        /// How many `Sleep`s this thread's timers created.
+        pub(crate) static ARMED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// What a timeout or deadline future holds while it polls its inner
+    /// future (see [`LazyTimer::watch`]). Gives the previous watcher back
+    /// when dropped, even on a panic.
+    #[must_use = "the inner future is watched only while the guard lives"]
+    pub(crate) struct Watch(Option<Watcher>);
+
+    impl Drop for Watch {
+        #[inline]
+        fn drop(&mut self) {
+            WATCHER.set(self.0);
         }
     }
 
     impl LazyTimer {
         pub(crate) fn new(deadline: Instant) -> Self {
             Self {
-                sleep: None,
+                state: State::Unknown,
                 deadline,
             }
         }
 
+        /// Holds this timer up as the watcher of `inner`, the future its
+        /// owner is about to poll, until the guard is dropped; only while
+        /// this timer has no `Sleep` (the owner's first poll, or while it is
+        /// covered itself), so later polls pay nothing.
+        ///
+        /// A timer first polled inside `inner` then (a deadline or timeout
+        /// layer further down the same stack, in the same `poll`) whose
+        /// deadline is not earlier than this one creates no `Sleep` of its
+        /// own: this timer ends `inner` by then. On a tie the owner polls
+        /// `inner` first when this timer wakes the task, and the inner
+        /// timer, reading the clock, fires first, as it would with a
+        /// `Sleep` of its own. A proxy's server and client deadlines (the
+        /// client's never later than the server's) and an attempt timeout
+        /// longer than the deadline around it cost one timer instead of
+        /// two. "Inside" is in memory: a future stored within `inner`,
+        /// which cannot outlive it or be polled by another task; a future
+        /// behind a box, in a spawned task or behind a buffer is elsewhere,
+        /// and so is one first polled later (a retry after a backoff): they
+        /// keep their own timers.
+        #[inline]
+        pub(crate) fn watch<F>(&self, inner: &F) -> Option<Watch> {
+            if matches!(self.state, State::Armed { .. }) {
+                return None;
+            }
+            Some(Watch(WATCHER.replace(Some(Watcher {
+                at: self.deadline,
+                start: inner as *const F as usize,
+                len: std::mem::size_of::<F>(),
+            }))))
+        }
+
         /// `Ready` once the deadline has passed.
         pub(crate) fn poll_elapsed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let here = &*self as *const Self as usize;
             let mut this = self.project();
-            if this.sleep.is_none() {
-                this.sleep.set(Some(sleep_until(*this.deadline)));
+            if let State::Unknown = *this.state {
+                match WATCHER.get() {
+                    Some(w) if here.wrapping_sub(w.start) < w.len && w.at <= *this.deadline => {
+                        this.state.set(if w.at < *this.deadline {
+                            State::Earlier
+                        } else {
+                            State::Tie
+                        });
+                    }
+                    _ => {
+                        #[cfg(test)]
+                        ARMED.with(|n| n.set(n.get() + 1));
+                        this.state.set(State::Armed {
+                            sleep: sleep_until(*this.deadline),
+                        });
+                    }
+                }
             }
-            match this.sleep.as_pin_mut() {
-                Some(sleep) => sleep.poll(cx),
-                None => Poll::Ready(()),
+            match this.state.project() {
+                StateProj::Armed { sleep } => sleep.poll(cx),
+                StateProj::Earlier => Poll::Pending,
+                StateProj::Tie if Instant::now() < *this.deadline => Poll::Pending,
+                // `Unknown` is never left above.
+                StateProj::Tie | StateProj::Unknown => Poll::Ready(()),
             }
         }
     }
@@ -169,5 +280,135 @@ mod tests {
         });
         assert!(panicked.is_err());
         assert!(CALL_NOW.with(Cell::get).is_none(), "restored after a panic");
+    }
+
+    #[cfg(all(feature = "timeout", feature = "deadline"))]
+    mod covered {
+        use std::future::{pending, Future};
+        use std::pin::Pin;
+        use std::time::Duration;
+
+        use http::{Request, Response};
+        use tokio::time::Instant;
+        use tower::{service_fn, BoxError, Layer, ServiceExt};
+
+        use crate::deadline::{DeadlineExceeded, DeadlineLayer};
+        use crate::time::ARMED;
+        use crate::timeout::{Elapsed, TimeoutLayer};
+
+        type Answer = Result<Response<&'static str>, BoxError>;
+
+        fn armed() -> usize {
+            ARMED.with(|n| n.get())
+        }
+
+        /// A service that never answers.
+        fn silent() -> impl tower::Service<
+            Request<()>,
+            Response = Response<&'static str>,
+            Error = BoxError,
+            Future: Send,
+        > + Clone {
+            service_fn(|_: Request<()>| pending::<Answer>())
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_deadline_inside_one_due_at_the_same_instant_makes_no_timer_and_fires_first() {
+            let layer = DeadlineLayer::builder()
+                .timeout(Duration::from_secs(1))
+                .build()
+                .unwrap();
+            // Between the two deadlines, what the inner one's error becomes
+            // (a stale page, an error response): only seen if it fires first.
+            let inner = layer.layer(silent());
+            let between = service_fn(move |request: Request<()>| {
+                let call = inner.clone().oneshot(request);
+                async move {
+                    match call.await {
+                        Err(error) if error.is::<DeadlineExceeded>() => {
+                            Ok::<_, BoxError>(Response::new("inner deadline"))
+                        }
+                        other => other,
+                    }
+                }
+            });
+            let outer = layer.layer(between);
+            let (before, start) = (armed(), Instant::now());
+            let response = outer.oneshot(Request::new(())).await.unwrap();
+            assert_eq!(*response.body(), "inner deadline");
+            assert_eq!(Instant::now() - start, Duration::from_secs(1));
+            assert_eq!(armed() - before, 1, "the outer deadline's timer only");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_later_timer_inside_an_earlier_one_makes_none() {
+            let inner = TimeoutLayer::new(Duration::from_secs(30)).layer(silent());
+            let outer = DeadlineLayer::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap()
+                .layer(inner);
+            let (before, start) = (armed(), Instant::now());
+            let error = outer.oneshot(Request::new(())).await.unwrap_err();
+            assert!(error.is::<DeadlineExceeded>(), "{error}");
+            assert_eq!(Instant::now() - start, Duration::from_secs(2));
+            assert_eq!(armed() - before, 1);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn an_earlier_timer_inside_a_later_one_makes_its_own() {
+            let inner = TimeoutLayer::new(Duration::from_secs(1)).layer(silent());
+            let outer = TimeoutLayer::new(Duration::from_secs(5)).layer(inner);
+            let (before, start) = (armed(), Instant::now());
+            let error = outer.oneshot(Request::new(())).await.unwrap_err();
+            assert!(error.is::<Elapsed>(), "{error}");
+            assert_eq!(Instant::now() - start, Duration::from_secs(1));
+            assert_eq!(armed() - before, 2);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_timer_behind_a_box_or_in_another_task_makes_its_own() {
+            let timeout = TimeoutLayer::new(Duration::from_secs(1));
+            // Behind a box: not inside the outer future's memory.
+            let boxed = timeout.layer(silent()).map_future(|future| {
+                Box::pin(future) as Pin<Box<dyn Future<Output = Answer> + Send>>
+            });
+            let outer = timeout.layer(boxed);
+            let before = armed();
+            let error = outer.oneshot(Request::new(())).await.unwrap_err();
+            assert!(error.is::<Elapsed>(), "{error}");
+            assert_eq!(armed() - before, 2, "one for each");
+
+            // In a spawned task, which the outer future does not end: the
+            // inner timer still ends it at its own deadline.
+            let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+            let inner = timeout.layer(silent());
+            let spawning = service_fn(move |request: Request<()>| {
+                let (call, sender) = (inner.clone().oneshot(request), sender.clone());
+                let task = tokio::spawn(async move {
+                    let elapsed = call.await.is_err_and(|e| e.is::<Elapsed>());
+                    let _ = sender.send(elapsed);
+                });
+                async move {
+                    let _ = task.await;
+                    Ok::<_, BoxError>(Response::new("joined"))
+                }
+            });
+            let outer = DeadlineLayer::builder()
+                .timeout(Duration::from_millis(500))
+                .build()
+                .unwrap()
+                .layer(spawning);
+            let (before, start) = (armed(), Instant::now());
+            let error = outer.oneshot(Request::new(())).await.unwrap_err();
+            assert!(error.is::<DeadlineExceeded>(), "{error}");
+            let elapsed = receiver
+                .recv()
+                .await
+                .expect("the spawned call ends by itself");
+            assert!(elapsed, "the spawned call timed out");
+            assert_eq!(armed() - before, 2);
+            assert_eq!(Instant::now() - start, Duration::from_secs(1));
+        }
     }
 }

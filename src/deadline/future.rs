@@ -62,9 +62,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Running { inner, timer } => {
-                // The inner future first: on a tie the response wins.
-                if let Poll::Ready(result) = inner.poll(cx) {
+            StateProj::Running { mut inner, timer } => {
+                // The inner future first: on a tie the response wins. The
+                // timers first polled inside it that this one covers make
+                // none of their own (see `LazyTimer::watch`).
+                let polled = {
+                    let _watch = timer.watch(&*inner);
+                    inner.as_mut().poll(cx)
+                };
+                if let Poll::Ready(result) = polled {
                     return Poll::Ready(result.map_err(Into::into));
                 }
                 ready!(timer.poll_elapsed(cx));

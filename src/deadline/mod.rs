@@ -61,7 +61,9 @@
 //! whole timeout, is made once when the layer is built and shared (no
 //! formatting, no allocation), and formatted only for a shorter budget. The
 //! timer is created only if the response is not ready at its first poll, as
-//! in [`timeout`](crate::timeout).
+//! in [`timeout`](crate::timeout), and not at all inside a deadline or
+//! timeout that ends no later (a proxy's client deadline inside its server
+//! deadline): see [`timeout`'s costs](crate::timeout#cost).
 //!
 //! # Example
 //!

@@ -43,10 +43,16 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
 
-        // The inner future first: on a tie the response wins.
-        if let Poll::Ready(result) = this.inner.poll(cx) {
+        // The inner future first: on a tie the response wins. The timers
+        // inside it that this one covers make none of their own (see
+        // `LazyTimer::watch`).
+        let polled = {
+            let _watch = this.timer.watch(&*this.inner);
+            this.inner.as_mut().poll(cx)
+        };
+        if let Poll::Ready(result) = polled {
             return Poll::Ready(result.map_err(Into::into));
         }
         ready!(this.timer.poll_elapsed(cx));

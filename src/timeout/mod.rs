@@ -27,6 +27,18 @@
 //! layer, an in-process service) costs one clock read and nothing else. The
 //! crate's benchmarks compare it with tower's `Timeout`.
 //!
+//! A timeout inside another timeout or a [deadline](crate::deadline) that
+//! ends no later (an attempt timeout longer than what is left of the
+//! request's deadline, a proxy's client deadline inside its server
+//! deadline) creates no timer at all: the outer one ends both. The inner
+//! one still fires first when both are due at the same instant, as if it
+//! had its own timer, so the layers between them see its error. This holds
+//! when the inner future is stored inside the outer one and first polled
+//! in the outer one's first poll, as in one stack of layers; a future
+//! behind a box, in a spawned task or behind a buffer, or made later (a
+//! retry after its backoff) keeps its own timer. This departs from tower,
+//! where every `Timeout` registers its own.
+//!
 //! # Ties
 //!
 //! The inner future is always polled before the timer. If the response is
