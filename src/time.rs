@@ -302,6 +302,18 @@ mod tests {
             ARMED.with(|n| n.get())
         }
 
+        /// What calling `service` ends with: its error, after how long, and
+        /// how many `Sleep`s were made meanwhile.
+        async fn failure<S>(service: S) -> (BoxError, Duration, usize)
+        where
+            S: tower::Service<Request<()>, Error = BoxError>,
+            S::Response: std::fmt::Debug,
+        {
+            let (before, start) = (armed(), Instant::now());
+            let error = service.oneshot(Request::new(())).await.unwrap_err();
+            (error, Instant::now() - start, armed() - before)
+        }
+
         /// A service that never answers.
         fn silent() -> impl tower::Service<
             Request<()>,
@@ -348,22 +360,18 @@ mod tests {
                 .build()
                 .unwrap()
                 .layer(inner);
-            let (before, start) = (armed(), Instant::now());
-            let error = outer.oneshot(Request::new(())).await.unwrap_err();
+            let (error, after, armed) = failure(outer).await;
             assert!(error.is::<DeadlineExceeded>(), "{error}");
-            assert_eq!(Instant::now() - start, Duration::from_secs(2));
-            assert_eq!(armed() - before, 1);
+            assert_eq!((after, armed), (Duration::from_secs(2), 1));
         }
 
         #[tokio::test(start_paused = true)]
         async fn an_earlier_timer_inside_a_later_one_makes_its_own() {
             let inner = TimeoutLayer::new(Duration::from_secs(1)).layer(silent());
             let outer = TimeoutLayer::new(Duration::from_secs(5)).layer(inner);
-            let (before, start) = (armed(), Instant::now());
-            let error = outer.oneshot(Request::new(())).await.unwrap_err();
+            let (error, after, armed) = failure(outer).await;
             assert!(error.is::<Elapsed>(), "{error}");
-            assert_eq!(Instant::now() - start, Duration::from_secs(1));
-            assert_eq!(armed() - before, 2);
+            assert_eq!((after, armed), (Duration::from_secs(1), 2));
         }
 
         #[tokio::test(start_paused = true)]
@@ -374,10 +382,9 @@ mod tests {
                 Box::pin(future) as Pin<Box<dyn Future<Output = Answer> + Send>>
             });
             let outer = timeout.layer(boxed);
-            let before = armed();
-            let error = outer.oneshot(Request::new(())).await.unwrap_err();
+            let (error, _, armed_here) = failure(outer).await;
             assert!(error.is::<Elapsed>(), "{error}");
-            assert_eq!(armed() - before, 2, "one for each");
+            assert_eq!(armed_here, 2, "one for each");
 
             // In a spawned task, which the outer future does not end: the
             // inner timer still ends it at its own deadline.
@@ -400,8 +407,9 @@ mod tests {
                 .unwrap()
                 .layer(spawning);
             let (before, start) = (armed(), Instant::now());
-            let error = outer.oneshot(Request::new(())).await.unwrap_err();
+            let (error, after, _) = failure(outer).await;
             assert!(error.is::<DeadlineExceeded>(), "{error}");
+            assert_eq!(after, Duration::from_millis(500));
             let elapsed = receiver
                 .recv()
                 .await
