@@ -25,6 +25,14 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# Stops the process `start` started last.
+stop_last() {
+    local pid=${pids[-1]}
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    unset 'pids[-1]'
+}
+
 # Waits until something answers on ADDR (host:port).
 wait_port() {
     local addr=$1

@@ -55,12 +55,6 @@ start_proxy() {
     oha --no-tui -z 2s -c "$CONNECTIONS" "http://$proxy/" >/dev/null
 }
 
-stop_proxy() {
-    kill "$1"
-    wait "$1" 2>/dev/null || true
-    unset 'pids[-1]'
-}
-
 # Runs oha with ARGS against the proxy while `perf record PERF...` samples
 # process PID; prints the number of answered requests.
 recorded() {
@@ -84,7 +78,7 @@ for mode in bare full; do
     start_proxy "$mode"
     recorded "$started" "$work/$mode.data" -F "$FREQ" -- -q "$RATE" -z "$DURATION" -c "$CONNECTIONS" >"$work/$mode.requests"
     perf report -i "$work/$mode.data" --no-children -n --sort dso,sym -q -g none -t '|' 2>/dev/null >"$work/$mode.report"
-    stop_proxy "$started"
+    stop_last
 done
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(date -u +%Y-%m-%d)"
@@ -143,7 +137,7 @@ for mode in bare full; do
     start_proxy "$mode"
     recorded "$started" "$work/$mode.copies" -e probe_libc:steady_copy -- -n "$COPIES" -c 8 >"$work/$mode.copies.requests"
     perf script -i "$work/$mode.copies" 2>/dev/null | grep -o 'len=[0-9]*' >"$work/$mode.lens" || true
-    stop_proxy "$started"
+    stop_last
 done
 echo
 echo "Copies ($copy), $COPIES requests at 8 connections:"

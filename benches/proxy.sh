@@ -48,13 +48,6 @@ THREADS=${THREADS:-}
 
 source "$(dirname "$0")/harness.sh"
 
-stop_last() {
-    local pid=${pids[-1]}
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
-    unset 'pids[-1]'
-}
-
 # CPU time (user + system) of process PID and its children (nginx's
 # workers) so far, in clock ticks.
 cpu_ticks() {

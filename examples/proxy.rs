@@ -203,6 +203,25 @@ fn onward<B>(mut request: Request<B>) -> Request<B> {
     request
 }
 
+/// What axum serves: either proxy, as one unboxed service.
+trait App:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 fn answer(status: StatusCode) -> Response<Body> {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
@@ -215,11 +234,7 @@ fn bare_proxy(
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
     attempts: Arc<AtomicUsize>,
-) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
-       + Clone
-       + Send
-       + Sync
-       + 'static {
+) -> impl App {
     let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
     let next = Arc::new(AtomicUsize::new(0));
     let upstreams: Arc<[SocketAddr]> = upstreams.into();
@@ -252,17 +267,7 @@ fn resilient_proxy(
     attempt_timeout: Duration,
     attempts: Arc<AtomicUsize>,
     retries: Arc<AtomicUsize>,
-) -> Result<
-    (
-        impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        Watch,
-    ),
-    BoxError,
-> {
+) -> Result<(impl App, Watch), BoxError> {
     let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Body>>();
     let set = Upstreams::builder().build(upstreams, move |addr| {
         let (attempts, retries) = (attempts.clone(), retries.clone());

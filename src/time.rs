@@ -58,8 +58,9 @@ mod timer {
         }
     }
 
-    /// An enclosing timer polling its inner future for the first time: its
-    /// deadline and the memory of that inner future.
+    /// An enclosing timer without a `Sleep` yet (its owner's first poll, or
+    /// a timer covered itself) polling its inner future: its deadline and
+    /// the memory of that inner future.
     #[derive(Clone, Copy)]
     struct Watcher {
         at: Instant,
@@ -68,8 +69,8 @@ mod timer {
     }
 
     thread_local! {
-        /// The innermost timeout or deadline future polling its inner
-        /// future for the first time on this thread, if any.
+        /// The innermost watching timer (see [`LazyTimer::watch`]) on this
+        /// thread, if any.
         static WATCHER: Cell<Option<Watcher>> = const { Cell::new(None) };
     }
 

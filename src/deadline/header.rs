@@ -209,6 +209,11 @@ pub(crate) fn write_grpc(headers: &mut HeaderMap, remaining: Duration) {
     headers.insert(GRPC_TIMEOUT, grpc_value(remaining));
 }
 
+/// `remaining` in whole milliseconds, rounded down (and capped).
+fn whole_millis(remaining: Duration) -> u64 {
+    u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The value [`value`] would make, as a static header value: cloning it
 /// (once per request that carries a whole budget) is a copy of a pointer,
 /// where a formatted value's clone is an atomic reference count. Each
@@ -216,7 +221,7 @@ pub(crate) fn write_grpc(headers: &mut HeaderMap, remaining: Duration) {
 /// program (a builder built in a loop reuses it), when a layer is built.
 pub(crate) fn static_value(remaining: Duration) -> HeaderValue {
     static KEPT: std::sync::Mutex<Vec<(u64, &'static str)>> = std::sync::Mutex::new(Vec::new());
-    let millis = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
+    let millis = whole_millis(remaining);
     let mut kept = KEPT
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -243,7 +248,7 @@ pub(crate) fn value(remaining: Duration) -> HeaderValue {
         static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> =
             const { std::cell::RefCell::new(None) };
     }
-    let millis = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
+    let millis = whole_millis(remaining);
     // `try_with`: a thread being torn down makes its value anew.
     LAST.try_with(|last| {
         // Never borrowed twice: nothing in here calls out.
