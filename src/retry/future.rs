@@ -256,8 +256,11 @@ where
                         if let Poll::Ready(result) = polled {
                             this.primary.set(None);
                             match result {
-                                Ok(response) if this.ctx.succeeded(PRIMARY, &response) => {
-                                    return Poll::Ready(this.ctx.finished(Ok(response)));
+                                Ok(mut response) if this.ctx.succeeded(PRIMARY, &response) => {
+                                    // Already classified: `finished` would
+                                    // classify it again for its metrics.
+                                    this.ctx.finished_ok(&mut response);
+                                    return Poll::Ready(Ok(response));
                                 }
                                 result => {
                                     let timer = this.timer.as_mut();
@@ -333,24 +336,42 @@ where
     /// feature) and hands the result on, marked [`Retried`] if it took
     /// more than one attempt.
     fn finished(&self, mut out: Result<Response<RB>, BoxError>) -> Result<Response<RB>, BoxError> {
-        if self.attempts > 1 {
-            if let Ok(response) = &mut out {
-                // Allocates the extension map: only for a retried request.
-                response
-                    .extensions_mut()
-                    .insert(Retried::new(self.attempts, self.backoff));
-            }
+        #[cfg(feature = "metrics")]
+        let outcome = self.shared.classifier.classify_result(&out);
+        if let Ok(response) = &mut out {
+            self.mark_retried(response);
         }
         #[cfg(feature = "metrics")]
-        {
-            let outcome = self.shared.classifier.classify_result(&out);
-            let elapsed = self
-                .shared
-                .durations
-                .then(|| Instant::now().saturating_duration_since(self.started));
-            self.shared.metrics.request(outcome.kind(), elapsed);
-        }
+        self.report(outcome);
         out
+    }
+
+    /// [`finished`](Self::finished) for a response already classified a
+    /// success.
+    fn finished_ok(&self, response: &mut Response<RB>) {
+        self.mark_retried(response);
+        #[cfg(feature = "metrics")]
+        self.report(Outcome::Success);
+    }
+
+    /// Marks a response that took more than one attempt [`Retried`].
+    fn mark_retried(&self, response: &mut Response<RB>) {
+        if self.attempts > 1 {
+            // Allocates the extension map: only for a retried request.
+            response
+                .extensions_mut()
+                .insert(Retried::new(self.attempts, self.backoff));
+        }
+    }
+
+    /// The request's outcome and time, with the `metrics` feature.
+    #[cfg(feature = "metrics")]
+    fn report(&self, outcome: Outcome) {
+        let elapsed = self
+            .shared
+            .durations
+            .then(|| Instant::now().saturating_duration_since(self.started));
+        self.shared.metrics.request(outcome.kind(), elapsed);
     }
 
     /// Sends an attempt (`next_request` has counted it) inside a new
