@@ -45,7 +45,6 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
-use tower::util::Either;
 use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_steady::chaos::{ChaosLayer, Fault};
 use tower_steady::deadline::DeadlineLayer;
@@ -344,13 +343,22 @@ impl Watch {
 /// to axum's `Body` as in [`resilient_proxy`], so that the stack runs once
 /// per request, before routing (the README shows it). Neither proxy is
 /// boxed: axum clones the service for each request, and a boxed service's
-/// clone is an allocation.
-fn proxy_app<A, B>(app: Either<A, B>) -> axum::routing::IntoMakeService<Either<A, B>>
-where
-    A: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
-    B: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
-{
+/// clone is an allocation. Nor are the two put in one `Either`: each
+/// caller serves the one it built, since `Either::call` would move the
+/// resilient proxy's future (the two stacks' futures, nested) once more
+/// per request.
+fn proxy_app<A: App>(app: A) -> axum::routing::IntoMakeService<A> {
     axum::ServiceExt::<Request<Body>>::into_make_service(app)
+}
+
+/// Serves `app` on `listener` until Ctrl-C.
+async fn serve_until_ctrl_c<A: App>(listener: TcpListener, app: A) -> Result<(), BoxError> {
+    axum::serve(listener, proxy_app(app))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
 }
 
 /// `--listen ADDR --upstream URL...`: a real proxy until Ctrl-C.
@@ -386,14 +394,20 @@ async fn serve(
             .ok_or(format!("{listen}: no address"))?;
         return serve_per_thread(listen, addrs, bare, threads);
     }
+    let listener = TcpListener::bind(listen).await?;
+    println!(
+        "{} proxy on http://{} in front of {addrs:?}; Ctrl-C to stop",
+        if bare { "bare" } else { "resilient" },
+        listener.local_addr()?
+    );
     let attempts = Arc::default();
-    let app = if bare {
-        Either::Left(bare_proxy(addrs.clone(), Duration::from_secs(15), attempts))
+    if bare {
+        let app = bare_proxy(addrs.clone(), Duration::from_secs(15), attempts);
+        serve_until_ctrl_c(listener, app).await
     } else {
-        let deadline = Duration::from_secs(15);
         let (app, watch) = resilient_proxy(
             addrs.clone(),
-            deadline,
+            Duration::from_secs(15),
             Duration::from_secs(5),
             attempts,
             Arc::default(),
@@ -401,20 +415,8 @@ async fn serve(
         if report {
             watch.report();
         }
-        Either::Right(app)
-    };
-    let listener = TcpListener::bind(listen).await?;
-    println!(
-        "{} proxy on http://{} in front of {addrs:?}; Ctrl-C to stop",
-        if bare { "bare" } else { "resilient" },
-        listener.local_addr()?
-    );
-    axum::serve(listener, proxy_app(app))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
+        serve_until_ctrl_c(listener, app).await
+    }
 }
 
 /// `--threads N`: N threads, each a current-thread runtime serving its own
@@ -440,34 +442,25 @@ fn serve_per_thread(
                     .map_err(|e| e.to_string())?;
                 runtime
                     .block_on(async move {
-                        let app = if bare {
-                            Either::Left(bare_proxy(
-                                upstreams,
-                                Duration::from_secs(15),
-                                Arc::default(),
-                            ))
-                        } else {
-                            Either::Right(
-                                resilient_proxy(
-                                    upstreams,
-                                    Duration::from_secs(15),
-                                    Duration::from_secs(5),
-                                    Arc::default(),
-                                    Arc::default(),
-                                )?
-                                .0,
-                            )
-                        };
                         let socket = TcpSocket::new_v4()?;
                         socket.set_reuseport(true)?;
                         socket.set_reuseaddr(true)?;
                         socket.bind(listen)?;
                         let listener = socket.listen(1024)?;
-                        axum::serve(listener, proxy_app(app))
-                            .with_graceful_shutdown(async {
-                                let _ = tokio::signal::ctrl_c().await;
-                            })
-                            .await?;
+                        if bare {
+                            let app =
+                                bare_proxy(upstreams, Duration::from_secs(15), Arc::default());
+                            serve_until_ctrl_c(listener, app).await?;
+                        } else {
+                            let (app, _) = resilient_proxy(
+                                upstreams,
+                                Duration::from_secs(15),
+                                Duration::from_secs(5),
+                                Arc::default(),
+                                Arc::default(),
+                            )?;
+                            serve_until_ctrl_c(listener, app).await?;
+                        }
                         Ok::<_, BoxError>(())
                     })
                     .map_err(|e| e.to_string())
@@ -821,6 +814,14 @@ async fn load(proxy: SocketAddr, rate: u32, seconds: f64, sent: Arc<AtomicUsize>
     row
 }
 
+/// Serves `app` on `listener` until aborted.
+fn spawn_proxy<A: App>(
+    listener: TcpListener,
+    app: A,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move { axum::serve(listener, proxy_app(app)).await })
+}
+
 /// One scenario through one proxy, on fresh upstreams.
 async fn run(scenario: &Scenario, resilient: bool) -> Result<Row, BoxError> {
     let mut replicas = (0..3)
@@ -828,15 +829,14 @@ async fn run(scenario: &Scenario, resilient: bool) -> Result<Row, BoxError> {
         .collect::<Result<Vec<_>, _>>()?;
     let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
     let (attempts, retries) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let app = if resilient {
-        Either::Right(resilient_proxy(addrs, BUDGET, ATTEMPT_TIMEOUT, attempts, retries.clone())?.0)
-    } else {
-        Either::Left(bare_proxy(addrs, BUDGET, attempts))
-    };
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let proxy = listener.local_addr()?;
-    let app = proxy_app(app);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = if resilient {
+        let (app, _) = resilient_proxy(addrs, BUDGET, ATTEMPT_TIMEOUT, attempts, retries.clone())?;
+        spawn_proxy(listener, app)
+    } else {
+        spawn_proxy(listener, bare_proxy(addrs, BUDGET, attempts))
+    };
 
     let sent = Arc::new(AtomicUsize::new(0));
     let driver = tokio::spawn(load(proxy, scenario.rate, scenario.seconds, sent.clone()));
