@@ -59,7 +59,7 @@ impl<B: Body, C: Classify> Body for EndpointBody<B, C> {
         if let Some((_, _, classifier)) = this.watch.as_ref() {
             if let Some(outcome) = grpc::frame_outcome(&frame, classifier) {
                 if let Some((mut track, rtt, _)) = this.watch.take() {
-                    track.complete_with(outcome, rtt, tokio::time::Instant::now());
+                    track.complete_with(outcome, rtt);
                 }
             }
         }

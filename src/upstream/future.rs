@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -171,7 +172,7 @@ fn finish<RB, C: Classify + Clone>(
     // A gRPC call whose status comes in its trailers is recorded when its
     // body ends, with the latency to its head.
     if outcome.is_success() && grpc::status_in_trailers(response.headers()) {
-        let rtt = Instant::now().saturating_duration_since(track.started);
+        let rtt = track.elapsed();
         let classifier = classifier.clone();
         return Ok(response.map(|body| EndpointBody::watched(body, track, rtt, classifier)));
     }
@@ -202,7 +203,8 @@ where
 pub(crate) struct Track {
     registry: Arc<Registry>,
     health: Arc<Health>,
-    started: Instant,
+    /// When the request was sent, on the registry's clock.
+    started: u64,
     /// Whether this request is the probe of an ejected endpoint.
     probe: bool,
     /// Whether a retry layer is calling: an error is then wrapped in an
@@ -215,7 +217,7 @@ impl Track {
     pub(crate) fn new(
         registry: Arc<Registry>,
         health: Arc<Health>,
-        started: Instant,
+        started: u64,
         probe: bool,
         report: bool,
     ) -> Self {
@@ -231,18 +233,34 @@ impl Track {
     }
 
     fn complete(&mut self, outcome: Outcome) {
-        // One clock read for both the latency and the record's time.
-        let now = Instant::now();
-        self.complete_with(outcome, now.saturating_duration_since(self.started), now);
+        // One clock read, on the registry's clock, for both the latency and
+        // the record's time.
+        let now = self.now();
+        self.record(outcome, self.rtt(now), now);
     }
 
-    /// Records `outcome` at `now`, with `rtt` as the request's latency.
-    pub(crate) fn complete_with(
-        &mut self,
-        outcome: Outcome,
-        rtt: std::time::Duration,
-        now: Instant,
-    ) {
+    /// The registry's clock now.
+    fn now(&self) -> u64 {
+        self.registry.nanos(Instant::now())
+    }
+
+    /// The time from the request's start to `now` (the registry's clock).
+    fn rtt(&self, now: u64) -> Duration {
+        Duration::from_nanos(now.saturating_sub(self.started))
+    }
+
+    /// The time since the request's start.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.rtt(self.now())
+    }
+
+    /// Records `outcome` now, with `rtt` as the request's latency.
+    pub(crate) fn complete_with(&mut self, outcome: Outcome, rtt: Duration) {
+        let now = self.now();
+        self.record(outcome, rtt, now);
+    }
+
+    fn record(&mut self, outcome: Outcome, rtt: Duration, now: u64) {
         self.done = true;
         self.health.finish();
         self.registry
@@ -266,7 +284,7 @@ impl Drop for Track {
         }
         self.health.finish();
         if self.probe {
-            self.registry.abandon_probe(&self.health, Instant::now());
+            self.registry.abandon_probe(&self.health, self.now());
         }
     }
 }

@@ -236,25 +236,24 @@ impl Registry {
 
     /// Records what a request to `health` came to.
     /// `probe` says whether it was the probe of an ejected endpoint.
+    /// `now` is the registry's clock ([`nanos`](Self::nanos)).
     pub(crate) fn record(
         &self,
         health: &Health,
         verdict: Verdict,
         rtt: Duration,
-        at: Instant,
+        now: u64,
         probe: bool,
     ) {
         if probe {
             if verdict != Verdict::Ignore {
-                let now = self.nanos(at);
                 health.ewma.observe(rtt, millis(now), self.config.decay);
             }
-            return self.probe_result(health, verdict, at);
+            return self.probe_result(health, verdict, now);
         }
         if verdict == Verdict::Ignore {
             return;
         }
-        let now = self.nanos(at);
         health.ewma.observe(rtt, millis(now), self.config.decay);
         health.requests.fetch_add(1, Ordering::Relaxed);
         match verdict {
@@ -384,8 +383,7 @@ impl Registry {
     }
 
     /// The probe sent to `health` came back.
-    fn probe_result(&self, health: &Health, verdict: Verdict, now: Instant) {
-        let now = self.nanos(now);
+    fn probe_result(&self, health: &Health, verdict: Verdict, now: u64) {
         let endpoints = self.lock();
         if health.state() != PROBING {
             return;
@@ -420,7 +418,7 @@ impl Registry {
     }
 
     /// The probe sent to `health` was dropped before it came back.
-    pub(crate) fn abandon_probe(&self, health: &Health, now: Instant) {
+    pub(crate) fn abandon_probe(&self, health: &Health, now: u64) {
         self.probe_result(health, Verdict::Ignore, now);
     }
 

@@ -473,10 +473,10 @@ impl<S, C> Upstreams<S, C> {
             .find(|&i| Some(i) != not && ok(i))
     }
 
-    fn pick<B>(&self, request: &Request<B>, now: Instant) -> Result<Pick, NoHealthyUpstream> {
+    /// The endpoint for `request` at `nanos` (the registry's clock).
+    fn pick<B>(&self, request: &Request<B>, nanos: u64) -> Result<Pick, NoHealthyUpstream> {
         let registry = &*self.shared.registry;
         let endpoints = &*self.endpoints;
-        let nanos = registry.nanos(now);
         if endpoints.is_empty() {
             return Err(NoHealthyUpstream::new(registry.retry_after(nanos)));
         }
@@ -490,7 +490,7 @@ impl<S, C> Upstreams<S, C> {
                 {
                     Some(index) => return Ok(Pick { index, probe: true }),
                     // It left the set since this clone's copy was taken.
-                    None => registry.abandon_probe(&health, now),
+                    None => registry.abandon_probe(&health, nanos),
                 }
             }
         }
@@ -601,7 +601,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         self.refresh();
-        let now = crate::time::now();
+        // The registry's clock, read once for the pick and the request's
+        // start.
+        let now = self.shared.registry.nanos(crate::time::now());
         match self.pick(&request, now) {
             Ok(Pick { index, probe }) => {
                 let endpoint = &self.endpoints[index];

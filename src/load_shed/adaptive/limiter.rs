@@ -428,7 +428,7 @@ impl Limiter {
         let Some(adaptive) = &self.adaptive else {
             return;
         };
-        match observation {
+        let at = match observation {
             Observation::Latency => {
                 let rtt = nanos(now.saturating_duration_since(started));
                 adaptive.rtt_sum.fetch_add(rtt, Ordering::Relaxed);
@@ -444,10 +444,12 @@ impl Limiter {
                     adaptive.fresh_sum.fetch_add(rtt, Ordering::Relaxed);
                     adaptive.fresh_samples.fetch_add(1, Ordering::Relaxed);
                 }
+                // Now, from the two spans already measured: one clock
+                // subtraction fewer.
+                admitted.saturating_add(rtt)
             }
             Observation::Ignored => return,
-        }
-        let at = nanos(now.saturating_duration_since(adaptive.origin));
+        };
         if at >= adaptive.window_end.load(Ordering::Relaxed) {
             self.close_window(adaptive, at, now);
         }
