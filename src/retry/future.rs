@@ -276,7 +276,10 @@ where
                             }
                         }
                     }
+                    // `hedge_at` checked here: without hedging (most
+                    // requests) a pending attempt costs no call.
                     if this.primary.is_some()
+                        && this.ctx.hedge_at.is_some()
                         && this
                             .ctx
                             .send_hedge(cx, this.timer.as_mut(), this.hedge.as_mut())
