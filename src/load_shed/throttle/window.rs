@@ -84,8 +84,10 @@ impl Window {
     }
 
     fn epoch_at(&self, now: Instant) -> u64 {
+        // In 64 bits (584 years of nanoseconds): a 128-bit division is a
+        // call into the compiler's runtime.
         let nanos = now.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(nanos / u128::from(self.bucket_nanos)).unwrap_or(u64::MAX)
+        u64::try_from(nanos).unwrap_or(u64::MAX) / self.bucket_nanos
     }
 
     #[cold]
