@@ -258,13 +258,25 @@ where
             }
         }
         let own = now.checked_add(budget);
-        let mut deadline = Deadline::at(own.unwrap_or_else(|| saturating_add(now, budget)));
-        // An outer deadline (an outer layer, or a proxy's incoming request)
-        // is never extended.
-        let outer = Deadline::of(&request);
-        if let Some(outer) = outer {
-            deadline = deadline.min(outer);
-        }
+        let own_at = own.unwrap_or_else(|| saturating_add(now, budget));
+        // The request's `Deadline`, found or made with one lookup of the
+        // extensions: an outer one (an outer layer's, or a proxy's incoming
+        // request's) is replaced in place by ours if ours is earlier, and
+        // never extended; a request without one is given ours. Set before
+        // the headers are written, since it is known already: the header
+        // this layer writes, if it writes one.
+        let deadline = {
+            let slot = request
+                .extensions_mut()
+                .get_or_insert_with(|| Deadline::at(own_at));
+            if own_at <= slot.at {
+                *slot = Deadline::at(own_at);
+            }
+            if config.write_header {
+                slot.header = Some(config.header_name);
+            }
+            *slot
+        };
 
         if deadline.at <= now {
             tracing::debug!(
@@ -295,7 +307,6 @@ where
                     remaining.saturating_sub(config.margin),
                 ),
             }
-            deadline.header = Some(config.header_name);
             // A gRPC server reads its own header: a gRPC request carries
             // the budget in both.
             if crate::classify::grpc::is_grpc_request(&request) {
@@ -305,16 +316,6 @@ where
                 );
             }
         }
-        // A request that carries an outer deadline (a proxy's client stack
-        // behind its server stack) has its `Deadline` replaced in place:
-        // `insert` would allocate a new box for it and free the old one.
-        match outer.and_then(|_| request.extensions_mut().get_mut::<Deadline>()) {
-            Some(slot) => *slot = deadline,
-            None => {
-                request.extensions_mut().insert(deadline);
-            }
-        }
-
         let _now = crate::time::scope(now);
         ResponseFuture::running(self.inner.call(request), deadline.at)
     }
