@@ -209,6 +209,19 @@ pub(crate) fn now() -> Instant {
     CALL_NOW.with(Cell::get).unwrap_or_else(Instant::now)
 }
 
+/// `d` in nanoseconds, `u64::MAX` past that (584 years): the one
+/// conversion the layers' windows and clocks count in, without the 128-bit
+/// arithmetic of `Duration::as_nanos`.
+#[cfg_attr(
+    not(any(feature = "circuit-breaker", feature = "load-shed")),
+    allow(dead_code)
+)]
+pub(crate) fn saturating_nanos(d: std::time::Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
+}
+
 // Unused while `upstream` is the only one of these features on.
 #[allow(unused_imports)]
 pub(crate) use self::scoped::scope;

@@ -27,9 +27,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::window::{duration_nanos, Counts, Window};
+use super::window::{Counts, Window};
 use super::State;
 use crate::rng::Rng;
+use crate::time::saturating_nanos;
 
 const STATE_MASK: u64 = 0b111;
 const ADMITTED_SHIFT: u32 = 4;
@@ -230,7 +231,7 @@ impl Breaker {
     }
 
     fn since_start(&self, now: Instant) -> u64 {
-        duration_nanos(now.saturating_duration_since(self.start))
+        saturating_nanos(now.saturating_duration_since(self.start))
     }
 
     fn tick(&self, now: Instant) -> u64 {
@@ -476,7 +477,7 @@ impl Breaker {
         let duration = self.open_duration(trips);
         let until = self
             .since_start(now)
-            .saturating_add(duration_nanos(duration));
+            .saturating_add(saturating_nanos(duration));
         let next = pack(OPEN, generation_of(from).wrapping_add(1));
         if !self.transition(from, next, || {
             self.open_until.store(until, Ordering::Release)

@@ -13,9 +13,9 @@ use proptest::prelude::*;
 use tokio::time::Instant;
 
 use super::breaker::{Breaker, Permit, PermitKind, Settings};
-use super::window::duration_nanos;
 use super::State;
 use crate::rng::Rng;
+use crate::time::saturating_nanos;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -63,11 +63,11 @@ impl Model {
     }
 
     fn nanos(&self, now: Instant) -> u64 {
-        duration_nanos(now - self.start)
+        saturating_nanos(now - self.start)
     }
 
     fn tick(&self, now: Instant) -> u64 {
-        self.nanos(now) / duration_nanos(self.settings.bucket)
+        self.nanos(now) / saturating_nanos(self.settings.bucket)
     }
 
     fn window(&self, now: Instant) -> (u64, u64, u64) {
@@ -176,7 +176,7 @@ impl Model {
         for _ in 1..self.trips {
             duration = (duration * 2).min(self.settings.max_open_duration);
         }
-        self.open_until = self.nanos(now) + duration_nanos(duration);
+        self.open_until = self.nanos(now) + saturating_nanos(duration);
         self.state = State::Open;
         self.generation += 1;
         self.consecutive = 0;

@@ -40,6 +40,8 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::time::saturating_nanos;
+
 const USE_BITS: u32 = 8;
 const USE_MASK: u64 = (1 << USE_BITS) - 1;
 const TICK_MAX: u64 = (1 << (64 - USE_BITS)) - 1;
@@ -110,7 +112,7 @@ impl Window {
             ticks,
             counts,
             stripes,
-            bucket_nanos: duration_nanos(bucket).max(1),
+            bucket_nanos: saturating_nanos(bucket).max(1),
         }
     }
 
@@ -124,7 +126,7 @@ impl Window {
 
     /// The tick of a moment, given as the time since the breaker's creation.
     pub(crate) fn tick(&self, since_start: Duration) -> u64 {
-        (duration_nanos(since_start) / self.bucket_nanos).min(TICK_MAX)
+        (saturating_nanos(since_start) / self.bucket_nanos).min(TICK_MAX)
     }
 
     /// Records one outcome at `tick`. `slow` is `None` when slow calls are
@@ -228,12 +230,6 @@ fn add(word: &AtomicU64, tag: u64, f: impl Fn(u64) -> u64) {
 
 fn prev_power_of_two(n: usize) -> usize {
     1 << (usize::BITS - 1 - n.max(1).leading_zeros())
-}
-
-pub(crate) fn duration_nanos(d: Duration) -> u64 {
-    d.as_secs()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use super::queue::{Codel, Fate, Queue, Waiter};
 use crate::load_shed::Criticality;
 use crate::observability::Series;
 use crate::rng::Rng;
+use crate::time::saturating_nanos;
 
 /// How requests are measured into windows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -174,7 +175,7 @@ impl Limiter {
             adaptive: Some(Adaptive {
                 origin: now,
                 window_start: AtomicU64::new(u64::MAX),
-                window_end: AtomicU64::new(nanos(window.min)),
+                window_end: AtomicU64::new(saturating_nanos(window.min)),
                 rtt_sum: AtomicU64::new(0),
                 samples: AtomicU32::new(0),
                 max_in_flight: AtomicU32::new(0),
@@ -430,12 +431,12 @@ impl Limiter {
         };
         let at = match observation {
             Observation::Latency => {
-                let rtt = nanos(now.saturating_duration_since(started));
+                let rtt = saturating_nanos(now.saturating_duration_since(started));
                 adaptive.rtt_sum.fetch_add(rtt, Ordering::Relaxed);
                 adaptive.samples.fetch_add(1, Ordering::Relaxed);
                 // The window opens with the first request measured in it:
                 // the time since a quiet server was built is no window.
-                let admitted = nanos(started.saturating_duration_since(adaptive.origin));
+                let admitted = saturating_nanos(started.saturating_duration_since(adaptive.origin));
                 if adaptive.window_start.load(Ordering::Relaxed) == u64::MAX {
                     adaptive.window_start.fetch_min(admitted, Ordering::Relaxed);
                 }
@@ -540,19 +541,16 @@ impl Limiter {
         }
         let no_load = no_load.unwrap_or(adaptive.window.min);
         let length = (no_load * 2).clamp(adaptive.window.min, adaptive.window.max);
-        adaptive
-            .window_end
-            .store(at.saturating_add(nanos(length)), Ordering::Relaxed);
+        adaptive.window_end.store(
+            at.saturating_add(saturating_nanos(length)),
+            Ordering::Relaxed,
+        );
     }
 }
 
 /// The limit for sheddable requests: a share of the whole, at least one.
 fn sheddable(limit: u32, ratio: f64) -> u32 {
     ((f64::from(limit) * ratio) as u32).clamp(1, limit.max(1))
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::time::saturating_nanos;
+
 use crate::observability::Series;
 use crate::rng::Rng;
 
@@ -66,7 +68,7 @@ impl Window {
     pub(crate) fn new(bucket: Duration, buckets: usize, origin: Instant) -> Self {
         Self {
             origin,
-            bucket_nanos: u64::try_from(bucket.as_nanos()).unwrap_or(u64::MAX).max(1),
+            bucket_nanos: saturating_nanos(bucket).max(1),
             buckets: (0..buckets).map(|_| Bucket::default()).collect(),
             epoch: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -84,10 +86,9 @@ impl Window {
     }
 
     fn epoch_at(&self, now: Instant) -> u64 {
-        // In 64 bits (584 years of nanoseconds): a 128-bit division is a
-        // call into the compiler's runtime.
-        let nanos = now.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(nanos).unwrap_or(u64::MAX) / self.bucket_nanos
+        // In 64 bits: a 128-bit division is a call into the compiler's
+        // runtime.
+        saturating_nanos(now.saturating_duration_since(self.origin)) / self.bucket_nanos
     }
 
     #[cold]
