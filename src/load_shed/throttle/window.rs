@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::time::saturating_nanos;
-
 use crate::observability::Series;
 use crate::rng::Rng;
+use crate::time::saturating_nanos;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Settings {
