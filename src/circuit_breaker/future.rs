@@ -65,40 +65,45 @@ where
         let this = self.project();
         match this.kind.project() {
             KindProj::Called { future, guard } => {
-                let result = ready!(future.poll(cx)).map_err(Into::into);
-                if guard.records() {
-                    match &result {
-                        // Refused by a throttle below, never sent: no
-                        // evidence about the upstream beyond the refusals
-                        // the throttle counted, and counting its own
-                        // refusals would keep the breaker open because the
-                        // throttle is throttling. Neither a success nor a
-                        // failure.
-                        Err(error) if refused_locally(&**error) => guard.skip(),
-                        _ => {
-                            let outcome = this.classifier.classify_result(&result);
-                            // A gRPC call whose status comes in its
-                            // trailers is counted when its body ends.
-                            if let Ok(response) = &result {
-                                if outcome.is_success()
-                                    && grpc::status_in_trailers(response.headers())
-                                {
-                                    let guard = std::mem::replace(guard, Guard::finished(guard));
-                                    let classifier = this.classifier.clone();
-                                    return Poll::Ready(result.map(|response| {
-                                        response.map(|body| {
-                                            BreakerBody::watched(body, guard, classifier)
-                                        })
-                                    }));
-                                }
-                            }
-                            guard.finish(&outcome);
+                // A response and an error each take their own arm, so that
+                // the response is moved once, into the answer.
+                match ready!(future.poll(cx)) {
+                    Ok(response) => {
+                        if !guard.records() {
+                            guard.done = true;
+                            return Poll::Ready(Ok(response.map(BreakerBody::counted)));
                         }
+                        let outcome = this.classifier.classify_response(&response);
+                        // A gRPC call whose status comes in its trailers is
+                        // counted when its body ends.
+                        if outcome.is_success() && grpc::status_in_trailers(response.headers()) {
+                            let guard = std::mem::replace(guard, Guard::finished(guard));
+                            let classifier = this.classifier.clone();
+                            return Poll::Ready(Ok(
+                                response.map(|body| BreakerBody::watched(body, guard, classifier))
+                            ));
+                        }
+                        guard.finish(&outcome);
+                        Poll::Ready(Ok(response.map(BreakerBody::counted)))
                     }
-                } else {
-                    guard.done = true;
+                    Err(error) => {
+                        let error: BoxError = error.into();
+                        if !guard.records() {
+                            guard.done = true;
+                        } else if refused_locally(&*error) {
+                            // Refused by a throttle below, never sent: no
+                            // evidence about the upstream beyond the
+                            // refusals the throttle counted, and counting
+                            // its own refusals would keep the breaker open
+                            // because the throttle is throttling. Neither a
+                            // success nor a failure.
+                            guard.skip();
+                        } else {
+                            guard.finish(&this.classifier.classify_error(&*error));
+                        }
+                        Poll::Ready(Err(error))
+                    }
                 }
-                Poll::Ready(result.map(|response| response.map(BreakerBody::counted)))
             }
             KindProj::Rejected { retry_after } => {
                 Poll::Ready(Err(CircuitOpen::new(*retry_after).into()))

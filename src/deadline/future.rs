@@ -70,8 +70,12 @@ where
                     let _watch = timer.watch(&*inner);
                     inner.as_mut().poll(cx)
                 };
-                if let Poll::Ready(result) = polled {
-                    return Poll::Ready(result.map_err(Into::into));
+                // Each arm returns what it matched: the response is moved
+                // once, where `map_err` would move it through a temporary.
+                match polled {
+                    Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
+                    Poll::Pending => {}
                 }
                 ready!(timer.poll_elapsed(cx));
                 tracing::debug!(target: "tower_steady::deadline", "request deadline exceeded");

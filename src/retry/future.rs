@@ -248,30 +248,34 @@ where
                     // is handed out as it came, without the general path's
                     // moves of the response through its steps.
                     if let Some(primary) = this.primary.as_mut().as_pin_mut() {
-                        let polled = {
+                        let mut polled = {
                             let _entered =
                                 this.ctx.spans.as_ref().map(|spans| spans[PRIMARY].enter());
                             primary.poll(cx)
                         };
-                        if let Poll::Ready(result) = polled {
-                            this.primary.set(None);
-                            match result {
-                                Ok(mut response) if this.ctx.succeeded(PRIMARY, &response) => {
-                                    // Already classified: `finished` would
-                                    // classify it again for its metrics.
-                                    this.ctx.finished_ok(&mut response);
-                                    return Poll::Ready(Ok(response));
-                                }
-                                result => {
-                                    let timer = this.timer.as_mut();
-                                    match this.ctx.settle(PRIMARY, result, false, timer) {
-                                        Settle::Done(out) => {
-                                            return Poll::Ready(this.ctx.finished(out))
-                                        }
-                                        Settle::Retry => continue,
-                                        // Not racing: nothing to wait for.
-                                        Settle::Wait => {}
+                        match polled {
+                            Poll::Pending => {}
+                            Poll::Ready(Ok(ref mut response))
+                                if this.ctx.succeeded(PRIMARY, response) =>
+                            {
+                                // Already classified: `finished` would
+                                // classify it again for its metrics. The
+                                // response is marked where it lies and
+                                // moved once, into the return value.
+                                this.ctx.finished_ok(response);
+                                this.primary.set(None);
+                                return polled.map_err(Into::into);
+                            }
+                            Poll::Ready(result) => {
+                                this.primary.set(None);
+                                let timer = this.timer.as_mut();
+                                match this.ctx.settle(PRIMARY, result, false, timer) {
+                                    Settle::Done(out) => {
+                                        return Poll::Ready(this.ctx.finished(out))
                                     }
+                                    Settle::Retry => continue,
+                                    // Not racing: nothing to wait for.
+                                    Settle::Wait => {}
                                 }
                             }
                         }

@@ -52,8 +52,12 @@ where
             let _watch = this.timer.watch(&*this.inner);
             this.inner.as_mut().poll(cx)
         };
-        if let Poll::Ready(result) = polled {
-            return Poll::Ready(result.map_err(Into::into));
+        // Each arm returns what it matched: the response is moved once,
+        // where `map_err` would move it through a temporary.
+        match polled {
+            Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
+            Poll::Pending => {}
         }
         ready!(this.timer.poll_elapsed(cx));
         crate::observability::emit::timeout();

@@ -118,7 +118,13 @@ where
             let result = match this.state.as_mut().project() {
                 StateProj::Called { future } => match future.poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(result) => result.map_err(Into::into),
+                    // The usual end: the response moved once, into the
+                    // answer.
+                    Poll::Ready(Ok(response)) => {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(answered(response, this.track, this.classifier)));
+                    }
+                    Poll::Ready(Err(error)) => Err(error.into()),
                 },
                 StateProj::Waiting { waiting } => {
                     let Some(pair) = waiting.as_mut() else {
@@ -143,47 +149,55 @@ where
                 StateProj::Done => return Poll::Pending,
             };
             this.state.set(State::Done);
-            return Poll::Ready(finish(result, this.track, this.classifier));
+            return Poll::Ready(match result {
+                Ok(response) => Ok(answered(response, this.track, this.classifier)),
+                Err(error) => Err(failed(error, this.track, this.classifier)),
+            });
         }
     }
 }
 
-fn finish<RB, C: Classify + Clone>(
-    result: Result<Response<RB>, BoxError>,
+/// The attempt failed with `error`: recorded against its endpoint, which
+/// the error names when the set reports endpoints.
+fn failed<C: Classify>(error: BoxError, track: &mut Option<Track>, classifier: &C) -> BoxError {
+    let Some(mut track) = track.take() else {
+        return error;
+    };
+    track.complete(classifier.classify_error(&*error));
+    if track.report {
+        EndpointError::new(Endpoint::new(track.health.addr), error).into()
+    } else {
+        error
+    }
+}
+
+/// The endpoint answered `response`: recorded (or watched to its end), and
+/// a failed response says where it came from.
+fn answered<RB, C: Classify + Clone>(
+    response: Response<RB>,
     track: &mut Option<Track>,
     classifier: &C,
-) -> Result<Response<EndpointBody<RB, C>>, BoxError> {
+) -> Response<EndpointBody<RB, C>> {
     let Some(mut track) = track.take() else {
-        return result.map(|response| response.map(EndpointBody::recorded));
+        return response.map(EndpointBody::recorded);
     };
-    let outcome = classifier.classify_result(&result);
-    let endpoint = Endpoint::new(track.health.addr);
-    let response = match result {
-        Ok(response) => response,
-        Err(error) => {
-            track.complete(outcome);
-            return Err(if track.report {
-                EndpointError::new(endpoint, error).into()
-            } else {
-                error
-            });
-        }
-    };
+    let outcome = classifier.classify_response(&response);
     // A gRPC call whose status comes in its trailers is recorded when its
     // body ends, with the latency to its head.
     if outcome.is_success() && grpc::status_in_trailers(response.headers()) {
         let rtt = track.elapsed();
         let classifier = classifier.clone();
-        return Ok(response.map(|body| EndpointBody::watched(body, track, rtt, classifier)));
+        return response.map(|body| EndpointBody::watched(body, track, rtt, classifier));
     }
+    let addr = track.health.addr;
     track.complete(outcome);
     let mut response = response.map(EndpointBody::recorded);
     // Only a failed response needs to say where it came from (for the retry
     // layer): the success path inserts nothing, so it allocates nothing.
     if !outcome.is_success() {
-        response.extensions_mut().insert(endpoint);
+        response.extensions_mut().insert(Endpoint::new(addr));
     }
-    Ok(response)
+    response
 }
 
 impl<S, B, C> fmt::Debug for ResponseFuture<S, B, C>

@@ -52,21 +52,39 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx)).map_err(Into::into);
+        // A response and an error each take their own arm, so that the
+        // response is moved once, into the answer.
+        let polled = ready!(this.inner.poll(cx));
         let Some(ctx) = this.ctx.take() else {
-            return Poll::Ready(result.map(|r| r.map(StaleIfErrorBody::live)));
+            return Poll::Ready(match polled {
+                Ok(response) => Ok(response.map(StaleIfErrorBody::live)),
+                Err(error) => Err(error.into()),
+            });
         };
-        let outcome = this.classifier.classify_result(&result);
-        Poll::Ready(match (outcome.kind(), result) {
-            (None, Ok(response)) => Ok(on_success(ctx, response)),
-            (Some(kind), result) if ctx.shared.settings.failures.contains(kind) => {
-                match ctx.shared.serve(&ctx, kind) {
-                    Some(stale) => Ok(stale),
-                    None => result.map(|r| r.map(StaleIfErrorBody::live)),
-                }
+        let failures = ctx.shared.settings.failures;
+        match polled {
+            Ok(response) => {
+                let kind = this.classifier.classify_response(&response).kind();
+                Poll::Ready(Ok(match kind {
+                    None => on_success(ctx, response),
+                    Some(kind) if failures.contains(kind) => match ctx.shared.serve(&ctx, kind) {
+                        Some(stale) => stale,
+                        None => response.map(StaleIfErrorBody::live),
+                    },
+                    Some(_) => response.map(StaleIfErrorBody::live),
+                }))
             }
-            (_, result) => result.map(|r| r.map(StaleIfErrorBody::live)),
-        })
+            Err(error) => {
+                let error: BoxError = error.into();
+                let kind = this.classifier.classify_error(&*error).kind();
+                Poll::Ready(match kind {
+                    Some(kind) if failures.contains(kind) => {
+                        ctx.shared.serve(&ctx, kind).ok_or(error)
+                    }
+                    _ => Err(error),
+                })
+            }
+        }
     }
 }
 

@@ -129,28 +129,39 @@ where
                     permit,
                     classifier,
                 } => {
-                    let result = ready!(future.poll(cx)).map_err(Into::into);
-                    match (permit.started, classifier.as_ref()) {
-                        (Some(started), Some(classifier)) => {
-                            let outcome = classifier.classify_result(&result);
-                            // A retry's backoff below is a wait, not a
-                            // queue: it is not part of the latency.
-                            let (backoff, substituted) = match &result {
-                                Ok(response) => (
-                                    response
-                                        .extensions()
+                    // A response and an error each take their own arm, so
+                    // that the response is moved once, into the answer.
+                    return match ready!(future.poll(cx)) {
+                        Ok(response) => {
+                            match (permit.started, classifier.as_ref()) {
+                                (Some(started), Some(classifier)) => {
+                                    let outcome = classifier.classify_response(&response);
+                                    // A retry's backoff below is a wait, not
+                                    // a queue: it is not part of the latency.
+                                    let extensions = response.extensions();
+                                    let backoff = extensions
                                         .get::<Retried>()
-                                        .map_or(Duration::ZERO, |r| r.backoff),
-                                    response.extensions().get::<Substituted>().is_some(),
-                                ),
-                                Err(_) => (Duration::ZERO, false),
-                            };
-                            let started = started.checked_add(backoff).unwrap_or(started);
-                            permit.finish(observation(&outcome, substituted), started);
+                                        .map_or(Duration::ZERO, |r| r.backoff);
+                                    let substituted = extensions.get::<Substituted>().is_some();
+                                    let started = started.checked_add(backoff).unwrap_or(started);
+                                    permit.finish(observation(&outcome, substituted), started);
+                                }
+                                _ => permit.release(),
+                            }
+                            Poll::Ready(Ok(response))
                         }
-                        _ => permit.release(),
-                    }
-                    return Poll::Ready(result);
+                        Err(error) => {
+                            let error: BoxError = error.into();
+                            match (permit.started, classifier.as_ref()) {
+                                (Some(started), Some(classifier)) => {
+                                    let outcome = classifier.classify_error(&*error);
+                                    permit.finish(observation(&outcome, false), started);
+                                }
+                                _ => permit.release(),
+                            }
+                            Poll::Ready(Err(error))
+                        }
+                    };
                 }
                 KindProj::Waiting { queued } => {
                     let queued = queued.as_mut().project();

@@ -65,17 +65,32 @@ where
                 throttler,
                 classifier,
             } => {
-                let result = ready!(future.poll(cx)).map_err(Into::into);
-                let outcome = classifier.classify_result(&result);
-                if let Some(accepted) = accepted(&outcome) {
-                    throttler.window.record(accepted);
+                // A response and an error each take their own arm, so
+                // that the response is moved once, into the answer.
+                match ready!(future.poll(cx)) {
+                    Ok(response) => {
+                        record(throttler, &classifier.classify_response(&response));
+                        Poll::Ready(Ok(response))
+                    }
+                    Err(error) => {
+                        let error: BoxError = error.into();
+                        record(throttler, &classifier.classify_error(&*error));
+                        Poll::Ready(Err(error))
+                    }
                 }
-                Poll::Ready(result)
             }
             KindProj::Refused { retry_after } => {
                 Poll::Ready(Err(Overloaded::throttled(*retry_after).into()))
             }
         }
+    }
+}
+
+/// Counts an answered request in the throttle's window, unless it should
+/// not count ([`accepted`]).
+fn record(throttler: &Throttler, outcome: &Outcome) {
+    if let Some(accepted) = accepted(outcome) {
+        throttler.window.record(accepted);
     }
 }
 
