@@ -19,7 +19,8 @@
 # binary (the proxy, the kernel, libc), the TOP functions whose time grew
 # most, and the sum over the crate's own functions. Then, with COPIES
 # requests (0 to skip), the copies: a uprobe on libc's memmove counts the
-# calls and bytes each proxy copies per request, and the sizes copied most.
+# calls and bytes each proxy copies per request, the sizes copied most, and
+# the full proxy's functions that copy most.
 # perf is installed with apt-get (Debian's `linux-perf`) when missing; the
 # uprobe needs root. Everything is on 127.0.0.1, bounded in time and in
 # requests, and stopped at the end.
@@ -127,7 +128,9 @@ if [ "$COPIES" = 0 ]; then exit 0; fi
 # The copies: libc's memmove (memcpy is the same code) as the profile named it.
 libc=$(ldd "$bin" | awk '/libc\.so/ {print $3}')
 copy=$(grep -ho '__mem\(move\|cpy\)_[a-z0-9_]*unaligned[a-z_]*' "$work/full.report" | head -1 || true)
-if [ -z "$copy" ] || ! perf probe -q -x "$libc" -a "steady_copy=$copy len=%dx:u64" 2>/dev/null; then
+# Each copy's length and return address (the word on the stack at entry),
+# to say which of the proxy's functions made it.
+if [ -z "$copy" ] || ! perf probe -q -x "$libc" -a "steady_copy=$copy len=%dx:u64 ret=+0(%sp):x64" 2>/dev/null; then
     echo
     echo "(no uprobe on libc's memmove here: run as root for the copies)"
     exit 0
@@ -135,26 +138,57 @@ fi
 trap 'perf probe -q -d "probe_libc:steady_copy" 2>/dev/null || true; cleanup' EXIT
 for mode in bare full; do
     start_proxy "$mode"
+    # Where the binary is loaded, to turn return addresses into its own.
+    grep -m1 "$(readlink -f "$bin")" "/proc/$started/maps" | cut -d- -f1 >"$work/$mode.base"
     recorded "$started" "$work/$mode.copies" -e probe_libc:steady_copy -- -n "$COPIES" -c 8 >"$work/$mode.copies.requests"
-    perf script -i "$work/$mode.copies" 2>/dev/null | grep -o 'len=[0-9]*' >"$work/$mode.lens" || true
+    perf script -i "$work/$mode.copies" 2>/dev/null |
+        sed -n 's/.*len=\([0-9]*\) ret=0x\([0-9a-f]*\).*/\1 \2/p' >"$work/$mode.lens" || true
     stop_last
 done
+nm -C --defined-only "$bin" | awk '$2 ~ /^[tTwW]$/' | sort >"$work/symbols"
 echo
 echo "Copies ($copy), $COPIES requests at 8 connections:"
 echo
-python3 - "$work" <<'PY'
-import collections, sys
-work = sys.argv[1]
+python3 - "$work" "$TOP" <<'PY'
+import bisect, collections, sys
+work, top = sys.argv[1], int(sys.argv[2])
+# The proxy's functions by address (inlined code counts as its caller's).
+starts, names = [], []
+for line in open(f"{work}/symbols"):
+    address, _, name = line.rstrip("\n").split(" ", 2)
+    starts.append(int(address, 16))
+    names.append(name)
+
+def site(offset):
+    i = bisect.bisect_right(starts, offset) - 1
+    return names[i] if i >= 0 and offset >= 0 else "(outside the proxy: libc, the loader)"
+
 rows = {}
 for mode in ("bare", "full"):
     n = int(open(f"{work}/{mode}.copies.requests").read())
-    sizes = collections.Counter(int(l.split("=")[1]) for l in open(f"{work}/{mode}.lens"))
-    rows[mode] = (n, sizes)
+    base = int(open(f"{work}/{mode}.base").read() or "0", 16)
+    sizes, sites, counts = collections.Counter(), collections.Counter(), collections.Counter()
+    for line in open(f"{work}/{mode}.lens"):
+        length, ret = line.split()
+        length, where = int(length), site(int(ret, 16) - base - 1)
+        sizes[length] += 1
+        sites[where] += length
+        counts[where] += 1
+    rows[mode] = (n, sizes, sites, counts)
 print("| proxy | copies per request | bytes per request | sizes copied most (bytes × copies per request) |")
 print("|---|---|---|---|")
-for mode, (n, sizes) in rows.items():
+for mode, (n, sizes, _, _) in rows.items():
     calls, total = sum(sizes.values()), sum(k * v for k, v in sizes.items())
     most = sorted(sizes.items(), key=lambda kv: -kv[0] * kv[1])[:8]
     shown = ", ".join(f"{k} × {v / n:.1f}" for k, v in most)
     print(f"| {mode} | {calls / n:.1f} | {total / n:,.0f} | {shown} |")
+print()
+print("Where the full proxy copies most (the function the copy returns to):")
+print()
+print("| bytes per request | copies per request | function |")
+print("|---|---|---|")
+n, _, sites, counts = rows["full"]
+for where, total in sites.most_common(top):
+    short = where if len(where) <= 110 else where[:107] + "..."
+    print(f"| {total / n:,.0f} | {counts[where] / n:.1f} | `{short}` |")
 PY
