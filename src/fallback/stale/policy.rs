@@ -20,14 +20,39 @@ const MAX_SECONDS: u64 = 10 * 365 * 24 * 60 * 60;
 /// many; a response that varies on more is not stored.
 pub(crate) const MAX_VARY: usize = 8;
 
+/// Up to this many names, [`request_is_cacheable`] walks a request's
+/// header names instead of hashing the two it asks about.
+const SCAN_LIMIT: usize = 16;
+
 /// Whether a request may be answered from the store, and its responses
 /// stored: `GET` or `HEAD`, not a range request, and not `no-store`.
+///
+/// Asked of every `GET`. Most carry a handful of headers and neither
+/// `Range` nor `Cache-Control`; one walk over the names (a standard name
+/// against another is one comparison) costs less than two hashed lookups
+/// that find nothing.
 pub(crate) fn request_is_cacheable(method: &Method, headers: &HeaderMap) -> bool {
     if method != Method::GET && method != Method::HEAD {
         return false;
     }
-    if headers.contains_key(header::RANGE) {
+    let (range, cache_control) = if headers.keys_len() <= SCAN_LIMIT {
+        let (mut range, mut cache_control) = (false, false);
+        for name in headers.keys() {
+            range |= name == header::RANGE;
+            cache_control |= name == header::CACHE_CONTROL;
+        }
+        (range, cache_control)
+    } else {
+        (
+            headers.contains_key(header::RANGE),
+            headers.contains_key(header::CACHE_CONTROL),
+        )
+    };
+    if range {
         return false;
+    }
+    if !cache_control {
+        return true;
     }
     match Directives::parse(headers) {
         Some(d) => !d.no_store,
@@ -603,6 +628,43 @@ mod tests {
             &Method::GET,
             &headers(&[("cache-control", "x=\"open")])
         ));
+    }
+
+    #[test]
+    fn a_request_is_read_the_same_with_few_headers_and_with_many() {
+        // Few: the names are walked. Many (over `SCAN_LIMIT`): looked up.
+        for extra in [1, SCAN_LIMIT + 4] {
+            let names: Vec<String> = (0..extra).map(|i| format!("x-extra-{i}")).collect();
+            let with = |pairs: &[(&str, &str)]| {
+                let mut all: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+                all.extend_from_slice(pairs);
+                headers(&all)
+            };
+            let case = format!("{extra} other headers");
+            assert!(request_is_cacheable(&Method::GET, &with(&[])), "{case}");
+            assert!(
+                request_is_cacheable(&Method::GET, &with(&[("cache-control", "max-age=0")])),
+                "{case}"
+            );
+            assert!(
+                !request_is_cacheable(&Method::GET, &with(&[("range", "bytes=0-1")])),
+                "{case}"
+            );
+            assert!(
+                !request_is_cacheable(&Method::GET, &with(&[("cache-control", "no-store")])),
+                "{case}"
+            );
+            assert!(
+                !request_is_cacheable(
+                    &Method::GET,
+                    &with(&[
+                        ("cache-control", "max-age=5"),
+                        ("cache-control", "no-store")
+                    ])
+                ),
+                "{case}"
+            );
+        }
     }
 
     #[test]
