@@ -66,6 +66,11 @@ where
             Ok(response) => {
                 let kind = this.classifier.classify_response(&response).kind();
                 Poll::Ready(Ok(match kind {
+                    // Nothing to store (the key was stored lately): passed
+                    // on where it lies.
+                    None if !matches!(ctx.keep, Keep::Capture(_)) => {
+                        response.map(StaleIfErrorBody::live)
+                    }
                     None => on_success(ctx, response),
                     Some(kind) if failures.contains(kind) => match ctx.shared.serve(&ctx, kind) {
                         Some(stale) => stale,

@@ -70,9 +70,11 @@ where
         let this = self.project();
         let error = match this.state.project() {
             StateProj::Called { inner } => match ready!(inner.poll(cx)) {
-                Ok(response) => {
-                    return Poll::Ready(Ok(pass_on(response, this.settings, this.asked)));
+                // Passed on, moved once: the body wrapped where it lies.
+                Ok(response) if !rewrites(&response, this.settings) => {
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
+                Ok(_) => return Poll::Ready(Ok(bad_gateway(this.settings, this.asked))),
                 Err(error) => error.into(),
             },
             StateProj::Failed { error } => match error.take() {
@@ -91,34 +93,34 @@ where
     }
 }
 
-/// A response from the inner service: passed on, but for an upstream `502`.
-fn pass_on<B>(
-    response: Response<B>,
-    settings: &Settings,
-    asked: &Asked,
-) -> Response<ResponseBody<B>> {
-    if settings.rewrite_bad_gateway && response.status() == StatusCode::BAD_GATEWAY {
-        tracing::debug!(
-            target: "tower_steady::http",
-            status = 503,
-            upstream_status = 502,
-            "rewriting the upstream's 502 to 503"
-        );
-        crate::observability::emit::error_response("503", FailureKind::BadGateway.as_str());
-        let cause = ProxyStatus::replaced(
-            FailureKind::BadGateway,
-            StatusCode::BAD_GATEWAY,
-            "upstream answered 502",
-        );
-        let answer = make(
-            StatusCode::SERVICE_UNAVAILABLE,
-            FailureKind::BadGateway,
-            settings.retry_after_secs,
-            asked.format(),
-        );
-        return with_cause(answer, cause, settings);
-    }
-    response.map(ResponseBody::inner)
+/// Whether `response`, from the inner service, is an upstream `502` to be
+/// rewritten (every other response is passed on as it came).
+fn rewrites<B>(response: &Response<B>, settings: &Settings) -> bool {
+    settings.rewrite_bad_gateway && response.status() == StatusCode::BAD_GATEWAY
+}
+
+/// The `503` that takes the place of an upstream's `502`.
+#[cold]
+fn bad_gateway<B>(settings: &Settings, asked: &Asked) -> Response<ResponseBody<B>> {
+    tracing::debug!(
+        target: "tower_steady::http",
+        status = 503,
+        upstream_status = 502,
+        "rewriting the upstream's 502 to 503"
+    );
+    crate::observability::emit::error_response("503", FailureKind::BadGateway.as_str());
+    let cause = ProxyStatus::replaced(
+        FailureKind::BadGateway,
+        StatusCode::BAD_GATEWAY,
+        "upstream answered 502",
+    );
+    let answer = make(
+        StatusCode::SERVICE_UNAVAILABLE,
+        FailureKind::BadGateway,
+        settings.retry_after_secs,
+        asked.format(),
+    );
+    with_cause(answer, cause, settings)
 }
 
 /// The response that tells the truth about `error`.
