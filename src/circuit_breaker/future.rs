@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Response;
@@ -65,10 +65,13 @@ where
         let this = self.project();
         match this.kind.project() {
             KindProj::Called { future, guard } => {
-                // A response and an error each take their own arm, so that
-                // the response is moved once, into the answer.
-                match ready!(future.poll(cx)) {
-                    Ok(response) => {
+                // A response and an error each take their own arm, matched
+                // on the `Poll` itself (`ready!` would move the value out
+                // first), so that the response is moved once, into the
+                // answer.
+                match future.poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(response)) => {
                         if !guard.records() {
                             guard.done = true;
                             return Poll::Ready(Ok(response.map(BreakerBody::counted)));
@@ -86,7 +89,7 @@ where
                         guard.finish(&outcome);
                         Poll::Ready(Ok(response.map(BreakerBody::counted)))
                     }
-                    Err(error) => {
+                    Poll::Ready(Err(error)) => {
                         let error: BoxError = error.into();
                         if !guard.records() {
                             guard.done = true;

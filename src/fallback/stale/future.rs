@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::Response;
@@ -52,18 +52,24 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        // A response and an error each take their own arm, so that the
-        // response is moved once, into the answer.
-        let polled = ready!(this.inner.poll(cx));
+        // A response and an error each take their own arm, matched on the
+        // `Poll` itself (`ready!` would move the value out first), so that
+        // the response is moved once, into the answer.
+        let polled = this.inner.poll(cx);
+        if polled.is_pending() {
+            return Poll::Pending;
+        }
         let Some(ctx) = this.ctx.take() else {
-            return Poll::Ready(match polled {
-                Ok(response) => Ok(response.map(StaleIfErrorBody::live)),
-                Err(error) => Err(error.into()),
-            });
+            return match polled {
+                Poll::Ready(Ok(response)) => Poll::Ready(Ok(response.map(StaleIfErrorBody::live))),
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error.into())),
+                Poll::Pending => Poll::Pending,
+            };
         };
         let failures = ctx.shared.settings.failures;
         match polled {
-            Ok(response) => {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(response)) => {
                 let kind = this.classifier.classify_response(&response).kind();
                 Poll::Ready(Ok(match kind {
                     // Nothing to store (the key was stored lately): passed
@@ -79,7 +85,7 @@ where
                     Some(_) => response.map(StaleIfErrorBody::live),
                 }))
             }
-            Err(error) => {
+            Poll::Ready(Err(error)) => {
                 let error: BoxError = error.into();
                 let kind = this.classifier.classify_error(&*error).kind();
                 Poll::Ready(match kind {

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use http::{HeaderName, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -69,13 +69,18 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let error = match this.state.project() {
-            StateProj::Called { inner } => match ready!(inner.poll(cx)) {
-                // Passed on, moved once: the body wrapped where it lies.
-                Ok(response) if !rewrites(&response, this.settings) => {
+            // Matched on the `Poll` itself (not through `ready!`, which
+            // moves its value out first): a response passed on is moved
+            // once, its body wrapped where it lies.
+            StateProj::Called { inner } => match inner.poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(response)) if !rewrites(&response, this.settings) => {
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
-                Ok(_) => return Poll::Ready(Ok(bad_gateway(this.settings, this.asked))),
-                Err(error) => error.into(),
+                Poll::Ready(Ok(_)) => {
+                    return Poll::Ready(Ok(bad_gateway(this.settings, this.asked)));
+                }
+                Poll::Ready(Err(error)) => error.into(),
             },
             StateProj::Failed { error } => match error.take() {
                 Some(error) => error,

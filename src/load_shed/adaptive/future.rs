@@ -2,7 +2,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -131,8 +131,9 @@ where
                 } => {
                     // A response and an error each take their own arm, so
                     // that the response is moved once, into the answer.
-                    return match ready!(future.poll(cx)) {
-                        Ok(response) => {
+                    return match future.poll(cx) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(Ok(response)) => {
                             match (permit.started, classifier.as_ref()) {
                                 (Some(started), Some(classifier)) => {
                                     let outcome = classifier.classify_response(&response);
@@ -150,7 +151,7 @@ where
                             }
                             Poll::Ready(Ok(response))
                         }
-                        Err(error) => {
+                        Poll::Ready(Err(error)) => {
                             let error: BoxError = error.into();
                             match (permit.started, classifier.as_ref()) {
                                 (Some(started), Some(classifier)) => {

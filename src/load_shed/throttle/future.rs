@@ -1,7 +1,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Response;
@@ -67,12 +67,13 @@ where
             } => {
                 // A response and an error each take their own arm, so
                 // that the response is moved once, into the answer.
-                match ready!(future.poll(cx)) {
-                    Ok(response) => {
+                match future.poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(response)) => {
                         record(throttler, &classifier.classify_response(&response));
                         Poll::Ready(Ok(response))
                     }
-                    Err(error) => {
+                    Poll::Ready(Err(error)) => {
                         let error: BoxError = error.into();
                         record(throttler, &classifier.classify_error(&*error));
                         Poll::Ready(Err(error))
