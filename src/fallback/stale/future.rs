@@ -55,21 +55,13 @@ where
         // A response and an error each take their own arm, matched on the
         // `Poll` itself (`ready!` would move the value out first), so that
         // the response is moved once, into the answer.
-        let polled = this.inner.poll(cx);
-        if polled.is_pending() {
-            return Poll::Pending;
-        }
-        let Some(ctx) = this.ctx.take() else {
-            return match polled {
-                Poll::Ready(Ok(response)) => Poll::Ready(Ok(response.map(StaleIfErrorBody::live))),
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error.into())),
-                Poll::Pending => Poll::Pending,
-            };
-        };
-        let failures = ctx.shared.settings.failures;
-        match polled {
+        match this.inner.poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(response)) => {
+                let Some(ctx) = this.ctx.take() else {
+                    return Poll::Ready(Ok(response.map(StaleIfErrorBody::live)));
+                };
+                let failures = ctx.shared.settings.failures;
                 let kind = this.classifier.classify_response(&response).kind();
                 Poll::Ready(Ok(match kind {
                     // Nothing to store (the key was stored lately): passed
@@ -87,6 +79,10 @@ where
             }
             Poll::Ready(Err(error)) => {
                 let error: BoxError = error.into();
+                let Some(ctx) = this.ctx.take() else {
+                    return Poll::Ready(Err(error));
+                };
+                let failures = ctx.shared.settings.failures;
                 let kind = this.classifier.classify_error(&*error).kind();
                 Poll::Ready(match kind {
                     Some(kind) if failures.contains(kind) => {

@@ -129,8 +129,9 @@ where
                     permit,
                     classifier,
                 } => {
-                    // A response and an error each take their own arm, so
-                    // that the response is moved once, into the answer.
+                    // A response and an error each take their own arm, matched
+                    // on the `Poll` itself (`ready!` would move the value out
+                    // first), so that the response is moved once, into the answer.
                     return match future.poll(cx) {
                         Poll::Pending => Poll::Pending,
                         Poll::Ready(Ok(response)) => {

@@ -65,8 +65,9 @@ where
                 throttler,
                 classifier,
             } => {
-                // A response and an error each take their own arm, so
-                // that the response is moved once, into the answer.
+                // A response and an error each take their own arm, matched
+                // on the `Poll` itself (`ready!` would move the value out
+                // first), so that the response is moved once, into the answer.
                 match future.poll(cx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(Ok(response)) => {
