@@ -47,12 +47,13 @@ wait_port() {
 }
 
 # Starts `proxy --listen ADDR ARGS...` in the background (its standard
-# output in $work/ADDR.out), waits until ADDR answers, and leaves its pid
-# in $started.
+# output in $work/ADDR.out, its standard error in the file START_STDERR
+# names when that is set), waits until ADDR answers, and leaves its pid in
+# $started.
 start() {
     local addr=$1
     shift
-    "$bin" --listen "$addr" "$@" >>"$work/${addr//:/_}.out" &
+    "$bin" --listen "$addr" "$@" >>"$work/${addr//:/_}.out" 2>>"${START_STDERR:-/dev/stderr}" &
     started=$!
     pids+=("$started")
     wait_port "$addr"

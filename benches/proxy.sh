@@ -14,7 +14,11 @@
 # CPU time per request (user + system, from /proc), which moves less with
 # the machine's load than throughput does. Then the fault run: the upstream
 # answers FAULT_RATE of its requests with 502, and the statuses the callers
-# see are counted for both proxies. Everything is on 127.0.0.1, bounded in
+# see are counted for both proxies, FAULT_ROUNDS times; the full proxy runs
+# with --report there, and each run's row is followed by what its layers
+# refused (the server's adaptive limit, the client's throttle, the breaker's
+# state changes, and for how long the retry budget was empty), so a run
+# with many 503s says which layer answered them. Everything is on 127.0.0.1, bounded in
 # time, and stopped at the end. oha is installed with `cargo install` when
 # missing. Prints Markdown tables for BENCHMARKS.md.
 #
@@ -32,6 +36,9 @@
 # its CPU per request rises for a reason that is not its own code; at one
 # rate both proxies see the same arrivals, and the CPU per request is what
 # each proxy's code costs. Its median full ÷ bare is reported.
+#
+# ROUNDS=0 skips the closed-loop and fixed-rate runs: only the fault run,
+# FAULT_ROUNDS times (e.g. `ROUNDS=0 FAULT_ROUNDS=5 bash benches/proxy.sh`).
 set -euo pipefail
 
 DURATION=${DURATION:-5s}
@@ -39,6 +46,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 ROUNDS=${ROUNDS:-5}
 WARMUP=${WARMUP:-2s}
 FAULT_RATE=${FAULT_RATE:-0.05}
+FAULT_ROUNDS=${FAULT_ROUNDS:-1}
 RATE=${RATE:-10000}
 NGINX=${NGINX:-1}
 # THREADS=N runs both proxies with `--threads N`: N single-threaded
@@ -143,6 +151,9 @@ row() {
     if [ -n "$THREADS" ]; then
         flags+=(--threads "$THREADS")
     fi
+    if [ -n "${REPORT:-}" ] && [ "$mode" = full ] && [ -z "$THREADS" ]; then
+        flags+=(--report)
+    fi
     if [ "$mode" = nginx ]; then
         start_nginx 0
     elif [ "$mode" = nginx-keepalive ]; then
@@ -163,8 +174,10 @@ row() {
 }
 
 start "$upstream" --upstream-server
-echo "| run | proxy | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/request | statuses |"
-echo "|---|---|---|---|---|---|---|---|"
+if [ "$ROUNDS" != 0 ]; then
+    echo "| run | proxy | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/request | statuses |"
+    echo "|---|---|---|---|---|---|---|---|"
+fi
 for round in $(seq "$ROUNDS"); do
     row "$round | " bare
     row "$round | " full
@@ -194,11 +207,12 @@ def table(title, top, bottom):
     med = [statistics.median(col) for col in zip(*ratios)]
     print("| **median** | " + " | ".join(f"**{x:.2f}**" for x in med) + " |")
     print()
-table("full ÷ bare", full, bare)
-if nginx:
+if full and bare:
+    table("full ÷ bare", full, bare)
+if full and nginx:
     table("full ÷ nginx", full, nginx)
     table("bare ÷ nginx", bare, nginx)
-if tuned:
+if full and tuned:
     table("full ÷ nginx-keepalive", full, tuned)
     table("bare ÷ nginx-keepalive", bare, tuned)
 PY
@@ -207,13 +221,29 @@ echo
 start "$upstream" --upstream-server --fail-502 "$FAULT_RATE"
 echo "Fault run: the upstream answers $FAULT_RATE of its requests with 502."
 echo
-echo "| proxy | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/request | statuses |"
-echo "|---|---|---|---|---|---|---|"
-row "" bare
-row "" full
+echo "| run | proxy | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/request | statuses |"
+echo "|---|---|---|---|---|---|---|---|"
+for round in $(seq "$FAULT_ROUNDS"); do
+    row "$round | " bare
+    : >"$work/report.log"
+    START_STDERR=$work/report.log REPORT=1 row "$round | " full
+    if [ -z "$THREADS" ]; then
+        python3 - "$work/report.log" <<'PY'
+import sys
+lines = [l.split() for l in open(sys.argv[1])]
+breaker = [f"{l[2]} at {int(l[0]) / 1000:.1f} s" for l in lines if l[1:2] == ["breaker"]][1:]
+endpoint = sum(1 for l in lines if l[1:2] == ["endpoint"]) - 1
+refused = [l for l in lines if l[1:2] == ["refused"]]
+last = dict(f.split("=") for f in refused[-1][2:]) if refused else {}
+print(f"|   | refused by the full proxy (warm-up included) | adaptive limit {last.get('limit', 0)}, "
+      f"throttle {last.get('throttle', 0)}, retry budget empty {last.get('budget_empty_ms', 0)} ms; "
+      f"breaker: {', '.join(breaker) or 'closed throughout'}; endpoint changes: {max(endpoint, 0)} |||||")
+PY
+    fi
+done
 stop_last
 
-if [ "$RATE" != 0 ]; then
+if [ "$RATE" != 0 ] && [ "$ROUNDS" != 0 ]; then
     echo
     start "$upstream" --upstream-server
     echo "Fixed rate: $RATE requests/s, the same for both proxies."

@@ -284,38 +284,49 @@ fn resilient_proxy(
     let layer = Resilience::client()
         .deadline(DeadlineLayer::client().timeout(deadline).read_headers(true))
         .build()?;
+    let server = Resilience::server().build()?;
     let watch = Watch {
-        breaker: layer.handles().breaker.clone(),
+        client: layer.handles().clone(),
+        limit: server.handles().limit.clone(),
         endpoints: set.handle(),
     };
     let app = ServiceBuilder::new()
         .map_response(|response: Response<_>| response.map(Body::new))
-        .layer(Resilience::server().build()?)
+        .layer(server)
         .map_request(onward)
         .layer(layer)
         .service(set);
     Ok((app, watch))
 }
 
-/// What `--report` prints: the breaker's state and each endpoint's.
+/// What `--report` prints: the breaker's state, each endpoint's, and
+/// what each layer refused.
 struct Watch {
-    breaker: Option<tower_steady::circuit_breaker::BreakerHandle>,
+    client: tower_steady::preset::Handles,
+    limit: Option<tower_steady::load_shed::LimitHandle>,
     endpoints: tower_steady::upstream::UpstreamsHandle,
 }
 
 impl Watch {
     /// Every 10 ms until the process ends, prints each change of the
-    /// breaker's state and of an endpoint's state, as `ms what state`.
+    /// breaker's state and of an endpoint's state, as `ms what state`; and
+    /// once a second, when any of them moved, what was refused so far, as
+    /// `ms refused limit=N throttle=N budget_empty_ms=N retries=N`: the
+    /// requests the server's adaptive limit shed and the client's throttle
+    /// refused since the start, how many of the 10 ms samples found the
+    /// retry budget empty (times 10), and the limit and the retries the
+    /// budget allows at that second.
     fn report(self) {
         tokio::spawn(async move {
             let start = Instant::now();
             let mut breaker = String::new();
             let mut endpoints = std::collections::BTreeMap::new();
             let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let (mut empty_ms, mut printed, mut ticks) = (0u64, (0, 0, 0), 0u32);
             loop {
                 tick.tick().await;
                 let ms = start.elapsed().as_millis();
-                if let Some(handle) = &self.breaker {
+                if let Some(handle) = &self.client.breaker {
                     let state = format!("{:?}", handle.state());
                     if state != breaker {
                         eprintln!("{ms} breaker {state}");
@@ -328,6 +339,34 @@ impl Watch {
                         eprintln!("{ms} endpoint {} {state}", endpoint.addr);
                         endpoints.insert(endpoint.addr, state);
                     }
+                }
+                let retries = self
+                    .client
+                    .retry
+                    .as_ref()
+                    .map(|r| r.snapshot().retries_available);
+                if retries == Some(0) {
+                    empty_ms += 10;
+                }
+                ticks += 1;
+                if ticks % 100 != 0 {
+                    continue;
+                }
+                let limit = self.limit.as_ref().map(|l| l.snapshot());
+                let shed = limit.map_or(0, |l| l.rejected);
+                let throttled = self
+                    .client
+                    .throttle
+                    .as_ref()
+                    .map_or(0, |t| t.snapshot().rejected);
+                if (shed, throttled, empty_ms) != printed {
+                    printed = (shed, throttled, empty_ms);
+                    eprintln!(
+                        "{ms} refused limit={shed} throttle={throttled} budget_empty_ms={empty_ms} \
+                         limit_now={} retries={}",
+                        limit.map_or(0, |l| l.limit),
+                        retries.unwrap_or(0),
+                    );
                 }
             }
         });
