@@ -309,7 +309,8 @@ struct Watch {
 
 impl Watch {
     /// Every 10 ms until the process ends, prints each change of the
-    /// breaker's state and of an endpoint's state, as `ms what state`; and
+    /// breaker's state, of an endpoint's state and of the server's
+    /// adaptive limit, as `ms what state`; and
     /// once a second, when any of them moved, what was refused so far, as
     /// `ms refused limit=N throttle=N budget_empty_ms=N retries=N`: the
     /// requests the server's adaptive limit shed and the client's throttle
@@ -323,6 +324,7 @@ impl Watch {
             let mut endpoints = std::collections::BTreeMap::new();
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             let (mut empty_ms, mut printed, mut ticks) = (0u64, (0, 0, 0), 0u32);
+            let mut last_limit = 0;
             loop {
                 tick.tick().await;
                 let ms = start.elapsed().as_millis();
@@ -338,6 +340,12 @@ impl Watch {
                     if endpoints.get(&endpoint.addr) != Some(&state) {
                         eprintln!("{ms} endpoint {} {state}", endpoint.addr);
                         endpoints.insert(endpoint.addr, state);
+                    }
+                }
+                if let Some(limit) = self.limit.as_ref().map(|l| l.limit()) {
+                    if limit != last_limit {
+                        eprintln!("{ms} limit {limit}");
+                        last_limit = limit;
                     }
                 }
                 let retries = self

@@ -51,7 +51,7 @@
 //!
 //! | the window saw | the limit |
 //! |---|---|
-//! | a delay above the threshold, in the second window in a row (or the first, when the limit is full or what is in flight would take 100 ms to clear) | down to `rate × (no_load + threshold)`: as many as the service completes in the latency allowed (Little's law, as BBR sizes its window) |
+//! | a delay above the threshold, in the second window in a row (or the first, when the limit is full, or when what is in flight would take 100 ms to clear and is more than was ever in flight the window before) | down to `rate × (no_load + threshold)`: as many as the service completes in the latency allowed (Little's law, as BBR sizes its window) |
 //! | a delay above the threshold, the window before had none, the limit open | holds: one window of late completions is a stall (a virtual machine's CPU taken away, a page-in) as often as a queue, and its rate is no measure of the service; the next window decides |
 //! | a delay under half the threshold, the limit full | up to `2 × rate × (no_load + threshold)`: it doubles while there is no queue |
 //! | a delay under the threshold, the limit full | + 1 |

@@ -70,7 +70,9 @@ impl<C, K> UpstreamsBuilder<C, K> {
 
     /// Gateway failures in a row (502, 503, 504, connect failures, resets,
     /// timeouts) that eject an endpoint. Default 5 (Envoy's
-    /// `consecutive_gateway_failure`). Any other answer ends the run.
+    /// `consecutive_gateway_failure`). Any other answer ends the run. The
+    /// last endpoint taking requests is ejected this way only when its
+    /// connections are refused (see the module docs, "The last one").
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.config.consecutive_failures = n;
         self

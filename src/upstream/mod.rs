@@ -59,10 +59,25 @@
 //! | ejection length for an endpoint whose last failure was a refused connection (a restart): 1 s × the ejections in a row, so it is probed back within about a second and the wait grows only while it keeps refusing | 1 s … 300 s |
 //! | each 10 s spent healthy takes one off that number | |
 //! | ejected at once, at most (at least one may always be) | 10% |
+//! | the last endpoint taking requests is ejected only for refusing connections | |
 //! | below this part healthy, balance over every endpoint (panic mode) | 50% |
 //!
 //! A local rejection, the caller's spent deadline and unrecognised errors
 //! say nothing of the endpoint and count neither way.
+//!
+//! **The last one.** An endpoint is not ejected for the answers it gave
+//! (gateway statuses, resets, timeouts, a low success rate) while no other
+//! endpoint of the set takes requests: ejecting it would answer every
+//! request with [`NoHealthyUpstream`] for the whole ejection, 30 s at
+//! least, while it may answer most of them well. At 5% of `502`s, five in
+//! a row come once in about three million requests, every few minutes at
+//! 20 000 a second: a set of one would be taken out again and again, each
+//! time for longer. Whether a lone upstream fails too often is the
+//! [circuit breaker](crate::circuit_breaker)'s to judge, over its window.
+//! An endpoint that refuses connections is not there at all, and is
+//! ejected even when it is the last (for about a second, while it
+//! restarts). Envoy ejects the last host too, then sends it every request
+//! anyway in panic mode; here it is simply kept.
 //!
 //! **Re-admission.** When an ejection is over, the next request is sent to
 //! the endpoint as its one probe (no other request goes there meanwhile).
@@ -73,8 +88,8 @@
 //! failed probe is retried on another endpoint like any failure, so the
 //! probe costs the caller a retry, not an error.
 //!
-//! **Nothing available.** If every endpoint is ejected (a set of one, or
-//! checks failing everywhere) and none is due for its probe, the request
+//! **Nothing available.** If every endpoint is ejected (refusing
+//! connections, or failing their active checks) and none is due for its probe, the request
 //! fails at once with [`NoHealthyUpstream`], carrying the time to the next
 //! probe: [`ErrorResponseLayer`](crate::http::ErrorResponseLayer) answers
 //! `503` with that as `Retry-After`, and the retry layer does not retry it.

@@ -208,6 +208,41 @@ async fn a_busy_service_without_a_queue_is_never_shed() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_stall_sheds_nothing_after_it() {
+    // 32 closed-loop callers of a 1 ms service. From 2.05 s to 3.55 s the
+    // service (or the upstream it waits on) stalls: whatever would have
+    // completed then completes at 3.55 s (in the middle of a window).
+    // Afterwards nothing is queued,
+    // and nothing is to be shed: not the stall's window, whose rate is
+    // a handful of completions over a second, nor the next one, which
+    // holds the stall's late completions beside fresh requests.
+    let start = Instant::now();
+    let (stall, resume) = (start + MS * 2050, start + MS * 3550);
+    let service = service_fn(move |_req: Request<()>| {
+        Box::pin(async move {
+            let done = Instant::now() + MS;
+            let done = if done >= stall && done < resume {
+                resume
+            } else {
+                done
+            };
+            tokio::time::sleep_until(done).await;
+            Ok::<_, Infallible>(Response::new(()))
+        }) as BoxFut
+    });
+    let layer = AdaptiveLimitLayer::builder().seed(5).build().unwrap();
+    let handle = layer.handle();
+    let svc = ServiceBuilder::new().layer(layer).service(service);
+    let stats = Arc::new(Stats::default());
+    run_clients(svc, 32, MS, start + MS * 6000, stats.clone());
+    let limits = watch(&handle, MS * 6000).await;
+    let (accepted, shed, _) = stats.take();
+    assert!(accepted > 100_000, "{accepted}");
+    assert_eq!(shed, 0, "limits every 100 ms: {limits:?}");
+    assert!(limits.iter().all(|&l| l >= 32), "{limits:?}");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_burst_is_queued_not_shed() {
     // Eight places of 20 ms; 48 requests at once, against a limit that
     // starts open and against one set at twice the capacity.

@@ -241,6 +241,49 @@ async fn ejects_after_five_consecutive_gateway_failures() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_last_endpoint_taking_requests_is_not_ejected_for_its_answers() {
+    // A set of one answering 502, twenty times in a row: every request
+    // still reaches it (its answers are the best the set has), and it
+    // stays in.
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Status(502));
+    let mut service = builder().build([addr(0)], |a| fleet.node(a)).unwrap();
+    let results = send_n(&mut service, 20, GAP).await;
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Ok(StatusCode::BAD_GATEWAY))));
+    assert_eq!(fleet.hits(addr(0)), 20);
+    assert_eq!(state(&service, addr(0)), EndpointState::Healthy);
+    // Timeouts and resets are answers of a kind too; refused connections
+    // are not: the process is not there, and the set says so at once.
+    fleet.set(addr(0), Mode::Refuse);
+    send_n(&mut service, 5, GAP).await;
+    assert_eq!(state(&service, addr(0)), EndpointState::Ejected);
+    let error = send(&mut service).await.unwrap_err();
+    assert!(error.is::<NoHealthyUpstream>(), "{error}");
+
+    // Two endpoints, both answering 503, any number ejectable: the first
+    // to fail five times in a row goes out, the other stays and takes
+    // every request.
+    let fleet = Fleet::default();
+    fleet.set(addr(0), Mode::Status(503));
+    fleet.set(addr(1), Mode::Status(503));
+    let mut service = builder()
+        .max_ejected_ratio(1.0)
+        .build(addrs(2), |a| fleet.node(a))
+        .unwrap();
+    send_n(&mut service, 40, GAP).await;
+    assert_eq!(service.handle().healthy(), 1);
+    fleet.reset_hits();
+    let results = send_n(&mut service, 20, GAP).await;
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Ok(StatusCode::SERVICE_UNAVAILABLE))));
+    assert_eq!(fleet.hits(addr(0)) + fleet.hits(addr(1)), 20);
+    assert_eq!(service.handle().healthy(), 1);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn refused_connections_and_timeouts_count_but_an_answer_ends_the_run() {
     let fleet = Fleet::default();
     fleet.set(addr(0), Mode::Refuse);

@@ -17,7 +17,7 @@
 //!
 //! | the window saw | the limit |
 //! |---|---|
-//! | a delay above the threshold, in the second window in a row (or the first, when the limit is full or what is in flight would take 100 ms to clear) | down to `rate × (no_load + threshold)`: as many as the service completes in the latency allowed |
+//! | a delay above the threshold, in the second window in a row (or the first, when the limit is full, or when what is in flight would take 100 ms to clear and is more than was ever in flight the window before) | down to `rate × (no_load + threshold)`: as many as the service completes in the latency allowed |
 //! | a delay above the threshold, the window before had none, the limit open | holds: a queue must stand for a whole window before it is acted on |
 //! | a delay below half the threshold, the limit full | up to `2 × rate × (no_load + threshold)`: doubles while there is no queue |
 //! | a delay below the threshold, the limit full | + 1 |
@@ -39,8 +39,12 @@
 //!   for an interval for the same reason. A limit that binds is already
 //!   holding a queue back, and acts on the first window that shows one;
 //!   so does a backlog in flight that alone would take 100 ms to clear at
-//!   the window's rate (an overload's, which a stall of a closed-loop load
-//!   does not leave: its connections bound what is in flight).
+//!   the window's rate and is larger than the most in flight the window
+//!   before (an overload's, which grows; a stall of a closed-loop load
+//!   leaves no more in flight than before it, its connections, however
+//!   long the stall: the rate of a window that spans one is a handful of
+//!   completions over the stall's length, at which any number in flight
+//!   would read as seconds of backlog).
 //! * **A decrease must buy a lower latency.** Once ten requests admitted
 //!   under the lowered limit have completed (the ones admitted before are
 //!   still behind the queue they made), their latency is compared with the
@@ -198,6 +202,9 @@ pub(crate) struct DelayLimit {
     phase: Phase,
     /// Whether the last window judged showed a queue.
     queue_seen: bool,
+    /// The most requests in flight at once in the last window with
+    /// completions: what a backlog must exceed to count as growing.
+    peak_before: u32,
 }
 
 impl DelayLimit {
@@ -210,6 +217,7 @@ impl DelayLimit {
             },
             settings,
             queue_seen: false,
+            peak_before: 0,
         }
     }
 
@@ -256,6 +264,7 @@ impl DelayLimit {
             return Reason::NoSamples;
         };
         let next_probe = || now + probe_delay(self.settings.probe_interval, jitter);
+        let peak_before = std::mem::replace(&mut self.peak_before, sample.max_in_flight);
         match self.phase {
             // Draining => Measuring
             Phase::Draining { limit_before } => {
@@ -348,11 +357,16 @@ impl DelayLimit {
         // window) acts on a queue only once it has stood two windows; one
         // that binds already controls a queue and acts at once.
         // So does a backlog that alone would take a tenth of a second to
-        // clear: a stall of a closed-loop load leaves at most its
-        // connections in flight, an overload's backlog keeps growing.
+        // clear and is larger than anything in flight the window before:
+        // an overload's backlog keeps growing, while a stall of a
+        // closed-loop load leaves at most its connections in flight, as
+        // many as before it. The rate of a window that spans a stall is a
+        // handful of completions over the stall's length, at which any
+        // number in flight looks like seconds of backlog; the count itself
+        // says whether it grew.
         let seen_before = std::mem::replace(&mut self.queue_seen, queued);
         let binding = sample.max_in_flight >= self.limit;
-        let severe = growing && ahead >= SEVERE_BACKLOG;
+        let severe = growing && ahead >= SEVERE_BACKLOG && sample.in_flight > peak_before;
         if queued && !seen_before && !binding && !severe {
             return Reason::QueueSeen;
         }
@@ -496,6 +510,38 @@ mod tests {
         assert_eq!(l.update(stalled, now + MS * 700, 0.0), Reason::QueueSeen);
         assert_eq!(l.update(after, now + MS * 800, 0.0), Reason::AppLimited);
         assert_eq!(l.limit(), 1000);
+    }
+
+    #[test]
+    fn a_long_stall_is_not_a_backlog() {
+        // 0.2 ms unloaded, 32 connections, 20 000 completions a second;
+        // then nothing completes for 1.5 s (the process, or the upstream
+        // it waits on, stalled): the window that spans the stall closes
+        // with a handful of completions over 1.6 s, a rate of 7 a second,
+        // at which the 32 requests in flight would take 4.6 s. They are
+        // the connections' 32, as before the stall, not a backlog that
+        // grows: nothing to act on in one window.
+        let (mut l, now) = limit(1000);
+        l.update(window(MS / 5, 2000, MS * 100, 32), now, 0.0);
+        let mut stalled = window(MS * 137, 11, MS * 1600, 32);
+        stalled.in_flight = 32;
+        assert_eq!(l.update(stalled, now + MS * 1700, 0.0), Reason::QueueSeen);
+        assert_eq!(l.limit(), 1000);
+        let after = window(MS / 4, 2000, MS * 100, 32);
+        assert_eq!(l.update(after, now + MS * 1800, 0.0), Reason::AppLimited);
+        assert_eq!(l.limit(), 1000);
+
+        // When the stall's other completions fall in the next window, its
+        // mean latency (23 ms) shows a queue a second time, and the limit
+        // comes down to what the service delivers at its real rate, 20 000
+        // a second × 5.2 ms: room for every connection still.
+        let (mut l, now) = limit(1000);
+        l.update(window(MS / 5, 2000, MS * 100, 32), now, 0.0);
+        assert_eq!(l.update(stalled, now + MS * 1700, 0.0), Reason::QueueSeen);
+        let mut tail = window(Duration::from_micros(23_100), 2031, MS * 100, 32);
+        tail.in_flight = 32;
+        assert_eq!(l.update(tail, now + MS * 1800, 0.0), Reason::Queue);
+        assert_eq!(l.limit(), 106);
     }
 
     #[test]

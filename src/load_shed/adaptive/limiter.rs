@@ -89,6 +89,11 @@ struct Adaptive {
     /// `u64::MAX` until then) and may close, in nanoseconds since `origin`.
     window_start: AtomicU64,
     window_end: AtomicU64,
+    /// When the last window closed (0 before the first): a window's time
+    /// starts no earlier than one mean latency before it, whenever the
+    /// requests measured in it were admitted. Written only under
+    /// `algorithm`'s lock.
+    last_close: AtomicU64,
     rtt_sum: AtomicU64,
     samples: AtomicU32,
     max_in_flight: AtomicU32,
@@ -176,6 +181,7 @@ impl Limiter {
                 origin: now,
                 window_start: AtomicU64::new(u64::MAX),
                 window_end: AtomicU64::new(saturating_nanos(window.min)),
+                last_close: AtomicU64::new(0),
                 rtt_sum: AtomicU64::new(0),
                 samples: AtomicU32::new(0),
                 max_in_flight: AtomicU32::new(0),
@@ -478,7 +484,21 @@ impl Limiter {
         let rtt_sum = adaptive.rtt_sum.swap(0, Ordering::Relaxed);
         let in_flight = self.in_flight.load(Ordering::Relaxed);
         let max_in_flight = adaptive.max_in_flight.swap(in_flight, Ordering::Relaxed);
-        let started = adaptive.window_start.swap(u64::MAX, Ordering::Relaxed);
+        // The window's time runs from the first admission measured in it
+        // (a quiet server's idle time before that is no window), but from
+        // no earlier than one mean latency before the last window closed.
+        // In a steady state the two are the same time; after a stall they
+        // are not: the stall's late completions, admitted a second or more
+        // ago, would stretch the window over the stall, read the rate
+        // after it as a tenth of what it is, and the limit set from that
+        // rate would refuse the callers the stall kept waiting.
+        let mean_rtt = rtt_sum / u64::from(samples.max(1));
+        let started = adaptive.window_start.swap(u64::MAX, Ordering::Relaxed).max(
+            adaptive
+                .last_close
+                .swap(at, Ordering::Relaxed)
+                .saturating_sub(mean_rtt),
+        );
         let fresh_samples = adaptive.fresh_samples.load(Ordering::Relaxed);
         let fresh_sum = adaptive.fresh_sum.load(Ordering::Relaxed);
 
