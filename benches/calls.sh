@@ -10,11 +10,15 @@
 #
 #   bash benches/calls.sh            # FEW=2000 MANY=20000, proxied requests
 #   SHAPE=empty bash benches/calls.sh
+#   PARTS=1 bash benches/calls.sh    # and what each part of the client preset costs
 #
 # Prints, for a ready inner service and one answering after one `Pending`,
 # each stack's instructions per call, that over tower's stack's (as
 # criterion's ratios are), and both less `none` (the cost of making the
-# request and calling the bare inner service). valgrind is installed with
+# request and calling the bare inner service); with PARTS=1, also the
+# client preset with one part taken out at a time (the deadline's header,
+# the deadline, the breaker, the throttle; all three but the retry) and
+# what each part costs. valgrind is installed with
 # apt-get when missing. No network.
 set -euo pipefail
 
@@ -42,7 +46,9 @@ echo "valgrind $(valgrind --version), $SHAPE requests, ($((FEW + MANY)) − $FEW
 for mode in ready pending; do
     args=("${extra[@]}")
     if [ "$mode" = pending ]; then args+=(pending); fi
-    for stack in $("$calls" --list); do
+    stacks=$("$calls" --list)
+    if [ "${PARTS:-0}" = 1 ]; then stacks="$stacks $("$calls" --list-parts)"; fi
+    for stack in $stacks; do
         few=$(total "$stack" "$FEW" "${args[@]}")
         all=$(total "$stack" "$((FEW + MANY))" "${args[@]}")
         echo "$mode $stack $(( (all - few) / MANY ))"
@@ -72,4 +78,24 @@ for mode in ("ready", "pending"):
             whole = "" if stack == tower else f"{c / (t + b):.2f}"
             ratio = "" if stack == tower else f"{(c - b) / t:.2f}"
             print(f"| {group} | {mode} | {b:,} | `{stack}` | {c:,} | {c - b:,} | {whole} | {ratio} |")
+parts = sorted({stack for (_, stack) in counts if stack.startswith("client_")})
+if parts:
+    # The preset less one part: the difference is what that part costs.
+    print()
+    names = {
+        "client_without_deadline_header": "the deadline's header",
+        "client_without_deadline": "the deadline",
+        "client_without_circuit_breaker": "the breaker",
+        "client_without_throttle": "the throttle",
+        "client_retry_only": "all three (the retry alone left)",
+    }
+    print("| inner | client preset without | stack | instructions per call | the part costs | ÷ tower's |")
+    print("|---|---|---|---|---|---|")
+    for mode in ("ready", "pending"):
+        whole = counts[(mode, "tower_steady_client")]
+        tower = counts[(mode, "tower_builtin")]
+        for stack in parts:
+            c = counts[(mode, stack)]
+            name = names.get(stack, stack)
+            print(f"| {mode} | {name} | `{stack}` | {c:,} | {whole - c:,} | {c / tower:.2f} |")
 PY

@@ -9,7 +9,9 @@
 //!
 //! `STACK` is one of the names `calls --list` prints: the client and
 //! server stacks of the `stack` benchmark and the retry layers of the
-//! `retry` benchmark, built by the same functions. Requests are
+//! `retry` benchmark, built by the same functions; or one of
+//! `calls --list-parts`: the client preset with one part taken out, so
+//! that the difference to `tower_steady_client` is what that part costs. Requests are
 //! `Shape::Proxied` unless `empty`; the inner service answers at once
 //! unless `pending` (one `Pending` first). The size of the stack's
 //! response future is printed to standard error beside the time taken:
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use tower::{Layer, Service};
+use tower_steady::deadline::DeadlineLayer;
 use tower_steady::Resilience;
 use tower_steady_benches::stacks::{like_tower, tower_client, tower_retry, tower_server, TIMEOUT};
 use tower_steady_benches::{single_runtime, single_task, HttpInner, Inner, NoBody, Shape};
@@ -34,6 +37,15 @@ const STACKS: [&str; 10] = [
     "tower_steady_server",
     "retry_tower",
     "retry_tower_steady",
+];
+
+/// The client preset less one part (`calls --list-parts`).
+const PARTS: [&str; 5] = [
+    "client_without_deadline_header",
+    "client_without_deadline",
+    "client_without_circuit_breaker",
+    "client_without_throttle",
+    "client_retry_only",
 ];
 
 thread_local! {
@@ -54,6 +66,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--list") {
         println!("{}", STACKS.join("\n"));
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--list-parts") {
+        println!("{}", PARTS.join("\n"));
         return;
     }
     let (Some(stack), Some(Ok(n))) = (args.first(), args.get(1).map(|n| n.parse::<u64>())) else {
@@ -86,6 +102,37 @@ fn main() {
             "tower_steady_client_attempt_timeout" => {
                 let svc = client()
                     .attempt_timeout(TIMEOUT)
+                    .build()
+                    .unwrap()
+                    .layer(inner);
+                run(svc, n, shape).await
+            }
+            "client_without_deadline_header" => {
+                let deadline = DeadlineLayer::client().write_header(false);
+                let svc = client().deadline(deadline).build().unwrap().layer(inner);
+                run(svc, n, shape).await
+            }
+            "client_without_deadline" => {
+                let svc = client().without_deadline().build().unwrap().layer(inner);
+                run(svc, n, shape).await
+            }
+            "client_without_circuit_breaker" => {
+                let svc = client()
+                    .without_circuit_breaker()
+                    .build()
+                    .unwrap()
+                    .layer(inner);
+                run(svc, n, shape).await
+            }
+            "client_without_throttle" => {
+                let svc = client().without_throttle().build().unwrap().layer(inner);
+                run(svc, n, shape).await
+            }
+            "client_retry_only" => {
+                let svc = client()
+                    .without_deadline()
+                    .without_circuit_breaker()
+                    .without_throttle()
                     .build()
                     .unwrap()
                     .layer(inner);
