@@ -11,11 +11,12 @@
 //! server stacks of the `stack` benchmark and the retry layers of the
 //! `retry` benchmark, built by the same functions; or one of
 //! `calls --list-parts`: the client preset with one part taken out, so
-//! that the difference to `tower_steady_client` is what that part costs. Requests are
-//! `Shape::Proxied` unless `empty`; the inner service answers at once
-//! unless `pending` (one `Pending` first). The size of the stack's
-//! response future is printed to standard error beside the time taken:
-//! every layer moves the future of the layers below it at least once.
+//! that the difference to `tower_steady_client` is what that part costs.
+//! Requests are `Shape::Proxied` unless `empty`; the inner service
+//! answers at once unless `pending` (one `Pending` first). The size of
+//! the stack's response future is printed to standard error beside the
+//! time taken: every layer moves the future of the layers below it at
+//! least once.
 
 use std::time::Duration;
 
@@ -73,7 +74,7 @@ fn main() {
         return;
     }
     let (Some(stack), Some(Ok(n))) = (args.first(), args.get(1).map(|n| n.parse::<u64>())) else {
-        eprintln!("usage: calls STACK N [pending] [empty]; calls --list");
+        eprintln!("usage: calls STACK N [pending] [empty]; calls --list; calls --list-parts");
         std::process::exit(2);
     };
     let pending_once = args.iter().any(|a| a == "pending");
