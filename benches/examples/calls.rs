@@ -90,55 +90,31 @@ fn main() {
             .without_stale_if_error()
             .without_error_response()
     };
+    // A client preset's builder, built and laid over `inner`, then run
+    // (a macro: each builder with parts taken out is a type of its own).
+    macro_rules! preset {
+        ($builder:expr) => {
+            run($builder.build().unwrap().layer(inner), n, shape).await
+        };
+    }
     let rt = single_runtime();
     let took: Duration = rt.block_on(async {
         match stack.as_str() {
             "none" => run(inner, n, shape).await,
             "tower_builtin" => run(tower_client(inner), n, shape).await,
             "tower_steady_like_tower" => run(like_tower(inner), n, shape).await,
-            "tower_steady_client" => {
-                let svc = client().build().unwrap().layer(inner);
-                run(svc, n, shape).await
-            }
-            "tower_steady_client_attempt_timeout" => {
-                let svc = client()
-                    .attempt_timeout(TIMEOUT)
-                    .build()
-                    .unwrap()
-                    .layer(inner);
-                run(svc, n, shape).await
-            }
+            "tower_steady_client" => preset!(client()),
+            "tower_steady_client_attempt_timeout" => preset!(client().attempt_timeout(TIMEOUT)),
             "client_without_deadline_header" => {
-                let deadline = DeadlineLayer::client().write_header(false);
-                let svc = client().deadline(deadline).build().unwrap().layer(inner);
-                run(svc, n, shape).await
+                preset!(client().deadline(DeadlineLayer::client().write_header(false)))
             }
-            "client_without_deadline" => {
-                let svc = client().without_deadline().build().unwrap().layer(inner);
-                run(svc, n, shape).await
-            }
-            "client_without_circuit_breaker" => {
-                let svc = client()
-                    .without_circuit_breaker()
-                    .build()
-                    .unwrap()
-                    .layer(inner);
-                run(svc, n, shape).await
-            }
-            "client_without_throttle" => {
-                let svc = client().without_throttle().build().unwrap().layer(inner);
-                run(svc, n, shape).await
-            }
-            "client_retry_only" => {
-                let svc = client()
-                    .without_deadline()
-                    .without_circuit_breaker()
-                    .without_throttle()
-                    .build()
-                    .unwrap()
-                    .layer(inner);
-                run(svc, n, shape).await
-            }
+            "client_without_deadline" => preset!(client().without_deadline()),
+            "client_without_circuit_breaker" => preset!(client().without_circuit_breaker()),
+            "client_without_throttle" => preset!(client().without_throttle()),
+            "client_retry_only" => preset!(client()
+                .without_deadline()
+                .without_circuit_breaker()
+                .without_throttle()),
             "server_none" => run(http, n, shape).await,
             "server_tower_builtin" => run(tower_server(http), n, shape).await,
             "tower_steady_server" => {
