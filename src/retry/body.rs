@@ -42,7 +42,13 @@ pub struct ReplayBody<B> {
 enum Inner<B> {
     /// The original body was empty: every attempt sends an empty body.
     Empty,
-    Tee(Tee<B>),
+    /// Boxed, so that a `ReplayBody` is one pointer: every layer below the
+    /// retry, and hyper, move each attempt's request several times, and a
+    /// request with the original body inline (88 bytes with hyper's
+    /// `Incoming`) takes a longer copy each time than one with a pointer.
+    /// A request with a body then makes one more allocation, beside the
+    /// shared body's; one without makes none.
+    Tee(Box<Tee<B>>),
 }
 
 struct Tee<B> {
@@ -112,7 +118,7 @@ impl<B: Body> ReplayBody<B> {
             }),
         });
         let first = Self {
-            inner: Inner::Tee(Tee {
+            inner: Inner::Tee(Box::new(Tee {
                 shared: shared.clone(),
                 owned: Some(Partial {
                     body,
@@ -123,7 +129,7 @@ impl<B: Body> ReplayBody<B> {
                 sent: 0,
                 trailers_sent: false,
                 done: false,
-            }),
+            })),
         };
         (first, Replay::Shared(shared))
     }
@@ -164,14 +170,14 @@ impl<B> Replay<B> {
                 inner: Inner::Empty,
             },
             Replay::Shared(shared) => ReplayBody {
-                inner: Inner::Tee(Tee {
+                inner: Inner::Tee(Box::new(Tee {
                     shared: shared.clone(),
                     owned: None,
                     pos: 0,
                     sent: 0,
                     trailers_sent: false,
                     done: false,
-                }),
+                })),
             },
         }
     }
