@@ -281,8 +281,12 @@ fn resilient_proxy(
             .layer(TimeoutLayer::new(attempt_timeout))
             .service(SetAuthority::new(addr, client.clone()))
     })?;
+    // The client's deadline reads no header: the server stack's has read
+    // the caller's budget already, and the `Deadline` it set bounds this
+    // one (a proxy with only the client stack reads it here, with
+    // `read_headers(true)`).
     let layer = Resilience::client()
-        .deadline(DeadlineLayer::client().timeout(deadline).read_headers(true))
+        .deadline(DeadlineLayer::client().timeout(deadline))
         .build()?;
     let server = Resilience::server().build()?;
     let watch = Watch {
