@@ -374,8 +374,11 @@ impl<E, D, F, R, B, T, A> ClientBuilder<E, D, F, R, B, T, A> {
     }
 
     /// The total budget (default [`DeadlineLayer::client()`]: 15 s,
-    /// written to `x-request-timeout-ms`). A proxy also reads its caller's
-    /// budget with [`read_headers(true)`](DeadlineBuilder::read_headers).
+    /// written to `x-request-timeout-ms`). A proxy without
+    /// [`Resilience::server()`] above it also reads its caller's budget
+    /// with [`read_headers(true)`](DeadlineBuilder::read_headers); under
+    /// the server stack, whose deadline reads it, the client's is bounded
+    /// by that one's [`Deadline`](crate::deadline::Deadline).
     pub fn deadline(
         self,
         builder: DeadlineBuilder,
