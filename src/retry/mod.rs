@@ -122,8 +122,11 @@
 //! request again it must keep its head (method, URI, headers, extensions),
 //! so it clones it, as every retry layer must (tower's `Retry` does it
 //! through `Policy::clone_request`). A request with a body also
-//! allocates the buffer its replay needs: no layer that resends requests
-//! can avoid that copy. A request with an empty body (most
+//! allocates the buffer its replay needs (no layer that resends requests
+//! can avoid that copy), and each attempt's [`ReplayBody`] keeps its state
+//! behind one pointer, so that the layers below and hyper, which move each
+//! attempt's request several times, move a request no larger than one with
+//! hyper's own body. A request with an empty body (most
 //! GETs) costs no body allocation, and copying a head with no headers and
 //! no extensions allocates nothing. The deadline layer's header and
 //! [`Deadline`](crate::deadline::Deadline) are left out of the copy when
