@@ -150,6 +150,16 @@ pub trait Part {
     /// Checks the part's settings and builds its layer, keeping its handle
     /// (if it has state) in `handles`.
     fn build_part(self, handles: &mut Handles) -> Result<Self::Layer, ConfigError>;
+
+    /// The built layer, once the client preset knows that its retry part
+    /// is on, below this one. A deadline then hands the request's
+    /// `Deadline` and header to the retry layer, which writes them into the
+    /// first attempt after copying the request's head for later ones.
+    /// Every other part is unchanged.
+    #[doc(hidden)]
+    fn above_retry(layer: Self::Layer) -> Self::Layer {
+        layer
+    }
 }
 
 /// Parts that are layers already, with no state to hand out.
@@ -196,6 +206,10 @@ impl Part for DeadlineBuilder {
 
     fn build_part(self, _: &mut Handles) -> Result<DeadlineLayer, ConfigError> {
         self.build()
+    }
+
+    fn above_retry(layer: DeadlineLayer) -> DeadlineLayer {
+        layer.above_retry()
     }
 }
 
@@ -530,11 +544,20 @@ where
     #[allow(clippy::type_complexity)]
     pub fn build(self) -> Result<BuiltClient<E, D, F, R, B, T, A>, ConfigError> {
         let mut handles = Handles::default();
+        let error_response = self.error_response.build_part(&mut handles)?;
+        let mut deadline = self.deadline.build_part(&mut handles)?;
+        let stale_if_error = self.stale_if_error.build_part(&mut handles)?;
+        let retry = self.retry.build_part(&mut handles)?;
+        if handles.retry.is_some() {
+            // Between the two only stale-if-error, which passes the
+            // request on from its own `call`.
+            deadline = D::above_retry(deadline);
+        }
         Ok(ClientLayer {
-            error_response: self.error_response.build_part(&mut handles)?,
-            deadline: self.deadline.build_part(&mut handles)?,
-            stale_if_error: self.stale_if_error.build_part(&mut handles)?,
-            retry: self.retry.build_part(&mut handles)?,
+            error_response,
+            deadline,
+            stale_if_error,
+            retry,
             breaker: self.breaker.build_part(&mut handles)?,
             throttle: self.throttle.build_part(&mut handles)?,
             timeout: self.timeout.build_part(&mut handles)?,

@@ -184,6 +184,35 @@ async fn a_request_with_maps_pays_no_map_for_the_deadline() {
     assert_eq!(allocations() - before, 1);
 }
 
+/// The client preset on a request that already has a header and an
+/// extension: the retry's copy of its head (the header map's two
+/// allocations, the extension map's three with its one value) and the
+/// boxed `Deadline`, written into the first attempt once the copy is made.
+/// The copy holds neither the `Deadline` (one more boxed value to clone)
+/// nor its header (the deadline layer above handed both over).
+#[tokio::test(flavor = "current_thread")]
+async fn the_client_preset_copies_a_head_without_its_deadline() {
+    let client = Resilience::client().without_stale_if_error();
+    let mut svc = client.build().unwrap().layer(ok());
+    let request = || {
+        let mut request = Request::new(Body::new());
+        request
+            .headers_mut()
+            .insert("accept", http::HeaderValue::from_static("*/*"));
+        request.extensions_mut().insert(7u8);
+        request
+    };
+    for _ in 0..3 {
+        ServiceExt::<Request<Body>>::ready(&mut svc).await.unwrap();
+        drop(svc.call(request()).await.unwrap());
+    }
+    let request = request();
+    let before = allocations();
+    ServiceExt::<Request<Body>>::ready(&mut svc).await.unwrap();
+    drop(svc.call(request).await.unwrap());
+    assert_eq!(allocations() - before, HEADER_MAP + EXTENSION_MAP + 1);
+}
+
 /// A proxy's client deadline behind its server deadline: the request
 /// arrives with a `Deadline` (the server's) and a budget left that is not
 /// the client's whole timeout, so the header's value is made for it. The

@@ -138,6 +138,12 @@ pub(crate) struct AttemptBudget {
 
 #[cfg_attr(not(feature = "retry"), allow(dead_code))]
 impl AttemptBudget {
+    /// The header `name`, which said `budget` when the first attempt was
+    /// sent.
+    pub(crate) fn new(name: &'static HeaderName, budget: Duration) -> Self {
+        Self { name, budget }
+    }
+
     /// The budget the first attempt's headers carry, if any.
     pub(crate) fn of(headers: &HeaderMap, deadline: Option<&super::Deadline>) -> Option<Self> {
         let name = Self::name(deadline);
@@ -219,21 +225,28 @@ fn whole_millis(remaining: Duration) -> u64 {
 /// where a formatted value's clone is an atomic reference count. Each
 /// distinct number of milliseconds is formatted once for the life of the
 /// program (a builder built in a loop reuses it), when a layer is built.
-pub(crate) fn static_value(remaining: Duration) -> HeaderValue {
-    static KEPT: std::sync::Mutex<Vec<(u64, &'static str)>> = std::sync::Mutex::new(Vec::new());
+pub(crate) fn static_value(remaining: Duration) -> &'static HeaderValue {
+    type Kept = Vec<(u64, &'static HeaderValue)>;
+    static KEPT: std::sync::Mutex<Kept> = std::sync::Mutex::new(Vec::new());
     let millis = whole_millis(remaining);
     let mut kept = KEPT
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let text = match kept.iter().find(|(m, _)| *m == millis) {
-        Some(&(_, text)) => text,
+    match kept.iter().find(|(m, _)| *m == millis) {
+        Some(&(_, value)) => value,
         None => {
             let text: &'static str = Box::leak(millis.to_string().into_boxed_str());
-            kept.push((millis, text));
-            text
+            let value: &'static HeaderValue = Box::leak(Box::new(HeaderValue::from_static(text)));
+            kept.push((millis, value));
+            value
         }
-    };
-    HeaderValue::from_static(text)
+    }
+}
+
+/// What [`value`] and [`static_value`] say of `remaining`: whole
+/// milliseconds, rounded down.
+pub(crate) fn said(remaining: Duration) -> Duration {
+    Duration::from_millis(whole_millis(remaining))
 }
 
 /// `remaining` as the header's value: whole milliseconds, rounded down.
@@ -274,7 +287,7 @@ mod tests {
         for ms in [14_990, 9_990, 0, u64::MAX / 1_000_000] {
             let remaining = Duration::from_millis(ms) + Duration::from_micros(999);
             let (a, b) = (static_value(remaining), static_value(remaining));
-            assert_eq!(a, value(remaining), "{ms} ms");
+            assert_eq!(*a, value(remaining), "{ms} ms");
             // The same text both times: formatted once, never again.
             assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr(), "{ms} ms");
         }

@@ -27,7 +27,11 @@ pub(crate) struct Config {
     /// `timeout` (a client's usual request), made once so that writing it
     /// neither formats nor allocates; set by `build`. A static value, so
     /// that copying it into a request touches no reference count.
-    pub(crate) whole_budget: Option<HeaderValue>,
+    pub(crate) whole_budget: Option<&'static HeaderValue>,
+    /// Whether the retry layer below is handed the request's `Deadline`
+    /// and header to write (see [`handover`](super::handover)): set by the
+    /// client preset, which builds the two together, never otherwise.
+    pub(crate) retry_below: bool,
 }
 
 /// Gives each request a total time budget. See the [module docs](super).
@@ -76,6 +80,16 @@ impl DeadlineLayer {
     pub fn timeout(&self) -> Duration {
         self.config.timeout
     }
+
+    /// This layer with the client preset's retry layer below it: a request
+    /// that has no `Deadline` yet gets its own, and its header, from the
+    /// retry, after the retry has copied its head (see
+    /// [`handover`](super::handover)).
+    #[cfg(feature = "preset")]
+    pub(crate) fn above_retry(mut self) -> Self {
+        self.config.retry_below = true;
+        self
+    }
 }
 
 impl<S> Layer<S> for DeadlineLayer {
@@ -106,6 +120,7 @@ impl DeadlineBuilder {
                 margin: DEFAULT_MARGIN,
                 header_name: &super::header::DEFAULT_HEADER,
                 whole_budget: None,
+                retry_below: false,
             },
             header_name: None,
             margin_set: false,

@@ -65,6 +65,22 @@
 //! timeout that ends no later (a proxy's client deadline inside its server
 //! deadline): see [`timeout`'s costs](crate::timeout#cost).
 //!
+//! In the client preset ([`Resilience::client`](crate::Resilience::client)),
+//! the deadline layer sits above the retry layer, which copies each
+//! request's head for its later attempts and gives every later attempt its
+//! own `Deadline` and header anyway. There, a request that carries no
+//! `Deadline` yet is not given one (nor, when its budget is the whole
+//! timeout, its header) by the deadline layer: it hands both to the retry
+//! layer, which writes them into the first attempt once the head is
+//! copied, and the copy holds neither: one allocation fewer, and one
+//! header fewer to copy and drop, for every request. Every attempt carries
+//! the same `Deadline` and header as otherwise; only stale-if-error, which
+//! the preset puts between the two and which reads neither, sees the
+//! request without them. This is a departure from "the layer writes the
+//! request", made deliberately for the preset's common case; a deadline
+//! layer built on its own, or a request with a deadline already, is
+//! written here as described above.
+//!
 //! # Example
 //!
 //! ```
@@ -103,6 +119,7 @@
 pub mod error;
 pub use self::error::DeadlineExceeded;
 pub mod future;
+pub(crate) mod handover;
 pub mod header;
 mod layer;
 
@@ -233,6 +250,19 @@ impl<S> EnforceDeadline<S> {
     }
 }
 
+/// `slot`, a request's deadline, made `at` if that is earlier (never
+/// later), and naming `header` if this layer writes one.
+#[inline]
+fn update(slot: &mut Deadline, at: Instant, header: Option<&'static HeaderName>) -> Deadline {
+    if at <= slot.at {
+        *slot = Deadline::at(at);
+    }
+    if header.is_some() {
+        slot.header = header;
+    }
+    *slot
+}
+
 impl<S, B> Service<Request<B>> for EnforceDeadline<S>
 where
     S: Service<Request<B>>,
@@ -246,6 +276,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let now = crate::time::now();
         let config = &self.config;
@@ -264,18 +295,21 @@ where
         // request's) is replaced in place by ours if ours is earlier, and
         // never extended; a request without one is given ours. Set before
         // the headers are written, since it is known already: the header
-        // this layer writes, if it writes one.
-        let deadline = {
+        // this layer writes, if it writes one. Above the client preset's
+        // retry, a request without one is not given it here: the retry
+        // writes it into the first attempt, after copying the head
+        // (`handover`).
+        let header = config.write_header.then_some(config.header_name);
+        let (deadline, handed) = if config.retry_below {
+            match request.extensions_mut().get_mut::<Deadline>() {
+                Some(slot) => (update(slot, own_at, header), false),
+                None => (Deadline { at: own_at, header }, true),
+            }
+        } else {
             let slot = request
                 .extensions_mut()
                 .get_or_insert_with(|| Deadline::at(own_at));
-            if own_at <= slot.at {
-                *slot = Deadline::at(own_at);
-            }
-            if config.write_header {
-                slot.header = Some(config.header_name);
-            }
-            *slot
+            (update(slot, own_at, header), false)
         };
 
         if deadline.at <= now {
@@ -287,6 +321,7 @@ where
             return ResponseFuture::expired();
         }
 
+        let mut whole = None;
         if config.write_header {
             // What is left: the budget itself when the deadline is our own
             // (no clock arithmetic back from the instant), else measured.
@@ -294,12 +329,23 @@ where
                 Some(at) if at == deadline.at => budget,
                 _ => deadline.at.saturating_duration_since(now),
             };
-            match &config.whole_budget {
+            // A gRPC server reads its own header: a gRPC request carries
+            // the budget in both, written here.
+            let grpc = crate::classify::grpc::is_grpc_request(&request);
+            match config.whole_budget {
                 // The usual case on a client: the budget is all ours.
                 Some(value) if remaining == config.timeout => {
-                    request
-                        .headers_mut()
-                        .insert(config.header_name.clone(), value.clone());
+                    if handed && !grpc {
+                        whole = Some(handover::WholeHeader::new(
+                            config.header_name,
+                            value,
+                            header::said(remaining.saturating_sub(config.margin)),
+                        ));
+                    } else {
+                        request
+                            .headers_mut()
+                            .insert(config.header_name.clone(), value.clone());
+                    }
                 }
                 _ => header::write(
                     request.headers_mut(),
@@ -307,9 +353,7 @@ where
                     remaining.saturating_sub(config.margin),
                 ),
             }
-            // A gRPC server reads its own header: a gRPC request carries
-            // the budget in both.
-            if crate::classify::grpc::is_grpc_request(&request) {
+            if grpc {
                 header::write_grpc(
                     request.headers_mut(),
                     remaining.saturating_sub(config.margin),
@@ -317,6 +361,13 @@ where
             }
         }
         let _now = crate::time::scope(now);
+        let _given = handed.then(|| {
+            handover::Handover {
+                deadline,
+                header: whole,
+            }
+            .give()
+        });
         ResponseFuture::running(self.inner.call(request), deadline.at)
     }
 }

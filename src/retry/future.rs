@@ -21,6 +21,7 @@ use super::layer::Shared;
 use super::policy::{self, Asked, Decision, Failed, Rules};
 use super::Budget;
 use crate::classify::{is_idempotent, Classify, FailureKind, Outcome};
+use crate::deadline::handover::Handover;
 use crate::deadline::header::AttemptBudget;
 use crate::deadline::Deadline;
 use crate::http::Retried;
@@ -150,13 +151,35 @@ where
         now: Instant,
     ) -> Self {
         let idempotent = is_idempotent(&request);
-        let deadline = Deadline::of(&request);
+        // What the client preset's deadline layer above handed over: the
+        // request's `Deadline` and maybe its header, written into the first
+        // attempt once the head is copied without them.
+        let handed = Handover::take();
+        let deadline = match handed {
+            Some(handed) => Some(handed.deadline),
+            None => Deadline::of(&request),
+        };
+        let whole = handed.and_then(|handed| handed.header);
         let (mut parts, body) = request.into_parts();
-        // The deadline header kept aside only when it is the only header;
-        // otherwise it stays in the head, and is read from there for a
-        // retry, so a request that is not retried never looks it up.
-        let budget = AttemptBudget::of_only_header(&parts.headers, deadline.as_ref());
-        let head = copy_head(&mut parts, budget.is_some(), deadline.is_some());
+        // Otherwise the deadline header is kept aside only when it is the
+        // only header; else it stays in the head, and is read from there
+        // for a retry, so a request that is not retried never looks it up.
+        let budget = match whole {
+            Some(_) => None,
+            None => AttemptBudget::of_only_header(&parts.headers, deadline.as_ref()),
+        };
+        let head = copy_head(
+            &mut parts,
+            budget.is_some(),
+            handed.is_none() && deadline.is_some(),
+        );
+        let budget = match whole {
+            Some(whole) => Some(whole.write(&mut parts.headers)),
+            None => budget,
+        };
+        if let Some(handed) = handed {
+            parts.extensions.insert(handed.deadline);
+        }
         let (first, replay) = ReplayBody::first(body, shared.replay_limit);
         // The first attempt carries no `Attempt`: inserting an extension
         // allocates, and "none" already says "first, nothing tried".

@@ -283,6 +283,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // The service that was made ready goes with this request; the clone
         // stays for the next one.

@@ -143,6 +143,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
         // The clock starts at `call`, as in tower; the timer itself is made
         // only if the response is not ready at its first poll.

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_steady::circuit_breaker::CircuitBreakerLayer;
 use tower_steady::classify::{Classify, FailureKind, HttpClassifier, Outcome, RetrySafety};
-use tower_steady::deadline::DeadlineLayer;
+use tower_steady::deadline::{Deadline, DeadlineLayer};
 use tower_steady::load_shed::AdaptiveLimitLayer;
 use tower_steady::retry::{Backoff, ReplayBody, RetryLayer};
 use tower_steady::Resilience;
@@ -326,6 +326,186 @@ async fn the_client_preset_in_a_service_builder() {
         .service(scripted(&[503]));
     let response = svc.oneshot(request()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// What one attempt carried: its `Deadline`'s instant and its deadline
+/// headers.
+#[derive(Debug, Clone, PartialEq)]
+struct Carried {
+    deadline: Option<tokio::time::Instant>,
+    millis: Option<String>,
+    grpc: Option<String>,
+}
+
+/// An upstream answering `503` to its first call and `200` after,
+/// keeping what each attempt carried.
+#[derive(Clone, Default)]
+struct Witness(Arc<std::sync::Mutex<Vec<Carried>>>);
+
+impl Witness {
+    fn carried(&self) -> Vec<Carried> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl<B> Service<Request<B>> for Witness {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let text = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let mut seen = self.0.lock().unwrap();
+        seen.push(Carried {
+            deadline: Deadline::of(&request).map(|d| d.instant()),
+            millis: text("x-request-timeout-ms"),
+            grpc: text("grpc-timeout"),
+        });
+        let status = if seen.len() == 1 { 503 } else { 200 };
+        std::future::ready(Ok(Response::builder()
+            .status(status)
+            .body(Full::default())
+            .unwrap()))
+    }
+}
+
+/// The client preset's deadline and retry between them give every attempt
+/// the request's `Deadline` and what is left of its budget in the header:
+/// with stale-if-error between them or not, with a deadline the request
+/// brought (a proxy's) or not, for a gRPC call, and without the retry.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn every_attempt_carries_the_deadline_and_what_is_left_of_it() {
+    // Backoff up to 100 ms (full jitter): the second attempt's header says
+    // the first's budget less what the backoff took.
+    let backoff = || {
+        RetryLayer::builder().backoff(Backoff::exponential(
+            Duration::from_millis(100),
+            Duration::from_millis(100),
+        ))
+    };
+    let millis = |carried: &Carried| {
+        carried
+            .millis
+            .as_deref()
+            .map(|ms| ms.parse::<u64>().unwrap())
+    };
+    let check = |carried: Vec<Carried>, at: tokio::time::Instant, first: u64, what: &str| {
+        assert_eq!(carried.len(), 2, "{what}");
+        for attempt in &carried {
+            assert_eq!(attempt.deadline, Some(at), "{what}");
+            assert_eq!(attempt.grpc, None, "{what}");
+        }
+        assert_eq!(millis(&carried[0]), Some(first), "{what}");
+        let second = millis(&carried[1]).unwrap();
+        assert!((first - 100..=first).contains(&second), "{what}: {second}");
+    };
+
+    // The defaults (stale-if-error on) and without stale-if-error: a
+    // 15 s budget, less the 10 ms margin.
+    let upstream = Witness::default();
+    let start = tokio::time::Instant::now();
+    let svc = Resilience::client().retry(backoff()).build().unwrap();
+    let response = svc
+        .layer(upstream.clone())
+        .oneshot(request())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    check(
+        upstream.carried(),
+        start + Duration::from_secs(15),
+        14_990,
+        "the defaults",
+    );
+
+    let upstream = Witness::default();
+    let start = tokio::time::Instant::now();
+    let svc = Resilience::client()
+        .retry(backoff())
+        .without_stale_if_error()
+        .build()
+        .unwrap();
+    let response = svc
+        .layer(upstream.clone())
+        .oneshot(request())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    check(
+        upstream.carried(),
+        start + Duration::from_secs(15),
+        14_990,
+        "no stale-if-error",
+    );
+
+    // A request that brings an earlier deadline (a proxy's server stack
+    // set it) keeps it; the header says what is left of it.
+    let upstream = Witness::default();
+    let start = tokio::time::Instant::now();
+    let svc = Resilience::client().retry(backoff()).build().unwrap();
+    let mut brought = request();
+    brought
+        .extensions_mut()
+        .insert(Deadline::after(Duration::from_secs(2)));
+    let response = svc.layer(upstream.clone()).oneshot(brought).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    check(
+        upstream.carried(),
+        start + Duration::from_secs(2),
+        1_990,
+        "a deadline brought",
+    );
+
+    // A gRPC call (a `POST`, not retried) carries both headers.
+    let upstream = Witness::default();
+    let start = tokio::time::Instant::now();
+    let svc = Resilience::client()
+        .build()
+        .unwrap()
+        .layer(upstream.clone());
+    let grpc = Request::post("http://site.test/pkg.Service/Method")
+        .header("content-type", "application/grpc")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let _ = svc.oneshot(grpc).await.unwrap();
+    assert_eq!(
+        upstream.carried(),
+        [Carried {
+            deadline: Some(start + Duration::from_secs(15)),
+            millis: Some("14990".to_owned()),
+            grpc: Some("14990m".to_owned()),
+        }]
+    );
+
+    // Without the retry the deadline layer writes both itself.
+    let upstream = Witness::default();
+    let start = tokio::time::Instant::now();
+    let svc = Resilience::client().without_retry().build().unwrap();
+    let _ = svc
+        .layer(upstream.clone())
+        .oneshot(request())
+        .await
+        .unwrap();
+    assert_eq!(
+        upstream.carried(),
+        [Carried {
+            deadline: Some(start + Duration::from_secs(15)),
+            millis: Some("14990".to_owned()),
+            grpc: None,
+        }]
+    );
 }
 
 /// Around a real hyper-util client, against a real server on loopback
