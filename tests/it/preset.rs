@@ -381,6 +381,24 @@ impl<B> Service<Request<B>> for Witness {
     }
 }
 
+/// `request` sent through `layer` over a fresh [`Witness`]: what each
+/// attempt carried, and when the request was sent.
+async fn through<L, B>(layer: L, request: Request<B>) -> (Vec<Carried>, tokio::time::Instant)
+where
+    L: Layer<Witness>,
+    L::Service: Service<Request<B>>,
+    <L::Service as Service<Request<B>>>::Error: std::fmt::Debug,
+{
+    let upstream = Witness::default();
+    let start = tokio::time::Instant::now();
+    let _ = layer
+        .layer(upstream.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    (upstream.carried(), start)
+}
+
 /// The client preset's deadline and retry between them give every attempt
 /// the request's `Deadline` and what is left of its budget in the header:
 /// with stale-if-error between them or not, with a deadline the request
@@ -390,122 +408,81 @@ async fn every_attempt_carries_the_deadline_and_what_is_left_of_it() {
     // Backoff up to 100 ms (full jitter): the second attempt's header says
     // the first's budget less what the backoff took.
     let backoff = || {
-        RetryLayer::builder().backoff(Backoff::exponential(
-            Duration::from_millis(100),
-            Duration::from_millis(100),
-        ))
+        let up_to_100ms = Duration::from_millis(100);
+        RetryLayer::builder().backoff(Backoff::exponential(up_to_100ms, up_to_100ms))
     };
-    let millis = |carried: &Carried| {
-        carried
-            .millis
-            .as_deref()
-            .map(|ms| ms.parse::<u64>().unwrap())
-    };
-    let check = |carried: Vec<Carried>, at: tokio::time::Instant, first: u64, what: &str| {
-        assert_eq!(carried.len(), 2, "{what}");
-        for attempt in &carried {
-            assert_eq!(attempt.deadline, Some(at), "{what}");
-            assert_eq!(attempt.grpc, None, "{what}");
-        }
-        assert_eq!(millis(&carried[0]), Some(first), "{what}");
-        let second = millis(&carried[1]).unwrap();
-        assert!((first - 100..=first).contains(&second), "{what}: {second}");
-    };
+    let check =
+        |(carried, start): (Vec<Carried>, tokio::time::Instant), budget: u64, what: &str| {
+            let millis = |carried: &Carried| {
+                carried
+                    .millis
+                    .as_deref()
+                    .map(|ms| ms.parse::<u64>().unwrap())
+            };
+            assert_eq!(
+                carried.len(),
+                2,
+                "{what}: the first attempt answered 503, the second 200"
+            );
+            for attempt in &carried {
+                let at = start + Duration::from_millis(budget);
+                assert_eq!(attempt.deadline, Some(at), "{what}");
+                assert_eq!(attempt.grpc, None, "{what}");
+            }
+            // Less the 10 ms margin.
+            let first = budget - 10;
+            assert_eq!(millis(&carried[0]), Some(first), "{what}");
+            let second = millis(&carried[1]).unwrap();
+            assert!((first - 100..=first).contains(&second), "{what}: {second}");
+        };
 
-    // The defaults (stale-if-error on) and without stale-if-error: a
-    // 15 s budget, less the 10 ms margin.
-    let upstream = Witness::default();
-    let start = tokio::time::Instant::now();
-    let svc = Resilience::client().retry(backoff()).build().unwrap();
-    let response = svc
-        .layer(upstream.clone())
-        .oneshot(request())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    // The defaults (stale-if-error on), and without stale-if-error.
+    let client = Resilience::client().retry(backoff());
     check(
-        upstream.carried(),
-        start + Duration::from_secs(15),
-        14_990,
+        through(client.build().unwrap(), request()).await,
+        15_000,
         "the defaults",
     );
-
-    let upstream = Witness::default();
-    let start = tokio::time::Instant::now();
-    let svc = Resilience::client()
+    let client = Resilience::client()
         .retry(backoff())
-        .without_stale_if_error()
-        .build()
-        .unwrap();
-    let response = svc
-        .layer(upstream.clone())
-        .oneshot(request())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+        .without_stale_if_error();
     check(
-        upstream.carried(),
-        start + Duration::from_secs(15),
-        14_990,
+        through(client.build().unwrap(), request()).await,
+        15_000,
         "no stale-if-error",
     );
 
     // A request that brings an earlier deadline (a proxy's server stack
     // set it) keeps it; the header says what is left of it.
-    let upstream = Witness::default();
-    let start = tokio::time::Instant::now();
-    let svc = Resilience::client().retry(backoff()).build().unwrap();
     let mut brought = request();
     brought
         .extensions_mut()
         .insert(Deadline::after(Duration::from_secs(2)));
-    let response = svc.layer(upstream.clone()).oneshot(brought).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    check(
-        upstream.carried(),
-        start + Duration::from_secs(2),
-        1_990,
-        "a deadline brought",
-    );
+    let client = Resilience::client().retry(backoff()).build().unwrap();
+    check(through(client, brought).await, 2_000, "a deadline brought");
 
     // A gRPC call (a `POST`, not retried) carries both headers.
-    let upstream = Witness::default();
-    let start = tokio::time::Instant::now();
-    let svc = Resilience::client()
-        .build()
-        .unwrap()
-        .layer(upstream.clone());
     let grpc = Request::post("http://site.test/pkg.Service/Method")
         .header("content-type", "application/grpc")
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let _ = svc.oneshot(grpc).await.unwrap();
-    assert_eq!(
-        upstream.carried(),
-        [Carried {
-            deadline: Some(start + Duration::from_secs(15)),
-            millis: Some("14990".to_owned()),
-            grpc: Some("14990m".to_owned()),
-        }]
-    );
+    let (carried, start) = through(Resilience::client().build().unwrap(), grpc).await;
+    let one = |grpc: Option<&str>| Carried {
+        deadline: Some(start + Duration::from_secs(15)),
+        millis: Some("14990".to_owned()),
+        grpc: grpc.map(str::to_owned),
+    };
+    assert_eq!(carried, [one(Some("14990m"))]);
 
     // Without the retry the deadline layer writes both itself.
-    let upstream = Witness::default();
-    let start = tokio::time::Instant::now();
-    let svc = Resilience::client().without_retry().build().unwrap();
-    let _ = svc
-        .layer(upstream.clone())
-        .oneshot(request())
-        .await
-        .unwrap();
-    assert_eq!(
-        upstream.carried(),
-        [Carried {
-            deadline: Some(start + Duration::from_secs(15)),
-            millis: Some("14990".to_owned()),
-            grpc: None,
-        }]
-    );
+    let client = Resilience::client().without_retry().build().unwrap();
+    let (carried, start) = through(client, request()).await;
+    let one = Carried {
+        deadline: Some(start + Duration::from_secs(15)),
+        millis: Some("14990".to_owned()),
+        grpc: None,
+    };
+    assert_eq!(carried, [one]);
 }
 
 /// Around a real hyper-util client, against a real server on loopback
