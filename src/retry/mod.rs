@@ -132,7 +132,10 @@
 //! [`Deadline`](crate::deadline::Deadline) are left out of the copy when
 //! they are all the head holds (each later attempt gets them anew), so the
 //! usual request of a client stack (a `GET` with only what the deadline
-//! layer wrote) is kept without allocating. The response future holds the
+//! layer wrote) is kept without allocating. In the client preset they are
+//! left out of every copy: its deadline layer hands them to this layer,
+//! which writes them into the first attempt once the head is copied (see
+//! the [`deadline`](crate::deadline) module). The response future holds the
 //! first attempt's future inline and a hedge's boxed: a hedge allocates,
 //! and the future is not twice the size of the attempt's for the requests
 //! that never hedge.
