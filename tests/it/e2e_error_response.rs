@@ -6,6 +6,10 @@
 //!
 //! The server runs under paused time (see `common::PausedServer`), so hangs
 //! and slow handlers reach their timeout at once and deterministically.
+//! The tests' own runtime, the client's, is left unpaused on purpose: it
+//! only waits on real loopback sockets, and its one timer is `bounded`'s
+//! 60 s safety net, which a passing test never reaches; nothing here
+//! sleeps or measures the wall clock.
 
 use crate::common;
 
