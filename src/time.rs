@@ -8,7 +8,7 @@ use tokio::time::Instant;
 #[cfg(all(test, any(feature = "timeout", feature = "deadline")))]
 pub(crate) use self::timer::ARMED;
 #[cfg(any(feature = "timeout", feature = "deadline"))]
-pub(crate) use self::timer::{saturating_add, LazyTimer};
+pub(crate) use self::timer::{saturating_add, LazyTimer, Watch};
 
 #[cfg(any(feature = "timeout", feature = "deadline"))]
 mod timer {
@@ -37,6 +37,27 @@ mod timer {
     }
 
     pin_project! {
+        /// A timer's `Sleep`.
+        #[derive(Debug)]
+        struct Armed {
+            #[pin]
+            sleep: Sleep,
+        }
+
+        impl PinnedDrop for Armed {
+            // A timer with a `Sleep` dropped while a watcher around it
+            // watches (an attempt that ended, in the same poll that goes on
+            // to wait for something else) takes its promise with it.
+            #[inline]
+            fn drop(this: Pin<&mut Self>) {
+                if watched(&*this as *const Armed as usize) {
+                    SEEN.set(Seen::Dropped);
+                }
+            }
+        }
+    }
+
+    pin_project! {
         /// A timer's `Sleep`, or what it learned of the timer around it
         /// instead (in the `Sleep`'s spare bit patterns: no larger than an
         /// `Option<Sleep>`).
@@ -53,7 +74,7 @@ mod timer {
             Tie,
             Armed {
                 #[pin]
-                sleep: Sleep,
+                sleep: Armed,
             },
         }
     }
@@ -66,12 +87,88 @@ mod timer {
         at: Instant,
         start: usize,
         len: usize,
+        /// What the timers inside the watched future said during this poll.
+        seen: Seen,
     }
 
+    /// What a watcher learned of the timers with a `Sleep` inside the future
+    /// it watches, during one poll.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Seen {
+        /// Nothing.
+        Nothing,
+        /// One due no later than the watcher was polled pending: the task is
+        /// woken by the watcher's deadline, and polled again.
+        Promised,
+        /// One was dropped: whatever it promised is gone with it.
+        Dropped,
+    }
+
+    impl Watcher {
+        /// Whether `addr` is in the watched future's memory.
+        #[inline]
+        fn holds(&self, addr: usize) -> bool {
+            addr.wrapping_sub(self.start) < self.len
+        }
+    }
+
+    /// Tells the watcher around the timer at `here` (if any) that the task
+    /// will be woken at `at` at the latest, by that timer's `Sleep`.
+    #[inline]
+    fn promise(here: usize, at: Instant) {
+        if watched(here) && SEEN.get() == Seen::Nothing && AT.get().is_some_and(|w| at <= w) {
+            SEEN.set(Seen::Promised);
+        }
+    }
+
+    // The innermost watching timer (see [`LazyTimer::watch`]) on this
+    // thread, if any, one field a cell: each read or write is then a move of
+    // a word or two, where one cell for the whole `Watcher` copied all of
+    // it for every look at one field.
     thread_local! {
-        /// The innermost watching timer (see [`LazyTimer::watch`]) on this
-        /// thread, if any.
-        static WATCHER: Cell<Option<Watcher>> = const { Cell::new(None) };
+        /// Its deadline; `None` when there is no watcher.
+        static AT: Cell<Option<Instant>> = const { Cell::new(None) };
+        /// The memory it watches, as `(start, len)`; empty when there is no
+        /// watcher.
+        static RANGE: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+        /// What it has seen in this poll.
+        static SEEN: Cell<Seen> = const { Cell::new(Seen::Nothing) };
+    }
+
+    /// Whether the innermost watcher watches the memory at `addr`.
+    #[inline]
+    fn watched(addr: usize) -> bool {
+        let (start, len) = RANGE.get();
+        addr.wrapping_sub(start) < len
+    }
+
+    /// The innermost watcher.
+    #[inline]
+    fn current() -> Option<Watcher> {
+        let at = AT.get()?;
+        let (start, len) = RANGE.get();
+        Some(Watcher {
+            at,
+            start,
+            len,
+            seen: SEEN.get(),
+        })
+    }
+
+    /// Makes `watcher` the innermost one.
+    #[inline]
+    fn install(watcher: Option<Watcher>) {
+        match watcher {
+            Some(w) => {
+                AT.set(Some(w.at));
+                RANGE.set((w.start, w.len));
+                SEEN.set(w.seen);
+            }
+            None => {
+                AT.set(None);
+                RANGE.set((0, 0));
+            }
+        }
     }
 
     #[cfg(test)]
@@ -82,14 +179,56 @@ mod timer {
 
     /// What a timeout or deadline future holds while it polls its inner
     /// future (see [`LazyTimer::watch`]). Gives the previous watcher back
-    /// when dropped, even on a panic.
+    /// when ended with [`end`](Self::end) or dropped, even on a panic, with
+    /// what this one learned when it watched a part of the previous one's
+    /// future.
     #[must_use = "the inner future is watched only while the guard lives"]
     pub(crate) struct Watch(Option<Watcher>);
 
+    impl Watch {
+        /// Ends the watch of a future that was polled pending, and returns
+        /// whether a timer inside it due no later than the watcher promised
+        /// to wake the task, and none was dropped (see
+        /// [`LazyTimer::poll_elapsed`]). Gives the previous watcher back,
+        /// with what this one learned when it watched a part of the previous
+        /// one's future: a drop, and a promise when this watcher is due no
+        /// later than the previous one (otherwise the promised instant may
+        /// be later than the previous one's deadline).
+        #[inline]
+        pub(crate) fn end(watch: Option<Self>) -> bool {
+            let Some(watch) = watch else { return false };
+            let previous = watch.0;
+            std::mem::forget(watch);
+            let Some(this) = current() else {
+                install(previous);
+                return false;
+            };
+            install(previous);
+            if this.seen != Seen::Nothing {
+                if let Some(outer) = previous {
+                    if outer.seen != Seen::Dropped
+                        && outer.holds(this.start)
+                        && (this.seen == Seen::Dropped || this.at <= outer.at)
+                    {
+                        SEEN.set(this.seen);
+                    }
+                }
+            }
+            this.seen == Seen::Promised
+        }
+    }
+
     impl Drop for Watch {
+        // The watched future answered (or panicked): whatever a timer inside
+        // promised is dropped with this watch, since that future will not
+        // be polled again; only a timer dropped inside is passed on.
         #[inline]
         fn drop(&mut self) {
-            WATCHER.set(self.0);
+            let (dropped, (start, _)) = (SEEN.get() == Seen::Dropped, RANGE.get());
+            install(self.0);
+            if dropped && self.0.is_some_and(|outer| outer.holds(start)) {
+                SEEN.set(Seen::Dropped);
+            }
         }
     }
 
@@ -125,21 +264,43 @@ mod timer {
             if matches!(self.state, State::Armed { .. }) {
                 return None;
             }
-            Some(Watch(WATCHER.replace(Some(Watcher {
+            let previous = current();
+            install(Some(Watcher {
                 at: self.deadline,
                 start: inner as *const F as usize,
                 len: std::mem::size_of::<F>(),
-            }))))
+                seen: Seen::Nothing,
+            }));
+            Some(Watch(previous))
         }
 
-        /// `Ready` once the deadline has passed.
-        pub(crate) fn poll_elapsed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        /// `Ready` once the deadline has passed. Called when the owner's
+        /// inner future was polled pending, with what [`Watch::end`] said of
+        /// that poll: `promised`, whether a timer inside that future will
+        /// wake the task by this timer's deadline.
+        ///
+        /// A timer without a `Sleep` yet, when one inside due no later than
+        /// this one has promised that, makes none in this poll either: the
+        /// task is polled again by then, and this timer decides again. A
+        /// proxy's deadlines around an attempt timeout (shorter than they
+        /// are) cost one timer, the attempt's, instead of two. When the
+        /// attempt ends and the work goes on (a retry's backoff), that
+        /// poll has no promise, or has the dropped timer's mark, and this
+        /// timer makes its `Sleep` then.
+        pub(crate) fn poll_elapsed(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            promised: bool,
+        ) -> Poll<()> {
             let here = &*self as *const Self as usize;
             let mut this = self.project();
             if let State::Unknown = *this.state {
-                match WATCHER.get() {
-                    Some(w) if here.wrapping_sub(w.start) < w.len && w.at <= *this.deadline => {
-                        this.state.set(if w.at < *this.deadline {
+                if promised {
+                    return Poll::Pending;
+                }
+                match AT.get() {
+                    Some(at) if watched(here) && at <= *this.deadline => {
+                        this.state.set(if at < *this.deadline {
                             State::Earlier
                         } else {
                             State::Tie
@@ -149,13 +310,21 @@ mod timer {
                         #[cfg(test)]
                         ARMED.with(|n| n.set(n.get() + 1));
                         this.state.set(State::Armed {
-                            sleep: sleep_until(*this.deadline),
+                            sleep: Armed {
+                                sleep: sleep_until(*this.deadline),
+                            },
                         });
                     }
                 }
             }
             match this.state.project() {
-                StateProj::Armed { sleep } => sleep.poll(cx),
+                StateProj::Armed { sleep } => {
+                    let polled = sleep.project().sleep.poll(cx);
+                    if polled.is_pending() {
+                        promise(here, *this.deadline);
+                    }
+                    polled
+                }
                 StateProj::Earlier => Poll::Pending,
                 StateProj::Tie if Instant::now() < *this.deadline => Poll::Pending,
                 // `Unknown` is never left above.
@@ -380,12 +549,96 @@ mod tests {
         }
 
         #[tokio::test(start_paused = true)]
-        async fn an_earlier_timer_inside_a_later_one_makes_its_own() {
+        async fn an_earlier_timer_inside_a_later_one_is_the_only_one() {
             let inner = TimeoutLayer::new(Duration::from_secs(1)).layer(silent());
             let outer = TimeoutLayer::new(Duration::from_secs(5)).layer(inner);
             let (error, after, armed) = failure(outer).await;
             assert!(error.is::<Elapsed>(), "{error}");
-            assert_eq!((after, armed), (Duration::from_secs(1), 2));
+            assert_eq!((after, armed), (Duration::from_secs(1), 1));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_proxy_s_deadlines_around_an_attempt_timeout_make_one_timer() {
+            // The server's deadline, the client's (due at the same instant),
+            // an attempt timeout inside both, and an answer after 100 ms.
+            let deadline = DeadlineLayer::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap();
+            let answering = service_fn(|_: Request<()>| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, BoxError>(Response::new("answer"))
+            });
+            let attempt = TimeoutLayer::new(Duration::from_secs(5)).layer(answering);
+            let proxy = deadline.layer(deadline.layer(attempt));
+            let (before, start) = (armed(), Instant::now());
+            let response = proxy.oneshot(Request::new(())).await.unwrap();
+            assert_eq!(*response.body(), "answer");
+            assert_eq!(Instant::now() - start, Duration::from_millis(100));
+            assert_eq!(armed() - before, 1, "the attempt timeout's only");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_later_timer_makes_its_own_once_the_earlier_one_inside_has_fired() {
+            // The attempt times out at 1 s, and the work goes on waiting for
+            // something that never comes: the deadline still ends it.
+            let attempt = TimeoutLayer::new(Duration::from_secs(1)).layer(silent());
+            let going_on = service_fn(move |request: Request<()>| {
+                let call = attempt.clone().oneshot(request);
+                async move {
+                    let error = call.await.unwrap_err();
+                    assert!(error.is::<Elapsed>(), "{error}");
+                    pending::<Answer>().await
+                }
+            });
+            let outer = DeadlineLayer::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .unwrap()
+                .layer(going_on);
+            let (error, after, armed) = failure(outer).await;
+            assert!(error.is::<DeadlineExceeded>(), "{error}");
+            assert_eq!((after, armed), (Duration::from_secs(3), 2));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_later_timer_makes_its_own_when_the_earlier_one_is_dropped_in_the_same_poll() {
+            // In one poll: the attempt is polled (its timer made), then
+            // dropped when another branch is ready first, and the work goes
+            // on waiting. Nothing inside wakes the task any more.
+            let attempt = TimeoutLayer::new(Duration::from_secs(1)).layer(silent());
+            let dropping = service_fn(move |request: Request<()>| {
+                let call = attempt.clone().oneshot(request);
+                async move {
+                    tokio::select! {
+                        biased;
+                        _ = call => unreachable!("the attempt never answers"),
+                        () = std::future::ready(()) => {}
+                    }
+                    pending::<Answer>().await
+                }
+            });
+            let deadline = DeadlineLayer::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .unwrap();
+            let guarded = tokio::time::timeout(
+                Duration::from_secs(60),
+                failure(deadline.layer(dropping.clone())),
+            );
+            let (error, after, armed) = guarded.await.expect("the deadline fires");
+            assert!(error.is::<DeadlineExceeded>(), "{error}");
+            assert_eq!((after, armed), (Duration::from_secs(3), 2));
+
+            // The same with a second deadline between, due at the same
+            // instant: the drop it saw is passed on to the outer one.
+            let guarded = tokio::time::timeout(
+                Duration::from_secs(60),
+                failure(deadline.layer(deadline.layer(dropping))),
+            );
+            let (error, after, armed) = guarded.await.expect("the deadline fires");
+            assert!(error.is::<DeadlineExceeded>(), "{error}");
+            assert_eq!((after, armed), (Duration::from_secs(3), 2));
         }
 
         #[tokio::test(start_paused = true)]

@@ -8,7 +8,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use super::error::DeadlineExceeded;
-use crate::time::LazyTimer;
+use crate::time::{LazyTimer, Watch};
 use crate::BoxError;
 
 pin_project! {
@@ -66,18 +66,15 @@ where
                 // The inner future first: on a tie the response wins. The
                 // timers first polled inside it that this one covers make
                 // none of their own (see `LazyTimer::watch`).
-                let polled = {
-                    let _watch = timer.watch(&*inner);
-                    inner.as_mut().poll(cx)
-                };
+                let watch = timer.watch(&*inner);
                 // Each arm returns what it matched: the response is moved
                 // once, where `map_err` would move it through a temporary.
-                match polled {
+                let promised = match inner.as_mut().poll(cx) {
                     Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
                     Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
-                    Poll::Pending => {}
-                }
-                ready!(timer.poll_elapsed(cx));
+                    Poll::Pending => Watch::end(watch),
+                };
+                ready!(timer.poll_elapsed(cx, promised));
                 tracing::debug!(target: "tower_steady::deadline", "request deadline exceeded");
                 crate::observability::emit::deadline_exceeded("in_flight");
                 Poll::Ready(Err(DeadlineExceeded::while_running().into()))

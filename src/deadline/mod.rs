@@ -63,7 +63,8 @@
 //! timer is created only if the response is not ready at its first poll, as
 //! in [`timeout`](crate::timeout), and not at all inside a deadline or
 //! timeout that ends no later (a proxy's client deadline inside its server
-//! deadline): see [`timeout`'s costs](crate::timeout#cost).
+//! deadline), nor while an attempt timeout inside that ends sooner has one
+//! of its own: see [`timeout`'s costs](crate::timeout#cost).
 //!
 //! In the client preset ([`Resilience::client`](crate::Resilience::client)),
 //! the deadline layer sits above the retry layer, which copies each

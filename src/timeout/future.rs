@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::error::Elapsed;
-use crate::time::LazyTimer;
+use crate::time::{LazyTimer, Watch};
 use crate::BoxError;
 
 pin_project! {
@@ -48,18 +48,15 @@ where
         // The inner future first: on a tie the response wins. The timers
         // inside it that this one covers make none of their own (see
         // `LazyTimer::watch`).
-        let polled = {
-            let _watch = this.timer.watch(&*this.inner);
-            this.inner.as_mut().poll(cx)
-        };
+        let watch = this.timer.watch(&*this.inner);
         // Each arm returns what it matched: the response is moved once,
         // where `map_err` would move it through a temporary.
-        match polled {
+        let promised = match this.inner.as_mut().poll(cx) {
             Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
             Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
-            Poll::Pending => {}
-        }
-        ready!(this.timer.poll_elapsed(cx));
+            Poll::Pending => Watch::end(watch),
+        };
+        ready!(this.timer.poll_elapsed(cx, promised));
         crate::observability::emit::timeout();
         if *this.handler {
             tracing::debug!(target: "tower_steady::timeout", "handler timed out");

@@ -36,8 +36,16 @@
 //! when the inner future is stored inside the outer one and first polled
 //! in the outer one's first poll, as in one stack of layers; a future
 //! behind a box, in a spawned task or behind a buffer, or made later (a
-//! retry after its backoff) keeps its own timer. This departs from tower,
-//! where every `Timeout` registers its own.
+//! retry after its backoff) keeps its own timer.
+//!
+//! The other way round, a deadline or timeout around an attempt timeout
+//! that ends sooner (a proxy's deadlines around each replica's attempt
+//! timeout) makes no timer while that one has its own: the attempt's timer
+//! wakes the task first, and the outer one decides again then. It makes its
+//! own once that attempt has ended and the work goes on (a retry's backoff,
+//! or anything else still pending), or when a timer inside is dropped
+//! while the request waits on. A proxy's request makes one timer instead of
+//! two. This departs from tower, where every `Timeout` registers its own.
 //!
 //! # Ties
 //!
