@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::body::BreakerBody;
 use super::breaker::{Breaker, Permit, PermitKind};
 use super::error::CircuitOpen;
-use crate::classify::{grpc, Classify, FailureKind, Outcome, RetrySafety};
+use crate::classify::{Classify, FailureKind, Outcome, RetrySafety};
 use crate::BoxError;
 
 pin_project! {
@@ -76,10 +76,10 @@ where
                             guard.done = true;
                             return Poll::Ready(Ok(response.map(BreakerBody::counted)));
                         }
-                        let outcome = this.classifier.classify_response(&response);
                         // A gRPC call whose status comes in its trailers is
                         // counted when its body ends.
-                        if outcome.is_success() && grpc::status_in_trailers(response.headers()) {
+                        let (outcome, trailers) = this.classifier.classify_head(&response);
+                        if trailers {
                             let guard = std::mem::replace(guard, Guard::finished(guard));
                             let classifier = this.classifier.clone();
                             return Poll::Ready(Ok(

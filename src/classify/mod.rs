@@ -351,6 +351,22 @@ pub trait Classify {
     /// Classifies an error returned by a service.
     fn classify_error(&self, error: &(dyn Error + 'static)) -> Outcome;
 
+    /// Classifies a response as [`classify_response`](Self::classify_response)
+    /// does, and says whether its outcome is still to come in its trailers:
+    /// a successful gRPC response (`content-type: application/grpc`) whose
+    /// `grpc-status` is not in its headers. The layers that count outcomes
+    /// (the circuit breaker, [`Upstreams`](crate::upstream::Upstreams)) ask
+    /// this of each response, and watch such a one to its end.
+    ///
+    /// The default calls `classify_response`, then looks at the headers;
+    /// [`HttpClassifier`] does both with one look for the content type. A
+    /// classifier that overrides it must agree with that default.
+    fn classify_head<B>(&self, response: &Response<B>) -> (Outcome, bool) {
+        let outcome = self.classify_response(response);
+        let trailers = outcome.is_success() && grpc::status_in_trailers(response.headers());
+        (outcome, trailers)
+    }
+
     /// Classifies the trailers that end a streamed response: a gRPC call's
     /// `grpc-status` (see [`grpc`]), which a server sends there when the
     /// call fails after its response began. The default reads it as
@@ -471,6 +487,33 @@ impl Classify for HttpClassifier {
             }
         }
         self.classify_status(status)
+    }
+
+    /// One look for the content type, where the default makes two.
+    fn classify_head<B>(&self, response: &Response<B>) -> (Outcome, bool) {
+        let status = response.status();
+        let headers = response.headers();
+        if status == StatusCode::OK && grpc::is_grpc(headers) {
+            return match headers.get(grpc::GRPC_STATUS) {
+                Some(value) => (
+                    grpc::parse_status(value).map_or_else(
+                        || self.classify_status(status),
+                        |code| grpc::outcome(code, self.grpc_retryable),
+                    ),
+                    false,
+                ),
+                None => {
+                    let outcome = self.classify_status(status);
+                    (outcome, outcome.is_success())
+                }
+            };
+        }
+        let outcome = self.classify_status(status);
+        // Only a status other than `200 OK` needs the second look: a gRPC
+        // response has that status, so this is the rare case.
+        let trailers =
+            status != StatusCode::OK && outcome.is_success() && grpc::status_in_trailers(headers);
+        (outcome, trailers)
     }
 
     fn classify_trailers(&self, trailers: &http::HeaderMap) -> Outcome {

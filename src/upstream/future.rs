@@ -16,7 +16,7 @@ use super::body::EndpointBody;
 use super::endpoint::{Health, Verdict};
 use super::health::Registry;
 use super::NoHealthyUpstream;
-use crate::classify::{grpc, Classify, Outcome};
+use crate::classify::{Classify, Outcome};
 use crate::http::{Endpoint, EndpointError};
 use crate::BoxError;
 
@@ -181,10 +181,10 @@ fn answered<RB, C: Classify + Clone>(
     let Some(mut track) = track.take() else {
         return response.map(EndpointBody::recorded);
     };
-    let outcome = classifier.classify_response(&response);
     // A gRPC call whose status comes in its trailers is recorded when its
     // body ends, with the latency to its head.
-    if outcome.is_success() && grpc::status_in_trailers(response.headers()) {
+    let (outcome, trailers) = classifier.classify_head(&response);
+    if trailers {
         let rtt = track.elapsed();
         let classifier = classifier.clone();
         return response.map(|body| EndpointBody::watched(body, track, rtt, classifier));

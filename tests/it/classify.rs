@@ -241,3 +241,75 @@ fn retry_safety_depends_on_idempotency_only_when_maybe_sent() {
     assert!(maybe_sent.is_retry_safe(true));
     assert!(!Outcome::Success.is_retry_safe(true));
 }
+
+/// A classifier with only `classify_response` of its own: the provided
+/// `classify_head`, against which `HttpClassifier`'s own is checked.
+struct Plain(HttpClassifier);
+
+impl Classify for Plain {
+    fn classify_response<B>(&self, response: &http::Response<B>) -> Outcome {
+        self.0.classify_response(response)
+    }
+
+    fn classify_error(&self, error: &(dyn std::error::Error + 'static)) -> Outcome {
+        self.0.classify_error(error)
+    }
+}
+
+#[test]
+fn one_look_at_a_head_agrees_with_the_provided_two() {
+    let heads: &[(u16, &[(&str, &str)])] = &[
+        (200, &[]),
+        (
+            200,
+            &[("content-type", "text/html"), ("content-length", "12")],
+        ),
+        (200, &[("content-type", "application/grpc")]),
+        (200, &[("content-type", "application/grpc+proto")]),
+        (
+            200,
+            &[("content-type", "application/grpc"), ("grpc-status", "0")],
+        ),
+        (
+            200,
+            &[("content-type", "application/grpc"), ("grpc-status", "14")],
+        ),
+        (
+            200,
+            &[("content-type", "application/grpc"), ("grpc-status", "3")],
+        ),
+        (
+            200,
+            &[
+                ("content-type", "application/grpc"),
+                ("grpc-status", "nonsense"),
+            ],
+        ),
+        (200, &[("content-type", "application/grpcx")]),
+        (200, &[("grpc-status", "14")]),
+        (204, &[("content-type", "application/grpc")]),
+        (404, &[("content-type", "application/grpc")]),
+        (503, &[("content-type", "application/grpc")]),
+        (502, &[]),
+        (429, &[("retry-after", "3")]),
+    ];
+    let (one, two) = (HttpClassifier::new(), Plain(HttpClassifier::new()));
+    let mut watched = 0;
+    for &(status, headers) in heads {
+        let mut response = http::Response::builder().status(status);
+        for &(name, value) in headers {
+            response = response.header(name, value);
+        }
+        let response = response.body(()).unwrap();
+        let head = one.classify_head(&response);
+        assert_eq!(head, two.classify_head(&response), "{status} {headers:?}");
+        assert_eq!(
+            head.0,
+            one.classify_response(&response),
+            "{status} {headers:?}"
+        );
+        watched += usize::from(head.1);
+    }
+    // 200 gRPC without a status (twice), and the 204 and 404 gRPC answers.
+    assert_eq!(watched, 4);
+}
