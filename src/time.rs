@@ -22,8 +22,9 @@ mod timer {
 
     pin_project! {
         /// Fires at `deadline`, but creates its `Sleep` only when first
-        /// polled pending, and none at all when an enclosing timer covers
-        /// it (see [`watch`](Self::watch)).
+        /// polled pending, none at all when an enclosing timer covers it
+        /// (see [`watch`](Self::watch)), and none while a timer inside, due
+        /// sooner, has one (see [`poll_elapsed`](Self::poll_elapsed)).
         ///
         /// Timeout futures poll their inner future first and this timer only when
         /// the inner future is pending, so a response that is ready at once never
@@ -241,9 +242,12 @@ mod timer {
         }
 
         /// Holds this timer up as the watcher of `inner`, the future its
-        /// owner is about to poll, until the guard is dropped; only while
-        /// this timer has no `Sleep` (the owner's first poll, or while it is
-        /// covered itself), so later polls pay nothing.
+        /// owner is about to poll, until the guard is ended or dropped; only
+        /// while this timer has no `Sleep` (the owner's first poll, while it
+        /// is covered itself, or while a timer inside has one), so later
+        /// polls pay nothing. The guard, ended with [`Watch::end`] when
+        /// `inner` is pending, says whether a timer inside promised to wake
+        /// the task by this one's deadline.
         ///
         /// A timer first polled inside `inner` then (a deadline or timeout
         /// layer further down the same stack, in the same `poll`) whose
