@@ -205,6 +205,44 @@ async fn attempt_timeout_bounds_each_attempt_within_the_deadline() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_proxy_s_deadline_ends_hung_attempts_on_time() {
+    // The proxy's shape: the server preset around the client preset, whose
+    // attempts (1 s each) end sooner than the deadline (2.5 s) and make the
+    // only timer while they run. Every attempt hangs: the deadline still
+    // answers at 2.5 s exactly, between the attempts, not when a later
+    // attempt's own timer happens to fire.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let hanging = service_fn(move |_: Request<ReplayBody<Empty<Bytes>>>| {
+        seen.fetch_add(1, Ordering::Relaxed);
+        std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>()
+    });
+    let client = Resilience::client()
+        .deadline(DeadlineLayer::client().timeout(Duration::from_millis(2500)))
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let server = Resilience::server()
+        .deadline(DeadlineLayer::server().timeout(Duration::from_millis(2500)))
+        .build()
+        .unwrap();
+    let proxy = ServiceBuilder::new()
+        .layer(server)
+        .layer(client)
+        .service(hanging);
+    let started = tokio::time::Instant::now();
+    // Bounded: a deadline that never fires would leave nothing to wake.
+    let response = common::bounded(proxy.oneshot(request())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(started.elapsed(), Duration::from_millis(2500));
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        3,
+        "three attempts, the last cut short"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn every_part_can_be_turned_off() {
     let layer = Resilience::client()
         .without_error_response()
