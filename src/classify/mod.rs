@@ -355,7 +355,7 @@ pub trait Classify {
     /// does, and says whether its outcome is still to come in its trailers:
     /// a successful gRPC response (`content-type: application/grpc`) whose
     /// `grpc-status` is not in its headers. The layers that count outcomes
-    /// (the circuit breaker, [`Upstreams`](crate::upstream::Upstreams)) ask
+    /// (the circuit breaker and the `upstream` balancer) ask
     /// this of each response, and watch such a one to its end.
     ///
     /// The default calls `classify_response`, then looks at the headers;
