@@ -15,7 +15,7 @@ mod timer {
     use std::cell::Cell;
     use std::future::Future;
     use std::pin::Pin;
-    use std::task::{Context, Poll};
+    use std::task::{Context, Poll, RawWakerVTable};
 
     use pin_project_lite::pin_project;
     use tokio::time::{sleep_until, Instant, Sleep};
@@ -90,6 +90,20 @@ mod timer {
         len: usize,
         /// What the timers inside the watched future said during this poll.
         seen: Seen,
+        /// The waker its owner was polled with.
+        waker: WakerId,
+    }
+
+    /// Which waker a `Context` carries, compared as `Waker::will_wake`
+    /// does: a timer's `Sleep` wakes the task its watcher runs in only when
+    /// it was polled with the watcher's waker (not with one of its own, as
+    /// a future polled with `Waker::noop` is).
+    type WakerId = (*const (), *const RawWakerVTable);
+
+    #[inline]
+    fn waker_id(cx: &Context<'_>) -> WakerId {
+        let waker = cx.waker();
+        (waker.data(), waker.vtable())
     }
 
     /// What a watcher learned of the timers with a `Sleep` inside the future
@@ -116,8 +130,12 @@ mod timer {
     /// Tells the watcher around the timer at `here` (if any) that the task
     /// will be woken at `at` at the latest, by that timer's `Sleep`.
     #[inline]
-    fn promise(here: usize, at: Instant) {
-        if watched(here) && SEEN.get() == Seen::Nothing && AT.get().is_some_and(|w| at <= w) {
+    fn promise(here: usize, at: Instant, cx: &Context<'_>) {
+        if watched(here)
+            && SEEN.get() == Seen::Nothing
+            && AT.get().is_some_and(|w| at <= w)
+            && WAKER.get() == waker_id(cx)
+        {
             SEEN.set(Seen::Promised);
         }
     }
@@ -134,6 +152,8 @@ mod timer {
         static RANGE: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
         /// What it has seen in this poll.
         static SEEN: Cell<Seen> = const { Cell::new(Seen::Nothing) };
+        /// The waker its owner was polled with.
+        static WAKER: Cell<WakerId> = const { Cell::new((std::ptr::null(), std::ptr::null())) };
     }
 
     /// Whether the innermost watcher watches the memory at `addr`.
@@ -153,6 +173,7 @@ mod timer {
             start,
             len,
             seen: SEEN.get(),
+            waker: WAKER.get(),
         })
     }
 
@@ -164,6 +185,7 @@ mod timer {
                 AT.set(Some(w.at));
                 RANGE.set((w.start, w.len));
                 SEEN.set(w.seen);
+                WAKER.set(w.waker);
             }
             None => {
                 AT.set(None);
@@ -209,7 +231,8 @@ mod timer {
                 if let Some(outer) = previous {
                     if outer.seen != Seen::Dropped
                         && outer.holds(this.start)
-                        && (this.seen == Seen::Dropped || this.at <= outer.at)
+                        && (this.seen == Seen::Dropped
+                            || (this.at <= outer.at && this.waker == outer.waker))
                     {
                         SEEN.set(this.seen);
                     }
@@ -264,7 +287,7 @@ mod timer {
         /// and so is one first polled later (a retry after a backoff): they
         /// keep their own timers.
         #[inline]
-        pub(crate) fn watch<F>(&self, inner: &F) -> Option<Watch> {
+        pub(crate) fn watch<F>(&self, inner: &F, cx: &Context<'_>) -> Option<Watch> {
             if matches!(self.state, State::Armed { .. }) {
                 return None;
             }
@@ -274,6 +297,7 @@ mod timer {
                 start: inner as *const F as usize,
                 len: std::mem::size_of::<F>(),
                 seen: Seen::Nothing,
+                waker: waker_id(cx),
             }));
             Some(Watch(previous))
         }
@@ -325,7 +349,7 @@ mod timer {
                 StateProj::Armed { sleep } => {
                     let polled = sleep.project().sleep.poll(cx);
                     if polled.is_pending() {
-                        promise(here, *this.deadline);
+                        promise(here, *this.deadline, cx);
                     }
                     polled
                 }
@@ -639,6 +663,64 @@ mod tests {
             let guarded = tokio::time::timeout(
                 Duration::from_secs(60),
                 failure(deadline.layer(deadline.layer(dropping))),
+            );
+            let (error, after, armed) = guarded.await.expect("the deadline fires");
+            assert!(error.is::<DeadlineExceeded>(), "{error}");
+            assert_eq!((after, armed), (Duration::from_secs(3), 2));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_timer_polled_with_a_waker_of_its_own_promises_nothing() {
+            // The attempt is polled once with a waker that wakes nothing,
+            // then kept while the work waits on: its timer would never wake
+            // this task, and the deadline still fires.
+            fn aside<S>(
+                attempt: S,
+            ) -> impl tower::Service<
+                Request<()>,
+                Response = Response<&'static str>,
+                Error = BoxError,
+                Future: Send,
+            > + Clone
+            where
+                S: tower::Service<Request<()>, Response = Response<&'static str>, Error = BoxError>
+                    + Clone
+                    + Send
+                    + 'static,
+                S::Future: Send,
+            {
+                service_fn(move |request: Request<()>| {
+                    let call = attempt.clone().oneshot(request);
+                    async move {
+                        let mut call = std::pin::pin!(call);
+                        {
+                            let mut elsewhere =
+                                std::task::Context::from_waker(std::task::Waker::noop());
+                            assert!(call.as_mut().poll(&mut elsewhere).is_pending());
+                        }
+                        pending::<()>().await;
+                        call.await
+                    }
+                })
+            }
+            let deadline = DeadlineLayer::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .unwrap();
+            let attempt = TimeoutLayer::new(Duration::from_secs(1)).layer(silent());
+            let guarded = tokio::time::timeout(
+                Duration::from_secs(60),
+                failure(deadline.layer(aside(attempt.clone()))),
+            );
+            let (error, after, armed) = guarded.await.expect("the deadline fires");
+            assert!(error.is::<DeadlineExceeded>(), "{error}");
+            assert_eq!((after, armed), (Duration::from_secs(3), 2));
+
+            // The same with a deadline around the attempt, polled with that
+            // waker too: what its attempt promised it is not passed on.
+            let guarded = tokio::time::timeout(
+                Duration::from_secs(60),
+                failure(deadline.layer(aside(deadline.layer(attempt)))),
             );
             let (error, after, armed) = guarded.await.expect("the deadline fires");
             assert!(error.is::<DeadlineExceeded>(), "{error}");

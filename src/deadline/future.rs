@@ -66,7 +66,7 @@ where
                 // The inner future first: on a tie the response wins. The
                 // timers first polled inside it that this one covers make
                 // none of their own (see `LazyTimer::watch`).
-                let watch = timer.watch(&*inner);
+                let watch = timer.watch(&*inner, cx);
                 // Each arm returns what it matched: the response is moved
                 // once, where `map_err` would move it through a temporary.
                 let promised = match inner.as_mut().poll(cx) {

@@ -48,7 +48,7 @@ where
         // The inner future first: on a tie the response wins. The timers
         // inside it that this one covers make none of their own (see
         // `LazyTimer::watch`).
-        let watch = this.timer.watch(&*this.inner);
+        let watch = this.timer.watch(&*this.inner, cx);
         // Each arm returns what it matched: the response is moved once,
         // where `map_err` would move it through a temporary.
         let promised = match this.inner.as_mut().poll(cx) {
