@@ -43,9 +43,11 @@
 //! timeout) makes no timer while that one has its own: the attempt's timer
 //! wakes the task first, and the outer one decides again then. It makes its
 //! own once that attempt has ended and the work goes on (a retry's backoff,
-//! or anything else still pending), or when a timer inside is dropped
-//! while the request waits on. A proxy's request makes one timer instead of
-//! two. This departs from tower, where every `Timeout` registers its own.
+//! or anything else still pending), when a timer inside is dropped while
+//! the request waits on, or when the attempt was polled with a waker other
+//! than the outer future's (its timer would wake something else). A
+//! proxy's request makes one timer instead of two. This departs from
+//! tower, where every `Timeout` registers its own.
 //!
 //! # Ties
 //!
