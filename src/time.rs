@@ -525,6 +525,38 @@ mod tests {
             (error, Instant::now() - start, armed() - before)
         }
 
+        /// Calling `service` answers `body` `after` that long, `armed`
+        /// `Sleep`s made meanwhile.
+        async fn answers<S>(service: S, body: &str, after: Duration, armed: usize)
+        where
+            S: tower::Service<Request<()>, Response = Response<&'static str>, Error = BoxError>,
+        {
+            let (before, start) = (self::armed(), Instant::now());
+            let response = service.oneshot(Request::new(())).await.unwrap();
+            assert_eq!(*response.body(), body);
+            assert_eq!(Instant::now() - start, after);
+            assert_eq!(self::armed() - before, armed, "Sleeps made");
+        }
+
+        /// A deadline layer of `timeout`.
+        fn deadline(timeout: Duration) -> DeadlineLayer {
+            DeadlineLayer::builder().timeout(timeout).build().unwrap()
+        }
+
+        /// Calling `service` ends with the deadline's error `after` that
+        /// long, `armed` `Sleep`s made meanwhile; within 60 s (of paused
+        /// time), if nothing else wakes it.
+        async fn ends_by_deadline<S>(service: S, after: Duration, armed: usize)
+        where
+            S: tower::Service<Request<()>, Error = BoxError>,
+            S::Response: std::fmt::Debug,
+        {
+            let guarded = tokio::time::timeout(Duration::from_secs(60), failure(service));
+            let (error, elapsed, made) = guarded.await.expect("the deadline fires");
+            assert!(error.is::<DeadlineExceeded>(), "{error}");
+            assert_eq!((elapsed, made), (after, armed));
+        }
+
         /// A service that never answers.
         fn silent() -> impl tower::Service<
             Request<()>,
@@ -555,25 +587,21 @@ mod tests {
                     }
                 }
             });
-            let outer = layer.layer(between);
-            let (before, start) = (armed(), Instant::now());
-            let response = outer.oneshot(Request::new(())).await.unwrap();
-            assert_eq!(*response.body(), "inner deadline");
-            assert_eq!(Instant::now() - start, Duration::from_secs(1));
-            assert_eq!(armed() - before, 1, "the outer deadline's timer only");
+            // The outer deadline's timer only.
+            answers(
+                layer.layer(between),
+                "inner deadline",
+                Duration::from_secs(1),
+                1,
+            )
+            .await;
         }
 
         #[tokio::test(start_paused = true)]
         async fn a_later_timer_inside_an_earlier_one_makes_none() {
             let inner = TimeoutLayer::new(Duration::from_secs(30)).layer(silent());
-            let outer = DeadlineLayer::builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .unwrap()
-                .layer(inner);
-            let (error, after, armed) = failure(outer).await;
-            assert!(error.is::<DeadlineExceeded>(), "{error}");
-            assert_eq!((after, armed), (Duration::from_secs(2), 1));
+            let outer = deadline(Duration::from_secs(2)).layer(inner);
+            ends_by_deadline(outer, Duration::from_secs(2), 1).await;
         }
 
         #[tokio::test(start_paused = true)]
@@ -589,21 +617,15 @@ mod tests {
         async fn a_proxy_s_deadlines_around_an_attempt_timeout_make_one_timer() {
             // The server's deadline, the client's (due at the same instant),
             // an attempt timeout inside both, and an answer after 100 ms.
-            let deadline = DeadlineLayer::builder()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .unwrap();
+            let deadline = deadline(Duration::from_secs(15));
             let answering = service_fn(|_: Request<()>| async {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 Ok::<_, BoxError>(Response::new("answer"))
             });
             let attempt = TimeoutLayer::new(Duration::from_secs(5)).layer(answering);
+            // The attempt timeout's timer only.
             let proxy = deadline.layer(deadline.layer(attempt));
-            let (before, start) = (armed(), Instant::now());
-            let response = proxy.oneshot(Request::new(())).await.unwrap();
-            assert_eq!(*response.body(), "answer");
-            assert_eq!(Instant::now() - start, Duration::from_millis(100));
-            assert_eq!(armed() - before, 1, "the attempt timeout's only");
+            answers(proxy, "answer", Duration::from_millis(100), 1).await;
         }
 
         #[tokio::test(start_paused = true)]
@@ -619,14 +641,8 @@ mod tests {
                     pending::<Answer>().await
                 }
             });
-            let outer = DeadlineLayer::builder()
-                .timeout(Duration::from_secs(3))
-                .build()
-                .unwrap()
-                .layer(going_on);
-            let (error, after, armed) = failure(outer).await;
-            assert!(error.is::<DeadlineExceeded>(), "{error}");
-            assert_eq!((after, armed), (Duration::from_secs(3), 2));
+            let outer = deadline(Duration::from_secs(3)).layer(going_on);
+            ends_by_deadline(outer, Duration::from_secs(3), 2).await;
         }
 
         #[tokio::test(start_paused = true)]
@@ -646,27 +662,13 @@ mod tests {
                     pending::<Answer>().await
                 }
             });
-            let deadline = DeadlineLayer::builder()
-                .timeout(Duration::from_secs(3))
-                .build()
-                .unwrap();
-            let guarded = tokio::time::timeout(
-                Duration::from_secs(60),
-                failure(deadline.layer(dropping.clone())),
-            );
-            let (error, after, armed) = guarded.await.expect("the deadline fires");
-            assert!(error.is::<DeadlineExceeded>(), "{error}");
-            assert_eq!((after, armed), (Duration::from_secs(3), 2));
+            let deadline = deadline(Duration::from_secs(3));
+            ends_by_deadline(deadline.layer(dropping.clone()), Duration::from_secs(3), 2).await;
 
             // The same with a second deadline between, due at the same
             // instant: the drop it saw is passed on to the outer one.
-            let guarded = tokio::time::timeout(
-                Duration::from_secs(60),
-                failure(deadline.layer(deadline.layer(dropping))),
-            );
-            let (error, after, armed) = guarded.await.expect("the deadline fires");
-            assert!(error.is::<DeadlineExceeded>(), "{error}");
-            assert_eq!((after, armed), (Duration::from_secs(3), 2));
+            let twice = deadline.layer(deadline.layer(dropping));
+            ends_by_deadline(twice, Duration::from_secs(3), 2).await;
         }
 
         #[tokio::test(start_paused = true)]
@@ -703,28 +705,15 @@ mod tests {
                     }
                 })
             }
-            let deadline = DeadlineLayer::builder()
-                .timeout(Duration::from_secs(3))
-                .build()
-                .unwrap();
+            let deadline = deadline(Duration::from_secs(3));
             let attempt = TimeoutLayer::new(Duration::from_secs(1)).layer(silent());
-            let guarded = tokio::time::timeout(
-                Duration::from_secs(60),
-                failure(deadline.layer(aside(attempt.clone()))),
-            );
-            let (error, after, armed) = guarded.await.expect("the deadline fires");
-            assert!(error.is::<DeadlineExceeded>(), "{error}");
-            assert_eq!((after, armed), (Duration::from_secs(3), 2));
+            let outer = deadline.layer(aside(attempt.clone()));
+            ends_by_deadline(outer, Duration::from_secs(3), 2).await;
 
             // The same with a deadline around the attempt, polled with that
             // waker too: what its attempt promised it is not passed on.
-            let guarded = tokio::time::timeout(
-                Duration::from_secs(60),
-                failure(deadline.layer(aside(deadline.layer(attempt)))),
-            );
-            let (error, after, armed) = guarded.await.expect("the deadline fires");
-            assert!(error.is::<DeadlineExceeded>(), "{error}");
-            assert_eq!((after, armed), (Duration::from_secs(3), 2));
+            let outer = deadline.layer(aside(deadline.layer(attempt)));
+            ends_by_deadline(outer, Duration::from_secs(3), 2).await;
         }
 
         #[tokio::test(start_paused = true)]
