@@ -452,6 +452,35 @@ impl HttpClassifier {
         self
     }
 
+    /// For a `200 OK` gRPC response (`content-type: application/grpc`):
+    /// its outcome, and whether its status is still to come in the
+    /// trailers; `None` for any other response.
+    ///
+    /// A gRPC call that failed before its body is a trailers-only
+    /// response: HTTP 200, `content-type: application/grpc`, the
+    /// `grpc-status` in its headers. The content type first: a standard
+    /// header, found without hashing a name, so an HTTP response pays one
+    /// cheap lookup.
+    #[inline]
+    fn grpc_head(&self, status: StatusCode, headers: &http::HeaderMap) -> Option<(Outcome, bool)> {
+        if status != StatusCode::OK || !grpc::is_grpc(headers) {
+            return None;
+        }
+        Some(match headers.get(grpc::GRPC_STATUS) {
+            Some(value) => (
+                grpc::parse_status(value).map_or_else(
+                    || self.classify_status(status),
+                    |code| grpc::outcome(code, self.grpc_retryable),
+                ),
+                false,
+            ),
+            None => {
+                let outcome = self.classify_status(status);
+                (outcome, outcome.is_success())
+            }
+        })
+    }
+
     /// Classifies a status code alone, as [`Classify::classify_response`]
     /// does.
     pub const fn classify_status(&self, status: StatusCode) -> Outcome {
@@ -472,41 +501,18 @@ impl HttpClassifier {
 impl Classify for HttpClassifier {
     fn classify_response<B>(&self, response: &Response<B>) -> Outcome {
         let status = response.status();
-        // A gRPC call that failed before its body is a trailers-only
-        // response: HTTP 200, `content-type: application/grpc`, the
-        // `grpc-status` in its headers. The content type first: a standard
-        // header, found without hashing a name, so an HTTP response pays
-        // one cheap lookup.
-        if status == StatusCode::OK && grpc::is_grpc(response.headers()) {
-            if let Some(code) = response
-                .headers()
-                .get(grpc::GRPC_STATUS)
-                .and_then(grpc::parse_status)
-            {
-                return grpc::outcome(code, self.grpc_retryable);
-            }
+        match self.grpc_head(status, response.headers()) {
+            Some((outcome, _)) => outcome,
+            None => self.classify_status(status),
         }
-        self.classify_status(status)
     }
 
     /// One look for the content type, where the default makes two.
     fn classify_head<B>(&self, response: &Response<B>) -> (Outcome, bool) {
         let status = response.status();
         let headers = response.headers();
-        if status == StatusCode::OK && grpc::is_grpc(headers) {
-            return match headers.get(grpc::GRPC_STATUS) {
-                Some(value) => (
-                    grpc::parse_status(value).map_or_else(
-                        || self.classify_status(status),
-                        |code| grpc::outcome(code, self.grpc_retryable),
-                    ),
-                    false,
-                ),
-                None => {
-                    let outcome = self.classify_status(status);
-                    (outcome, outcome.is_success())
-                }
-            };
+        if let Some(head) = self.grpc_head(status, headers) {
+            return head;
         }
         let outcome = self.classify_status(status);
         // Only a status other than `200 OK` needs the second look: a gRPC
