@@ -75,15 +75,32 @@ pub(crate) struct Health {
     /// probe) was an unreachable endpoint: its ejection is the short one.
     pub(super) unreachable: AtomicBool,
     pub(super) ejections: AtomicU32,
-    /// Outcomes in the current success-rate interval, and the last
-    /// interval's, for the handle.
-    pub(super) requests: AtomicU32,
-    pub(super) successes: AtomicU32,
+    /// Outcomes in the current success-rate interval ([`Outcomes`]), and
+    /// the last interval's, for the handle.
+    pub(super) outcomes: AtomicU64,
     pub(super) last_requests: AtomicU32,
     pub(super) last_successes: AtomicU32,
     /// Active checks passed and failed in a row.
     pub(super) passes: AtomicU32,
     pub(super) fails: AtomicU32,
+}
+
+/// Requests and successes in one word, the requests in the high 32 bits:
+/// an answer is counted with one atomic add ([`Outcomes::one`]), and an
+/// interval's counts are taken with one swap, both of the same moment.
+/// Each wraps after 2^32 in one interval, as a 32-bit counter would.
+pub(super) struct Outcomes;
+
+impl Outcomes {
+    /// The word that counts one request, a success or not.
+    pub(super) const fn one(success: bool) -> u64 {
+        (1 << 32) | success as u64
+    }
+
+    /// `(requests, successes)` of a word.
+    pub(super) const fn read(word: u64) -> (u32, u32) {
+        ((word >> 32) as u32, word as u32)
+    }
 }
 
 impl Health {
@@ -101,8 +118,7 @@ impl Health {
             multiplier: AtomicU32::new(0),
             unreachable: AtomicBool::new(false),
             ejections: AtomicU32::new(0),
-            requests: AtomicU32::new(0),
-            successes: AtomicU32::new(0),
+            outcomes: AtomicU64::new(0),
             last_requests: AtomicU32::new(0),
             last_successes: AtomicU32::new(0),
             passes: AtomicU32::new(0),
@@ -154,4 +170,21 @@ impl Health {
 
 pub(super) fn millis(nanos: u64) -> u32 {
     (nanos / 1_000_000) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_count_requests_and_successes_in_one_word() {
+        let word = AtomicU64::new(0);
+        for success in [true, false, true, true] {
+            word.fetch_add(Outcomes::one(success), Ordering::Relaxed);
+        }
+        assert_eq!(Outcomes::read(word.swap(0, Ordering::Relaxed)), (4, 3));
+        assert_eq!(Outcomes::read(word.load(Ordering::Relaxed)), (0, 0));
+        let most = (u64::from(u32::MAX) << 32) | u64::from(u32::MAX);
+        assert_eq!(Outcomes::read(most), (u32::MAX, u32::MAX));
+    }
 }

@@ -35,7 +35,13 @@ fn unpack(packed: u64) -> (f32, u32) {
     (f32::from_bits((packed >> 32) as u32), packed as u32)
 }
 
+/// `e^(−elapsed/decay)`. No time elapsed (the usual case for a busy
+/// endpoint: every answer in the same millisecond as the one before) is
+/// exactly 1, without a division and a call to `exp`.
 fn decay_factor(elapsed_ms: u32, decay: Duration) -> f64 {
+    if elapsed_ms == 0 {
+        return 1.0;
+    }
     (-f64::from(elapsed_ms) / (decay.as_secs_f64() * 1e3)).exp()
 }
 
@@ -133,9 +139,14 @@ mod tests {
         ewma.observe(Duration::ZERO, 10_000, DECAY);
         let expected = 100_000.0 * (-1.0f64).exp();
         assert!((ewma.estimate_us(10_000, DECAY) - expected).abs() < 1.0);
-        // An answer right after barely moves it.
+        // An answer in the same millisecond does not move it at all.
+        let before = ewma.estimate_us(10_000, DECAY);
         ewma.observe(Duration::ZERO, 10_000, DECAY);
-        assert!((ewma.estimate_us(10_000, DECAY) - expected).abs() < 1.0);
+        assert_eq!(ewma.estimate_us(10_000, DECAY), before);
+        assert!((before - expected).abs() < 1.0);
+        // One a millisecond later barely moves it.
+        ewma.observe(Duration::ZERO, 10_001, DECAY);
+        assert!((ewma.estimate_us(10_001, DECAY) - expected).abs() < 10.0);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::endpoint::{millis, Health, Verdict, EJECTED, HEALTHY, PROBING, SLOW_START};
+use super::endpoint::{millis, Health, Outcomes, Verdict, EJECTED, HEALTHY, PROBING, SLOW_START};
 use super::handle::{EndpointSnapshot, EndpointState};
 use crate::observability::Series;
 use crate::rng::Rng;
@@ -255,10 +255,12 @@ impl Registry {
             return;
         }
         health.ewma.observe(rtt, millis(now), self.config.decay);
-        health.requests.fetch_add(1, Ordering::Relaxed);
+        health.outcomes.fetch_add(
+            Outcomes::one(verdict == Verdict::Success),
+            Ordering::Relaxed,
+        );
         match verdict {
             Verdict::Success => {
-                health.successes.fetch_add(1, Ordering::Relaxed);
                 if health.consecutive.load(Ordering::Relaxed) != 0 {
                     health.consecutive.store(0, Ordering::Relaxed);
                 }
@@ -525,8 +527,7 @@ impl Registry {
         let endpoints = self.lock().clone();
         let mut rates = Vec::new();
         for health in &endpoints {
-            let requests = health.requests.swap(0, Ordering::Relaxed);
-            let successes = health.successes.swap(0, Ordering::Relaxed);
+            let (requests, successes) = Outcomes::read(health.outcomes.swap(0, Ordering::Relaxed));
             health.last_requests.store(requests, Ordering::Relaxed);
             health.last_successes.store(successes, Ordering::Relaxed);
             if !stale && health.is_healthy() && requests >= self.config.success_rate_min_requests {
@@ -571,10 +572,7 @@ impl Registry {
                     _ => EndpointState::Healthy,
                 };
                 let (requests, successes) = match h.last_requests.load(Ordering::Relaxed) {
-                    0 => (
-                        h.requests.load(Ordering::Relaxed),
-                        h.successes.load(Ordering::Relaxed),
-                    ),
+                    0 => Outcomes::read(h.outcomes.load(Ordering::Relaxed)),
                     last => (last, h.last_successes.load(Ordering::Relaxed)),
                 };
                 let until = h.until.load(Ordering::Relaxed);
