@@ -16,7 +16,10 @@
 # the queue that stall builds. Prints the user-space instructions per request of
 # each proxy and, for the full proxy's extra cost, the TOP functions whose
 # own (exclusive) instructions per request grew most, and the same summed
-# by crate. valgrind is installed with apt-get when missing. Everything is
+# by crate; then the atomic operations per request of each proxy, and the
+# functions whose own atomic operations differ most (instructions count one
+# each, but each costs tens of cycles, more when another core wrote its
+# cache line last). valgrind is installed with apt-get when missing. Everything is
 # on 127.0.0.1, bounded by the request counts, and stopped at the end.
 set -euo pipefail
 
@@ -41,7 +44,7 @@ profile() {
     local mode=$1 flags=() addr
     addr=127.0.0.1:$(free_port)
     if [ "$mode" = bare ]; then flags=(--bare); fi
-    valgrind --tool=callgrind --callgrind-out-file="$work/$mode.out" \
+    valgrind --tool=callgrind --collect-bus=yes --callgrind-out-file="$work/$mode.out" \
         "$profiled" --listen "$addr" --upstream "http://$upstream" "${flags[@]}" \
         >"$work/$mode.log" 2>&1 &
     local pid=$!
@@ -72,10 +75,12 @@ python3 - "$work" "$REQUESTS" "$TOP" <<'PY'
 import collections, re, subprocess, sys
 work, requests, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
-def exclusive(mode):
-    """Own instructions per function, and the total, from callgrind_annotate."""
+def exclusive(mode, event="Ir"):
+    """Own count of `event` per function, and the total, from
+    callgrind_annotate: instructions (Ir) or atomic operations (Ge)."""
     out = subprocess.run(
-        ["callgrind_annotate", "--inclusive=no", "--auto=no", "--threshold=100", f"{work}/{mode}.out"],
+        ["callgrind_annotate", "--inclusive=no", "--auto=no", "--threshold=100",
+         f"--show={event}", f"--sort={event}", f"{work}/{mode}.out"],
         capture_output=True, text=True, check=True).stdout
     total = None
     costs = collections.Counter()
@@ -127,4 +132,30 @@ for name in grown[:top]:
     short = name if len(name) <= 110 else name[:107] + "..."
     short = short.replace("|", "\\|")
     print(f"| `{short}` | {bare[name] / requests:,.0f} | {full[name] / requests:,.0f} | {(full[name] - bare[name]) / requests:+,.0f} |")
+
+# Atomic operations (valgrind's "global bus events": instructions with a
+# `lock` prefix, and `xchg`): one instruction each above, but tens of
+# cycles each on the machine, and more when another core wrote the same
+# cache line last.
+bare_total, bare = exclusive("bare", "Ge")
+full_total, full = exclusive("full", "Ge")
+for name in list(set(bare) | set(full)):
+    if bare[name] > bare_total / 2 or full[name] > full_total / 2:
+        del bare[name], full[name]
+print()
+print("| proxy | atomic operations per request |")
+print("|---|---|")
+print(f"| bare | {bare_total / requests:,.1f} |")
+print(f"| full | {full_total / requests:,.1f} |")
+print(f"| full − bare | {(full_total - bare_total) / requests:+,.1f} |")
+print()
+print(f"| function (own atomic operations) | bare | full | full − bare |")
+print("|---|---|---|---|")
+moved = sorted(set(bare) | set(full), key=lambda k: -abs(full[k] - bare[k]))
+for name in moved[:top]:
+    if abs(full[name] - bare[name]) / requests < 0.5:
+        break
+    short = name if len(name) <= 110 else name[:107] + "..."
+    short = short.replace("|", "\\|")
+    print(f"| `{short}` | {bare[name] / requests:,.1f} | {full[name] / requests:,.1f} | {(full[name] - bare[name]) / requests:+,.1f} |")
 PY
