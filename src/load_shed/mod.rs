@@ -184,8 +184,10 @@
 //! it needs to be called later, including a clone of the
 //! inner service, so the service must be `Clone`, as axum's and hyper's
 //! are. The
-//! throttle reads the clock once and two counters per request, and draws a
-//! random number only when `p > 0`. The crate's benchmarks (`benches/`) measure it.
+//! throttle reads the clock once and one word holding both of its counts
+//! per request, draws a random number only when `p > 0`, and counts the
+//! answer with two atomic adds (its bucket's word and the window's). The
+//! crate's benchmarks (`benches/`) measure it.
 //!
 //! Both layers decide in `call` (where the request, and so its
 //! criticality, is known) and leave readiness to the inner service.

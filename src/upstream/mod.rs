@@ -181,7 +181,8 @@
 //! to see whether the set changed (a clone refreshes its copy of the set,
 //! under a mutex, only when it did), one to see whether a probe is due,
 //! one for the healthy count, two random draws, two cost reads (an atomic
-//! load and an `exp` each), an atomic add for the in-flight count, and
+//! load each, and an `exp` unless the estimate was updated in the same
+//! millisecond), an atomic add for the in-flight count, and
 //! clones of the endpoint's service and two `Arc`s. The clone is asked
 //! whether it is ready (with a waker that does nothing) and called at once
 //! when it is, as an HTTP client always is, so the response future holds
@@ -189,8 +190,9 @@
 //! limit or a buffer of yours below the set) waits in the future with the
 //! request, in a box (an allocation for that wait only), and is asked
 //! again with the future's waker. On the answer: one
-//! more clock read, a compare-and-swap for the estimate and a few atomic
-//! adds. Ejections, probes, re-admissions, changes of the set and the
+//! more clock read, a compare-and-swap for the estimate, and an atomic add
+//! for the success-rate counts (the requests and the successes share one
+//! word) besides the in-flight count's. Ejections, probes, re-admissions, changes of the set and the
 //! success-rate comparison (once per interval) take the registry's mutex:
 //! they are rare, and need a view of the whole set. A failed response gets
 //! an [`Endpoint`](crate::retry::Endpoint) extension (an allocation, on the
