@@ -17,9 +17,9 @@ use tracing::Span;
 
 use super::body::{Replay, ReplayBody};
 use super::hedge::HedgeDelay;
+use super::layer::Shared;
 use super::policy::{self, Asked, Decision, Failed, Rules};
 use super::Budget;
-use super::Wrapped;
 use crate::classify::{is_idempotent, Classify, FailureKind, Outcome};
 use crate::deadline::handover::Handover;
 use crate::deadline::header::AttemptBudget;
@@ -59,11 +59,8 @@ pin_project! {
 }
 
 struct Ctx<S, B, C> {
-    /// The clone later attempts are sent through, made for the first of
-    /// them (see [`Ctx::service`]).
-    service: Option<S>,
-    /// The layer's state, and the template `service` is cloned from.
-    shared: Arc<Wrapped<S, C>>,
+    service: S,
+    shared: Arc<Shared<C>>,
     /// The request's head, to make every later attempt from (see
     /// [`copy_head`]).
     head: Parts,
@@ -148,8 +145,8 @@ where
     C: Classify,
 {
     pub(crate) fn start(
-        service: &mut S,
-        shared: Arc<Wrapped<S, C>>,
+        mut service: S,
+        shared: Arc<Shared<C>>,
         request: Request<B>,
         now: Instant,
     ) -> Self {
@@ -212,7 +209,7 @@ where
             hedge: None,
             timer: None,
             ctx: Ctx {
-                service: None,
+                service,
                 shared,
                 head,
                 budget,
@@ -237,7 +234,7 @@ where
 
 impl<S, B, C, RB> Future for ResponseFuture<S, B, C>
 where
-    S: Service<Request<ReplayBody<B>>, Response = Response<RB>> + Clone,
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
     B: Body,
     C: Classify,
@@ -256,7 +253,7 @@ where
                     this.ctx.phase = Phase::Ready;
                 }
                 Phase::Ready => {
-                    if let Err(e) = ready!(this.ctx.service().poll_ready(cx)) {
+                    if let Err(e) = ready!(this.ctx.service.poll_ready(cx)) {
                         // The retry was not sent: its token goes back.
                         this.ctx.token = None;
                         return Poll::Ready(this.ctx.finished(Err(e.into())));
@@ -360,19 +357,11 @@ where
 
 impl<S, B, C, RB> Ctx<S, B, C>
 where
-    S: Service<Request<ReplayBody<B>>, Response = Response<RB>> + Clone,
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
     B: Body,
     C: Classify,
 {
-    /// The service later attempts go through: a clone of the template,
-    /// made for the first of them and kept for the rest (each is made
-    /// ready before it is called).
-    fn service(&mut self) -> &mut S {
-        self.service
-            .get_or_insert_with(|| S::clone(self.shared.template()))
-    }
-
     /// Reports a request's final outcome and time (with the `metrics`
     /// feature) and hands the result on, marked [`Retried`] if it took
     /// more than one attempt.
@@ -422,7 +411,7 @@ where
         let future = {
             let _entered = span.enter();
             let _retry = crate::http::retry_calling();
-            self.service().call(request)
+            self.service.call(request)
         };
         #[cfg(feature = "metrics")]
         if self.shared.durations {
@@ -668,7 +657,7 @@ where
         {
             return refuse(self, timer, reason);
         }
-        match self.service().poll_ready(cx) {
+        match self.service.poll_ready(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(_)) => return refuse(self, timer, "the service failed"),
             Poll::Ready(Ok(())) => {}

@@ -118,16 +118,7 @@
 //! # Cost
 //!
 //! On the success path the layer takes no lock and makes one clock read (the
-//! budget's deposit, a single atomic add), and clones no service: the
-//! first attempt goes through the inner service `poll_ready` made ready,
-//! and later attempts through one clone of a template (the service the
-//! layer wrapped, or as [`Retry::get_mut`] left it), made when the first
-//! of them is sent. tower's `Retry` clones the stack below for every call;
-//! each clone, and its drop, counts every layer's shared state up and
-//! down, on cache lines every core serving requests writes. A service
-//! below that keeps state of its own in each clone (rather than sharing
-//! it, as this crate's layers, hyper's client and tower's `Buffer` do)
-//! sees a fresh clone of the template for a request's later attempts. It does allocate: to send a
+//! budget's deposit, a single atomic add). It does allocate: to send a
 //! request again it must keep its head (method, URI, headers, extensions),
 //! so it clones it, as every retry layer must (tower's `Retry` does it
 //! through `Policy::clone_request`). A request with a body also
@@ -246,36 +237,7 @@ use crate::BoxError;
 #[derive(Debug)]
 pub struct Retry<S, C = crate::classify::HttpClassifier> {
     inner: S,
-    /// The layer's state, and the service later attempts are cloned from.
-    shared: Arc<Wrapped<S, C>>,
-    /// Set by [`get_mut`](Self::get_mut): the template is made again from
-    /// `inner` at the next call, so that changes made through it reach
-    /// later attempts too.
-    stale: bool,
-}
-
-/// What every call of one [`Retry`] service shares, behind one `Arc`: the
-/// layer's state (shared by every service the layer made), and the template
-/// later attempts go through (see [`Retry::call`](Service::call)).
-#[derive(Debug)]
-pub(crate) struct Wrapped<S, C> {
     shared: Arc<Shared<C>>,
-    template: S,
-}
-
-impl<S, C> Wrapped<S, C> {
-    /// The service later attempts are cloned from.
-    pub(crate) fn template(&self) -> &S {
-        &self.template
-    }
-}
-
-impl<S, C> std::ops::Deref for Wrapped<S, C> {
-    type Target = Shared<C>;
-
-    fn deref(&self) -> &Shared<C> {
-        &self.shared
-    }
 }
 
 impl<S: Clone, C> Clone for Retry<S, C> {
@@ -283,35 +245,22 @@ impl<S: Clone, C> Clone for Retry<S, C> {
         Self {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
-            stale: self.stale,
-        }
-    }
-}
-
-impl<S: Clone, C> Retry<S, C> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<C>>) -> Self {
-        Self {
-            shared: Arc::new(Wrapped {
-                shared,
-                template: inner.clone(),
-            }),
-            stale: false,
-            inner,
         }
     }
 }
 
 impl<S, C> Retry<S, C> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<C>>) -> Self {
+        Self { inner, shared }
+    }
+
     /// A reference to the inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
-    /// A mutable reference to the inner service. Later attempts of the
-    /// requests called after it are sent through clones of the service as
-    /// it is then.
+    /// A mutable reference to the inner service.
     pub fn get_mut(&mut self) -> &mut S {
-        self.stale = true;
         &mut self.inner
     }
 
@@ -337,27 +286,15 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    /// The first attempt is sent through the inner service, which
-    /// `poll_ready` made ready. A retry or a hedge is sent through a clone
-    /// of a template: the inner service as it was wrapped, or as
-    /// [`get_mut`](Retry::get_mut) left it. The clone is made when the
-    /// first of them is sent, and made ready before each. A request
-    /// answered at its first attempt clones no service: tower's `Retry`
-    /// clones the stack below for every call, and each clone and its drop
-    /// add to and take from the reference count of every layer's shared
-    /// state, on cache lines every core serving requests writes.
     #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if self.stale {
-            self.shared = Arc::new(Wrapped {
-                shared: self.shared.shared.clone(),
-                template: self.inner.clone(),
-            });
-            self.stale = false;
-        }
+        // The service that was made ready goes with this request; the clone
+        // stays for the next one.
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
         let now = crate::time::now();
         self.shared.budget.deposit_at(now);
-        ResponseFuture::start(&mut self.inner, self.shared.clone(), request, now)
+        ResponseFuture::start(service, self.shared.clone(), request, now)
     }
 }
 

@@ -902,14 +902,10 @@ async fn an_error_making_the_service_ready_for_a_retry_is_returned() {
         counter.fetch_add(1, Ordering::SeqCst);
         async { Ok::<_, BoxError>(Response::builder().status(503).body(()).unwrap()) }
     });
-    // Ready once, then broken, in whichever clone: a retry goes through a
-    // clone of the service the layer wrapped.
+    // Ready once, then broken.
     let svc = tower::ServiceBuilder::new()
         .layer(layer())
-        .layer_fn(|s| ReadyOnce {
-            inner: s,
-            ready: Arc::default(),
-        })
+        .layer_fn(|s| ReadyOnce { inner: s, ready: 0 })
         .service(inner);
     let err = svc.oneshot(get()).await.unwrap_err();
     assert_eq!(err.to_string(), "service broke");
@@ -919,8 +915,7 @@ async fn an_error_making_the_service_ready_for_a_retry_is_returned() {
 #[derive(Clone)]
 struct ReadyOnce<S> {
     inner: S,
-    /// How many times any clone was made ready.
-    ready: Arc<AtomicUsize>,
+    ready: usize,
 }
 
 impl<S, R> Service<R> for ReadyOnce<S>
@@ -935,7 +930,8 @@ where
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), BoxError>> {
-        if self.ready.fetch_add(1, Ordering::SeqCst) >= 1 {
+        self.ready += 1;
+        if self.ready > 1 {
             return std::task::Poll::Ready(Err("service broke".into()));
         }
         self.inner.poll_ready(cx)
@@ -944,101 +940,6 @@ where
     fn call(&mut self, request: R) -> S::Future {
         self.inner.call(request)
     }
-}
-
-/// A service that counts its clones and answers each attempt with the
-/// status its script gives, tagging the answer with its own `tag`.
-struct Counted {
-    clones: Arc<AtomicUsize>,
-    calls: Arc<AtomicUsize>,
-    statuses: Arc<Vec<u16>>,
-    tag: &'static str,
-}
-
-impl Clone for Counted {
-    fn clone(&self) -> Self {
-        self.clones.fetch_add(1, Ordering::SeqCst);
-        Self {
-            clones: self.clones.clone(),
-            calls: self.calls.clone(),
-            statuses: self.statuses.clone(),
-            tag: self.tag,
-        }
-    }
-}
-
-impl Counted {
-    fn new(statuses: Vec<u16>) -> Self {
-        Self {
-            clones: Arc::default(),
-            calls: Arc::default(),
-            statuses: Arc::new(statuses),
-            tag: "as built",
-        }
-    }
-}
-
-impl Service<Request<ReplayBody<Body>>> for Counted {
-    type Response = Response<()>;
-    type Error = BoxError;
-    type Future = std::future::Ready<Result<Response<()>, BoxError>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), BoxError>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<ReplayBody<Body>>) -> Self::Future {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        let status = self.statuses[n.min(self.statuses.len() - 1)];
-        std::future::ready(Ok(Response::builder()
-            .status(status)
-            .header("x-tag", self.tag)
-            .body(())
-            .unwrap()))
-    }
-}
-
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_request_answered_at_its_first_attempt_clones_no_service() {
-    let inner = Counted::new(vec![200]);
-    let clones = inner.clones.clone();
-    let mut svc = layer().layer(inner);
-    let built = clones.load(Ordering::SeqCst);
-    for _ in 0..5 {
-        let response = svc.ready().await.unwrap().call(get()).await.unwrap();
-        assert_eq!(response.status(), 200);
-    }
-    assert_eq!(
-        clones.load(Ordering::SeqCst),
-        built,
-        "no clone for a success"
-    );
-}
-
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_retried_request_clones_the_service_once_for_all_its_retries() {
-    let inner = Counted::new(vec![503, 503, 200]);
-    let (clones, calls) = (inner.clones.clone(), inner.calls.clone());
-    let mut svc = layer().layer(inner);
-    let built = clones.load(Ordering::SeqCst);
-    let response = svc.ready().await.unwrap().call(get()).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
-    assert_eq!(clones.load(Ordering::SeqCst), built + 1);
-}
-
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_change_made_through_get_mut_reaches_later_attempts() {
-    let mut svc = layer().layer(Counted::new(vec![503, 200]));
-    svc.get_mut().tag = "changed";
-    let response = svc.ready().await.unwrap().call(get()).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let retried = response.extensions().get::<Retried>().map(|r| r.attempts);
-    assert_eq!(retried, Some(2));
-    assert_eq!(response.headers()["x-tag"], "changed", "the retry's answer");
 }
 
 #[test]
