@@ -11,7 +11,7 @@
 # target/ab, kept between runs), the working tree's as benches/proxy.sh
 # builds it. One upstream (`proxy --upstream-server`) on loopback; each
 # round runs the bare proxy, then the full proxy of REV, then the working
-# tree's, each warmed up for 2 s and then loaded by oha for DURATION seconds
+# tree's (the two in turn first), each warmed up for 2 s and then loaded by oha for DURATION seconds
 # at CONNECTIONS connections (THREADS=N: each with `--threads N`). Prints,
 # for each run, the requests answered per second and the proxy's CPU per
 # request (user and system, from /proc), then the medians and each full
@@ -79,10 +79,17 @@ PY
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(date -u +%Y-%m-%d)"
 echo "oha $(oha --version | awk '{print $2}'), $CONNECTIONS connections, ${DURATION}s a run, $ROUNDS rounds${THREADS:+, --threads $THREADS}; full@$commit against the working tree ($(git rev-parse --short HEAD)$(git diff --quiet || echo ', modified'))"
-for _ in $(seq "$ROUNDS"); do
+# The two full proxies swap places every round: whatever the run before
+# leaves behind (sockets in TIME_WAIT, a warmer cache) falls on both.
+for round in $(seq "$ROUNDS"); do
     run bare "$bin" --bare >/dev/null
-    run "full@$commit" "$old" >/dev/null
-    run full "$bin" >/dev/null
+    if [ $((round % 2)) = 1 ]; then
+        run "full@$commit" "$old" >/dev/null
+        run full "$bin" >/dev/null
+    else
+        run full "$bin" >/dev/null
+        run "full@$commit" "$old" >/dev/null
+    fi
 done
 python3 - "$work/runs" <<'PY'
 import collections, statistics, sys
