@@ -88,7 +88,9 @@ pub(crate) struct Health {
 /// Requests and successes in one word, the requests in the high 32 bits:
 /// an answer is counted with one atomic add ([`Outcomes::one`]), and an
 /// interval's counts are taken with one swap, both of the same moment.
-/// Each wraps after 2^32 in one interval, as a 32-bit counter would.
+/// Each holds up to 2^32 − 1 answers in one interval (an interval is
+/// seconds long: four billion answers from one endpoint in it are out of
+/// reach); more successes than that would carry into the requests.
 pub(super) struct Outcomes;
 
 impl Outcomes {
