@@ -48,11 +48,8 @@ impl Asked {
         let mut values = request.headers().get_all(ACCEPT).iter();
         match (values.next(), values.next()) {
             (None, _) => Asked::Known(Format::Text),
-            // Shorter than `json` (`*/*`, what most clients send) needs no
-            // scan.
             (Some(value), None)
-                if value.len() < 4
-                    || (value.len() <= SHORT_ACCEPT && !mentions_json(value.as_bytes())) =>
+                if value.len() <= SHORT_ACCEPT && !mentions_json(value.as_bytes()) =>
             {
                 Asked::Known(Format::Text)
             }
@@ -119,8 +116,12 @@ fn value_wants_json(value: &HeaderValue) -> bool {
 /// Eight bytes at a time: a word with no `j` or `J` in it (the usual
 /// case: `*/*`, a browser's list of HTML and XML types) is passed over
 /// with a few arithmetic steps; a word that may hold one has each of its
-/// places checked.
+/// places checked. Fewer bytes than `json` has (`*/*`, what most clients
+/// send) need no look at all.
 fn mentions_json(bytes: &[u8]) -> bool {
+    if bytes.len() < 4 {
+        return false;
+    }
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     const CASE: u64 = u64::from_ne_bytes([0x20; 8]);
