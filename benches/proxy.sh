@@ -22,6 +22,13 @@
 # time, and stopped at the end. oha is installed with `cargo install` when
 # missing. Prints Markdown tables for BENCHMARKS.md.
 #
+# Each round also runs the proxy with `--tower` (TOWER=0 to skip it): the
+# bare proxy inside tower's own layers in the presets' places (LoadShed,
+# ConcurrencyLimit and Timeout around the handler; Retry with a TpsBudget,
+# LoadShed, ConcurrencyLimit and an attempt Timeout around the client), the
+# peer's cost of the same places; its ratios to bare and to the full stack
+# are reported beside the full stack's, and it runs in the fault run too.
+#
 # Each round also runs nginx (Debian's package, installed with apt-get when
 # missing; NGINX=0 to skip it) as the same reverse proxy, from a generated
 # configuration that is nginx's default for a proxy: `worker_processes
@@ -49,6 +56,7 @@ FAULT_RATE=${FAULT_RATE:-0.05}
 FAULT_ROUNDS=${FAULT_ROUNDS:-1}
 RATE=${RATE:-10000}
 NGINX=${NGINX:-1}
+TOWER=${TOWER:-1}
 # THREADS=N runs both proxies with `--threads N`: N single-threaded
 # runtimes, each with its own listener (SO_REUSEPORT) and connections, as
 # nginx's N workers; unset, one multi-thread runtime.
@@ -147,6 +155,8 @@ row() {
     local label=$1 mode=$2 flags=()
     if [ "$mode" = bare ]; then
         flags=(--bare)
+    elif [ "$mode" = tower ]; then
+        flags=(--tower)
     fi
     if [ -n "$THREADS" ]; then
         flags+=(--threads "$THREADS")
@@ -181,6 +191,9 @@ fi
 for round in $(seq "$ROUNDS"); do
     row "$round | " bare
     row "$round | " full
+    if [ "$TOWER" = 1 ]; then
+        row "$round | " tower
+    fi
     if [ "$NGINX" = 1 ]; then
         row "$round | " nginx
         row "$round | " nginx-keepalive
@@ -197,6 +210,7 @@ def load(mode):
     path = f"{work}/{mode}"
     return [list(map(float, l.split())) for l in open(path)] if os.path.exists(path) else None
 bare, full, nginx, tuned = load("bare"), load("full"), load("nginx"), load("nginx-keepalive")
+tower = load("tower")
 names = ["requests/s", "p50", "p99", "p99.9", "proxy CPU/request"]
 def table(title, top, bottom):
     print(f"| {title} | " + " | ".join(names) + " |")
@@ -209,6 +223,9 @@ def table(title, top, bottom):
     print()
 if full and bare:
     table("full ÷ bare", full, bare)
+if tower and bare:
+    table("tower ÷ bare", tower, bare)
+    table("full ÷ tower", full, tower)
 if full and nginx:
     table("full ÷ nginx", full, nginx)
     table("bare ÷ nginx", bare, nginx)
@@ -225,6 +242,9 @@ echo "| run | proxy | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/re
 echo "|---|---|---|---|---|---|---|---|"
 for round in $(seq "$FAULT_ROUNDS"); do
     row "$round | " bare
+    if [ "$TOWER" = 1 ]; then
+        row "$round | " tower
+    fi
     : >"$work/report.log"
     START_STDERR=$work/report.log REPORT=1 row "$round | " full
     if [ -z "$THREADS" ]; then

@@ -6,6 +6,7 @@
 //! cargo run --release --example proxy -- --listen 127.0.0.1:8080 \
 //!     --upstream http://127.0.0.1:9001 --upstream http://127.0.0.1:9002
 //! cargo run --release --example proxy -- --listen 127.0.0.1:8080 --upstream ... --bare
+//! cargo run --release --example proxy -- --listen 127.0.0.1:8080 --upstream ... --tower
 //! ```
 //!
 //! With no arguments it runs four scenarios, each against three fresh
@@ -24,14 +25,21 @@
 //!   with a timeout on each attempt inside each replica's service.
 //!
 //! It ends in about 20 s. With `--listen` and `--upstream` it is a
-//! real reverse proxy (resilient, or bare with `--bare`, as a baseline for
-//! measurements) until Ctrl-C.
+//! real reverse proxy until Ctrl-C: the resilient one; or, as baselines
+//! for measurements, the bare one (`--bare`), or the bare one inside
+//! tower's own layers in the presets' places (`--tower`: load shedding, a
+//! concurrency limit and a timeout around the handler; a retry with
+//! tower's `TpsBudget`, load shedding, a concurrency limit and an attempt
+//! timeout around the client).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -45,6 +53,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
+use tower::retry::budget::{Budget as _, TpsBudget};
 use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_steady::chaos::{ChaosLayer, Fault};
 use tower_steady::deadline::DeadlineLayer;
@@ -54,7 +63,8 @@ use tower_steady::upstream::{SetAuthority, Upstreams};
 use tower_steady::Resilience;
 
 const HELP: &str = "\
-usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare] [--threads N]]
+usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare | --tower]
+              [--threads N]]
        proxy --upstream-server --listen ADDR [--fail-502 RATE]
              [--capacity N --work MS] [--cache-control VALUE]
 
@@ -67,14 +77,21 @@ usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare] [--thre
                     for each replica; a name is resolved once, at start
   --bare            no layers: round robin, 502 when an upstream cannot be
                     reached, 504 after 15 s (a baseline for measurements)
+  --tower           the bare proxy inside tower's built-in layers (another
+                    baseline): LoadShed, ConcurrencyLimit (1024) and a 15 s
+                    Timeout around the handler; Retry (5xx and errors, at
+                    most 2 retries, a TpsBudget), LoadShed, ConcurrencyLimit
+                    (1024) and a 5 s Timeout around each attempt; 503 when
+                    shed, 504 after a timeout, 502 when the upstream fails
   --threads N       with --listen: N threads, each a single-threaded runtime
                     with its own listener on ADDR (SO_REUSEPORT), its own
                     connections to the upstreams and its own stacks, as
                     nginx's worker processes; without it, one multi-thread
                     runtime shares everything
-  --report          with --listen (not --bare): print the circuit breaker's
-                    and each endpoint's state changes to stderr, as
-                    milliseconds since start, for the scenario scripts
+  --report          with --listen, the resilient proxy only: print the
+                    circuit breaker's and each endpoint's state changes to
+                    stderr, as milliseconds since start, for the scenario
+                    scripts
   --upstream-server instead of a proxy, serve a fast upstream on ADDR
                     (every path answers 200 with a short body), for benchmarks
   --fail-502 RATE   with --upstream-server: answer this fraction of
@@ -110,7 +127,7 @@ async fn main() -> ExitCode {
 async fn run_main() -> Result<(), BoxError> {
     let mut listen = None;
     let mut upstreams = Vec::new();
-    let mut bare = false;
+    let mut kind = Kind::Resilient;
     let mut threads = None;
     let mut report = false;
     let mut upstream_server = false;
@@ -123,7 +140,8 @@ async fn run_main() -> Result<(), BoxError> {
         match arg.as_str() {
             "--listen" => listen = Some(args.next().ok_or("--listen needs an address")?),
             "--upstream" => upstreams.push(args.next().ok_or("--upstream needs a URL")?),
-            "--bare" => bare = true,
+            "--bare" => kind = Kind::Bare,
+            "--tower" => kind = Kind::Tower,
             "--threads" => {
                 let n: usize = args.next().ok_or("--threads needs a number")?.parse()?;
                 if n == 0 {
@@ -174,9 +192,13 @@ async fn run_main() -> Result<(), BoxError> {
         Some(_) if threads.is_some() && report => {
             Err(format!("--report goes without --threads\n\n{HELP}").into())
         }
-        Some(listen) => serve(&listen, &upstreams, bare, report, threads).await,
-        None if upstreams.is_empty() && !bare => demo().await,
-        None => Err(format!("--upstream and --bare need --listen\n\n{HELP}").into()),
+        Some(_) if report && kind != Kind::Resilient => Err(format!(
+            "--report goes with the resilient proxy, not --bare or --tower\n\n{HELP}"
+        )
+        .into()),
+        Some(listen) => serve(&listen, &upstreams, kind, report, threads).await,
+        None if upstreams.is_empty() && kind == Kind::Resilient => demo().await,
+        None => Err(format!("--upstream, --bare and --tower need --listen\n\n{HELP}").into()),
     }
 }
 
@@ -252,6 +274,214 @@ fn bare_proxy(
             })
         }
     })
+}
+
+/// The bare proxy inside tower's built-in layers, in the places the presets'
+/// layers take in [`resilient_proxy`]: around the handler `LoadShed`,
+/// `ConcurrencyLimit` (1024) and a `Timeout` of `deadline` (what a server
+/// built from tower's layers has); around the client `Retry` (5xx answers
+/// and errors, at most 2 retries, within a `TpsBudget` of 20% over 10 s
+/// plus 10 a second: the retry budget's defaults here), `LoadShed`,
+/// `ConcurrencyLimit` (1024) and a `Timeout` of `attempt_timeout` on each
+/// attempt. The errors become answers at the top, as axum's
+/// `HandleErrorLayer` would make them: `503` when shed, `504` after a
+/// timeout, `502` when the upstream failed. A baseline for measurements:
+/// what the same places cost with tower's own layers.
+fn tower_proxy(
+    upstreams: Vec<SocketAddr>,
+    deadline: Duration,
+    attempt_timeout: Duration,
+    attempts: Arc<AtomicUsize>,
+) -> impl App {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let next = Arc::new(AtomicUsize::new(0));
+    let upstreams: Arc<[SocketAddr]> = upstreams.into();
+    let forward = service_fn(move |mut request: Request<Body>| {
+        let addr = upstreams[next.fetch_add(1, Ordering::Relaxed) % upstreams.len()];
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        *request.uri_mut() = Uri::try_from(format!("http://{addr}{path}")).expect("a valid URI");
+        attempts.fetch_add(1, Ordering::Relaxed);
+        let call = client.request(request);
+        async move { Ok::<_, BoxError>(call.await?.map(Body::new)) }
+    });
+    let policy = TowerRetry {
+        budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+        retries: 0,
+    };
+    ServiceBuilder::new()
+        .layer_fn(|inner| Answered {
+            inner,
+            failed: None,
+        })
+        .load_shed()
+        .concurrency_limit(1024)
+        .timeout(deadline)
+        .map_request(onward)
+        .retry(policy)
+        .load_shed()
+        .concurrency_limit(1024)
+        .timeout(attempt_timeout)
+        .service(forward)
+}
+
+/// [`tower_proxy`]'s retry policy, as tower's documentation shows one:
+/// answers below 500 pay into the budget; a 5xx or an error is retried at
+/// once while the budget allows, twice at most. A request is copied only
+/// when its body is empty (a proxy built from tower's layers has no
+/// replayable body).
+#[derive(Clone)]
+struct TowerRetry {
+    budget: Arc<TpsBudget>,
+    retries: u32,
+}
+
+impl<E> tower::retry::Policy<Request<Body>, Response<Body>, E> for TowerRetry {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _: &mut Request<Body>,
+        result: &mut Result<Response<Body>, E>,
+    ) -> Option<Self::Future> {
+        match result {
+            Ok(response) if !response.status().is_server_error() => {
+                self.budget.deposit();
+                None
+            }
+            _ if self.retries >= 2 || !self.budget.withdraw() => None,
+            _ => {
+                self.retries += 1;
+                Some(std::future::ready(()))
+            }
+        }
+    }
+
+    fn clone_request(&mut self, request: &Request<Body>) -> Option<Request<Body>> {
+        if !http_body::Body::is_end_stream(request.body()) {
+            return None;
+        }
+        let mut copy = Request::new(Body::empty());
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.version_mut() = request.version();
+        *copy.headers_mut() = request.headers().clone();
+        *copy.extensions_mut() = request.extensions().clone();
+        Some(copy)
+    }
+}
+
+/// [`tower_proxy`]'s top: every error of the layers below as an answer
+/// ([`tower_answer`]), as axum's `HandleErrorLayer` does, without its
+/// boxed future and its clone of the service below for each request.
+struct Answered<S> {
+    inner: S,
+    /// An error of the service below from `poll_ready`, answered at the
+    /// next call (tower's `LoadShed`, at the top, reports none there).
+    failed: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for Answered<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            failed: None,
+        }
+    }
+}
+
+impl<S> Service<Request<Body>> for Answered<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = AnsweredFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.failed.is_none() {
+            if let Err(error) = std::task::ready!(self.inner.poll_ready(cx)) {
+                self.failed = Some(error);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        match self.failed.take() {
+            Some(error) => AnsweredFuture {
+                inner: None,
+                failed: Some(error),
+            },
+            None => AnsweredFuture {
+                inner: Some(self.inner.call(request)),
+                failed: None,
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Answered`]'s response future.
+    struct AnsweredFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        failed: Option<BoxError>,
+    }
+}
+
+impl<F> Future for AnsweredFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, BoxError>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.inner.as_pin_mut() {
+            Some(inner) => std::task::ready!(inner.poll(cx)),
+            None => Err(this
+                .failed
+                .take()
+                .unwrap_or_else(|| "polled after it answered".into())),
+        };
+        Poll::Ready(tower_answer(result))
+    }
+}
+
+/// [`tower_proxy`]'s errors as answers: `503` for a request shed, `504`
+/// after a timeout, `502` for anything else (the upstream failed).
+fn tower_answer(result: Result<Response<Body>, BoxError>) -> Result<Response<Body>, Infallible> {
+    Ok(match result {
+        Ok(response) => response,
+        Err(error) if error.is::<tower::load_shed::error::Overloaded>() => {
+            answer(StatusCode::SERVICE_UNAVAILABLE)
+        }
+        Err(error) if error.is::<tower::timeout::error::Elapsed>() => {
+            answer(StatusCode::GATEWAY_TIMEOUT)
+        }
+        Err(_) => answer(StatusCode::BAD_GATEWAY),
+    })
+}
+
+/// Which proxy `--listen` serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `--bare`: [`bare_proxy`].
+    Bare,
+    /// `--tower`: [`tower_proxy`].
+    Tower,
+    /// The default: [`resilient_proxy`].
+    Resilient,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Bare => "bare",
+            Kind::Tower => "tower",
+            Kind::Resilient => "resilient",
+        }
+    }
 }
 
 /// `Resilience::server()` around `Resilience::client()` over an
@@ -416,7 +646,7 @@ async fn serve_until_ctrl_c<A: App>(listener: TcpListener, app: A) -> Result<(),
 async fn serve(
     listen: &str,
     upstreams: &[String],
-    bare: bool,
+    kind: Kind,
     report: bool,
     threads: Option<usize>,
 ) -> Result<(), BoxError> {
@@ -443,30 +673,42 @@ async fn serve(
             .await?
             .next()
             .ok_or(format!("{listen}: no address"))?;
-        return serve_per_thread(listen, addrs, bare, threads);
+        return serve_per_thread(listen, addrs, kind, threads);
     }
     let listener = TcpListener::bind(listen).await?;
     println!(
         "{} proxy on http://{} in front of {addrs:?}; Ctrl-C to stop",
-        if bare { "bare" } else { "resilient" },
+        kind.name(),
         listener.local_addr()?
     );
     let attempts = Arc::default();
-    if bare {
-        let app = bare_proxy(addrs.clone(), Duration::from_secs(15), attempts);
-        serve_until_ctrl_c(listener, app).await
-    } else {
-        let (app, watch) = resilient_proxy(
-            addrs.clone(),
-            Duration::from_secs(15),
-            Duration::from_secs(5),
-            attempts,
-            Arc::default(),
-        )?;
-        if report {
-            watch.report();
+    match kind {
+        Kind::Bare => {
+            let app = bare_proxy(addrs.clone(), Duration::from_secs(15), attempts);
+            serve_until_ctrl_c(listener, app).await
         }
-        serve_until_ctrl_c(listener, app).await
+        Kind::Tower => {
+            let app = tower_proxy(
+                addrs.clone(),
+                Duration::from_secs(15),
+                Duration::from_secs(5),
+                attempts,
+            );
+            serve_until_ctrl_c(listener, app).await
+        }
+        Kind::Resilient => {
+            let (app, watch) = resilient_proxy(
+                addrs.clone(),
+                Duration::from_secs(15),
+                Duration::from_secs(5),
+                attempts,
+                Arc::default(),
+            )?;
+            if report {
+                watch.report();
+            }
+            serve_until_ctrl_c(listener, app).await
+        }
     }
 }
 
@@ -476,12 +718,12 @@ async fn serve(
 fn serve_per_thread(
     listen: SocketAddr,
     upstreams: Vec<SocketAddr>,
-    bare: bool,
+    kind: Kind,
     threads: usize,
 ) -> Result<(), BoxError> {
     println!(
         "{} proxy on http://{listen} in front of {upstreams:?}, {threads} threads; Ctrl-C to stop",
-        if bare { "bare" } else { "resilient" },
+        kind.name(),
     );
     let workers: Vec<_> = (0..threads)
         .map(|_| {
@@ -498,19 +740,26 @@ fn serve_per_thread(
                         socket.set_reuseaddr(true)?;
                         socket.bind(listen)?;
                         let listener = socket.listen(1024)?;
-                        if bare {
-                            let app =
-                                bare_proxy(upstreams, Duration::from_secs(15), Arc::default());
-                            serve_until_ctrl_c(listener, app).await?;
-                        } else {
-                            let (app, _) = resilient_proxy(
-                                upstreams,
-                                Duration::from_secs(15),
-                                Duration::from_secs(5),
-                                Arc::default(),
-                                Arc::default(),
-                            )?;
-                            serve_until_ctrl_c(listener, app).await?;
+                        let (deadline, attempt) = (Duration::from_secs(15), Duration::from_secs(5));
+                        match kind {
+                            Kind::Bare => {
+                                let app = bare_proxy(upstreams, deadline, Arc::default());
+                                serve_until_ctrl_c(listener, app).await?;
+                            }
+                            Kind::Tower => {
+                                let app = tower_proxy(upstreams, deadline, attempt, Arc::default());
+                                serve_until_ctrl_c(listener, app).await?;
+                            }
+                            Kind::Resilient => {
+                                let (app, _) = resilient_proxy(
+                                    upstreams,
+                                    deadline,
+                                    attempt,
+                                    Arc::default(),
+                                    Arc::default(),
+                                )?;
+                                serve_until_ctrl_c(listener, app).await?;
+                            }
                         }
                         Ok::<_, BoxError>(())
                     })
