@@ -19,14 +19,17 @@
 # by crate; then the atomic operations per request of each proxy, and the
 # functions whose own atomic operations differ most (instructions count one
 # each, but each costs tens of cycles, more when another core wrote its
-# cache line last). valgrind is installed with apt-get when missing. Everything is
+# cache line last). With TOWER=1 (the default) the proxy built from
+# tower's own layers (`--tower`) is profiled too, and its totals printed
+# beside the other two. valgrind is installed with apt-get when missing. Everything is
 # on 127.0.0.1, bounded by the request counts, and stopped at the end.
 set -euo pipefail
 
 REQUESTS=${REQUESTS:-4000}
 CONNECTIONS=${CONNECTIONS:-8}
 TOP=${TOP:-25}
-# KEEP=DIR keeps the two profiles (bare.out, full.out) in DIR.
+TOWER=${TOWER:-1}
+# KEEP=DIR keeps the profiles (bare.out, full.out, tower.out) in DIR.
 
 source "$(dirname "$0")/valgrind.sh"
 source "$(dirname "$0")/harness.sh"
@@ -44,6 +47,7 @@ profile() {
     local mode=$1 flags=() addr
     addr=127.0.0.1:$(free_port)
     if [ "$mode" = bare ]; then flags=(--bare); fi
+    if [ "$mode" = tower ]; then flags=(--tower); fi
     valgrind --tool=callgrind --collect-bus=yes --callgrind-out-file="$work/$mode.out" \
         "$profiled" --listen "$addr" --upstream "http://$upstream" "${flags[@]}" \
         >"$work/$mode.log" 2>&1 &
@@ -66,14 +70,16 @@ PY
 
 profile bare
 profile full
+if [ "$TOWER" = 1 ]; then profile tower; fi
 
-if [ -n "${KEEP:-}" ]; then cp "$work/bare.out" "$work/full.out" "$KEEP"/; fi
+if [ -n "${KEEP:-}" ]; then cp "$work"/*.out "$KEEP"/; fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(date -u +%Y-%m-%d)"
 echo "valgrind $(valgrind --version), oha $(oha --version | awk '{print $2}'), $REQUESTS requests at $CONNECTIONS connections"
 echo
 python3 - "$work" "$REQUESTS" "$TOP" <<'PY'
-import collections, re, subprocess, sys
+import collections, os, re, subprocess, sys
 work, requests, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with_tower = os.path.exists(f"{work}/tower.out")
 
 def exclusive(mode, event="Ir"):
     """Own count of `event` per function, and the total, from
@@ -105,6 +111,7 @@ def crate(name):
 
 bare_total, bare = exclusive("bare")
 full_total, full = exclusive("full")
+tower_total = exclusive("tower")[0] if with_tower else None
 # The frames running when the counters were zeroed (the worker threads'
 # loops) are charged the whole run as their own: leave them out.
 for name in list(set(bare) | set(full)):
@@ -115,6 +122,10 @@ print("|---|---|")
 print(f"| bare | {bare_total / requests:,.0f} |")
 print(f"| full | {full_total / requests:,.0f} |")
 print(f"| full − bare | {(full_total - bare_total) / requests:+,.0f} |")
+if with_tower:
+    print(f"| tower | {tower_total / requests:,.0f} |")
+    print(f"| tower − bare | {(tower_total - bare_total) / requests:+,.0f} |")
+    print(f"| full − tower | {(full_total - tower_total) / requests:+,.0f} |")
 print()
 by_crate = collections.Counter()
 for name in set(bare) | set(full):
@@ -139,6 +150,7 @@ for name in grown[:top]:
 # cache line last.
 bare_total, bare = exclusive("bare", "Ge")
 full_total, full = exclusive("full", "Ge")
+tower_total = exclusive("tower", "Ge")[0] if with_tower else None
 for name in list(set(bare) | set(full)):
     if bare[name] > bare_total / 2 or full[name] > full_total / 2:
         del bare[name], full[name]
@@ -148,6 +160,10 @@ print("|---|---|")
 print(f"| bare | {bare_total / requests:,.1f} |")
 print(f"| full | {full_total / requests:,.1f} |")
 print(f"| full − bare | {(full_total - bare_total) / requests:+,.1f} |")
+if with_tower:
+    print(f"| tower | {tower_total / requests:,.1f} |")
+    print(f"| tower − bare | {(tower_total - bare_total) / requests:+,.1f} |")
+    print(f"| full − tower | {(full_total - tower_total) / requests:+,.1f} |")
 print()
 print(f"| function (own atomic operations) | bare | full | full − bare |")
 print("|---|---|---|---|")
