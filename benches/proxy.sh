@@ -234,12 +234,14 @@ if full and tuned:
     table("bare ÷ nginx-keepalive", bare, tuned)
 PY
 
-echo
 start "$upstream" --upstream-server --fail-502 "$FAULT_RATE"
-echo "Fault run: the upstream answers $FAULT_RATE of its requests with 502."
-echo
-echo "| run | proxy | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/request | statuses |"
-echo "|---|---|---|---|---|---|---|---|"
+if [ "$FAULT_ROUNDS" != 0 ]; then
+    echo
+    echo "Fault run: the upstream answers $FAULT_RATE of its requests with 502."
+    echo
+    echo "| run | proxy | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/request | statuses |"
+    echo "|---|---|---|---|---|---|---|---|"
+fi
 for round in $(seq "$FAULT_ROUNDS"); do
     row "$round | " bare
     if [ "$TOWER" = 1 ]; then
