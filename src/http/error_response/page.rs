@@ -45,16 +45,15 @@ impl Asked {
         if crate::classify::grpc::is_grpc_request(request) {
             return Asked::Known(Format::Grpc);
         }
-        let mut values = request.headers().get_all(ACCEPT).iter();
-        match (values.next(), values.next()) {
+        match accept_values(request.headers()) {
             (None, _) => Asked::Known(Format::Text),
-            (Some(value), None)
+            (Some(value), false)
                 if value.len() <= SHORT_ACCEPT && !mentions_json(value.as_bytes()) =>
             {
                 Asked::Known(Format::Text)
             }
-            (Some(value), None) => Asked::Accept(value.clone()),
-            (Some(_), Some(_)) => Asked::Known(if wants_json(request.headers()) {
+            (Some(value), false) => Asked::Accept(value.clone()),
+            (Some(_), true) => Asked::Known(if wants_json(request.headers()) {
                 Format::Json
             } else {
                 Format::Text
@@ -75,6 +74,26 @@ impl Asked {
 /// Up to this many bytes, an `Accept` value without `json` in it is read
 /// when the request arrives rather than kept (see [`Asked`]).
 const SHORT_ACCEPT: usize = 32;
+
+/// Up to this many values, [`accept_values`] looks at each header instead of
+/// hashing the name.
+const SCAN_LIMIT: usize = 8;
+
+/// The first `Accept` value, and whether there is another. Asked of every
+/// request by each error-response layer: most requests carry a handful of
+/// headers, and comparing a standard name with each (one comparison of two
+/// small numbers) costs less than hashing it and probing the map.
+fn accept_values(headers: &HeaderMap) -> (Option<&HeaderValue>, bool) {
+    if headers.len() > SCAN_LIMIT {
+        let mut values = headers.get_all(ACCEPT).iter();
+        return (values.next(), values.next().is_some());
+    }
+    let mut all = headers.iter();
+    match all.find(|(name, _)| *name == ACCEPT) {
+        Some((_, first)) => (Some(first), all.any(|(name, _)| name == ACCEPT)),
+        None => (None, false),
+    }
+}
 
 /// A gRPC trailers-only answer: HTTP 200, `grpc-status` `code`, a short
 /// `message`, and `grpc-retry-pushback-ms` when the caller should wait
@@ -333,6 +352,42 @@ mod tests {
             assert_eq!(asked.format(), format, "{request:?}");
             assert_eq!(asked.format(), eager(&request), "{request:?}");
             assert_eq!(matches!(asked, Asked::Known(_)), known, "{request:?}");
+        }
+    }
+
+    #[test]
+    fn the_accept_values_are_found_by_the_scan_as_by_a_lookup() {
+        // Every place among other headers, once, twice, or not at all, in
+        // maps under and over the scan's limit.
+        let others = [
+            http::header::HOST,
+            http::header::USER_AGENT,
+            http::header::ACCEPT_ENCODING,
+            http::header::COOKIE,
+            http::HeaderName::from_static("x-request-id"),
+        ];
+        for size in [0, 1, 3, SCAN_LIMIT - 1, SCAN_LIMIT, SCAN_LIMIT + 3] {
+            for accepts in 0..3 {
+                for at in 0..=size {
+                    let mut h = HeaderMap::new();
+                    for i in 0..size {
+                        if i == at {
+                            for k in 0..accepts {
+                                h.append(ACCEPT, HeaderValue::from(k));
+                            }
+                        }
+                        h.append(others[i % others.len()].clone(), HeaderValue::from(i));
+                    }
+                    if at == size {
+                        for k in 0..accepts {
+                            h.append(ACCEPT, HeaderValue::from(k));
+                        }
+                    }
+                    let mut values = h.get_all(ACCEPT).iter();
+                    let expected = (values.next(), values.next().is_some());
+                    assert_eq!(accept_values(&h), expected, "{size} {accepts} {at}");
+                }
+            }
         }
     }
 
