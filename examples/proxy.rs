@@ -249,6 +249,35 @@ fn answer(status: StatusCode) -> Response<Body> {
     response
 }
 
+/// The bare and the tower proxies' choice of upstream: round robin, the
+/// request's URI pointed at the next upstream (its path and query kept),
+/// each attempt counted.
+#[derive(Clone)]
+struct RoundRobin {
+    upstreams: Arc<[SocketAddr]>,
+    next: Arc<AtomicUsize>,
+    attempts: Arc<AtomicUsize>,
+}
+
+impl RoundRobin {
+    fn new(upstreams: Vec<SocketAddr>, attempts: Arc<AtomicUsize>) -> Self {
+        Self {
+            upstreams: upstreams.into(),
+            next: Arc::default(),
+            attempts,
+        }
+    }
+
+    /// Points `request` at the next upstream.
+    fn point(&self, request: &mut Request<Body>) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let addr = self.upstreams[n % self.upstreams.len()];
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        *request.uri_mut() = Uri::try_from(format!("http://{addr}{path}")).expect("a valid URI");
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Round robin over `upstreams` with a plain hyper-util client: a 502 when
 /// the request fails, a 504 after `timeout`.
 fn bare_proxy(
@@ -257,14 +286,10 @@ fn bare_proxy(
     attempts: Arc<AtomicUsize>,
 ) -> impl App {
     let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
-    let next = Arc::new(AtomicUsize::new(0));
-    let upstreams: Arc<[SocketAddr]> = upstreams.into();
+    let upstreams = RoundRobin::new(upstreams, attempts);
     service_fn(move |request: Request<Body>| {
-        let addr = upstreams[next.fetch_add(1, Ordering::Relaxed) % upstreams.len()];
         let mut request = onward(request);
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        *request.uri_mut() = Uri::try_from(format!("http://{addr}{path}")).expect("a valid URI");
-        attempts.fetch_add(1, Ordering::Relaxed);
+        upstreams.point(&mut request);
         let call = client.request(request);
         async move {
             Ok(match tokio::time::timeout(timeout, call).await {
@@ -294,13 +319,9 @@ fn tower_proxy(
     attempts: Arc<AtomicUsize>,
 ) -> impl App {
     let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
-    let next = Arc::new(AtomicUsize::new(0));
-    let upstreams: Arc<[SocketAddr]> = upstreams.into();
+    let upstreams = RoundRobin::new(upstreams, attempts);
     let forward = service_fn(move |mut request: Request<Body>| {
-        let addr = upstreams[next.fetch_add(1, Ordering::Relaxed) % upstreams.len()];
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        *request.uri_mut() = Uri::try_from(format!("http://{addr}{path}")).expect("a valid URI");
-        attempts.fetch_add(1, Ordering::Relaxed);
+        upstreams.point(&mut request);
         let call = client.request(request);
         async move { Ok::<_, BoxError>(call.await?.map(Body::new)) }
     });
