@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -251,18 +252,25 @@ fn answer(status: StatusCode) -> Response<Body> {
 
 /// The bare and the tower proxies' choice of upstream: round robin, the
 /// request's URI pointed at the next upstream (its path and query kept),
-/// each attempt counted.
+/// each attempt counted. The URI is rewritten in place, with each
+/// upstream's authority made once, as the resilient proxy's `SetAuthority`
+/// does: a `format!` of the whole URI for each request would cost the
+/// baselines some 1 300 instructions and two allocations a request that
+/// the resilient proxy does not pay, and flatter it in every comparison.
 #[derive(Clone)]
 struct RoundRobin {
-    upstreams: Arc<[SocketAddr]>,
+    upstreams: Arc<[Authority]>,
     next: Arc<AtomicUsize>,
     attempts: Arc<AtomicUsize>,
 }
 
 impl RoundRobin {
     fn new(upstreams: Vec<SocketAddr>, attempts: Arc<AtomicUsize>) -> Self {
+        let authority = |addr: SocketAddr| {
+            Authority::try_from(addr.to_string()).expect("a socket address is an authority")
+        };
         Self {
-            upstreams: upstreams.into(),
+            upstreams: upstreams.into_iter().map(authority).collect(),
             next: Arc::default(),
             attempts,
         }
@@ -271,9 +279,13 @@ impl RoundRobin {
     /// Points `request` at the next upstream.
     fn point(&self, request: &mut Request<Body>) {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let addr = self.upstreams[n % self.upstreams.len()];
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        *request.uri_mut() = Uri::try_from(format!("http://{addr}{path}")).expect("a valid URI");
+        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.upstreams[n % self.upstreams.len()].clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        *request.uri_mut() = Uri::from_parts(parts).expect("a scheme, an authority and a path");
         self.attempts.fetch_add(1, Ordering::Relaxed);
     }
 }
