@@ -369,19 +369,15 @@ mod tests {
         for size in [0, 1, 3, SCAN_LIMIT - 1, SCAN_LIMIT, SCAN_LIMIT + 3] {
             for accepts in 0..3 {
                 for at in 0..=size {
+                    // The other headers, with the `Accept` values before
+                    // the one at `at` (or after them all).
+                    let mut names: Vec<_> = (0..size)
+                        .map(|i| others[i % others.len()].clone())
+                        .collect();
+                    names.splice(at..at, std::iter::repeat_n(ACCEPT, accepts));
                     let mut h = HeaderMap::new();
-                    for i in 0..size {
-                        if i == at {
-                            for k in 0..accepts {
-                                h.append(ACCEPT, HeaderValue::from(k));
-                            }
-                        }
-                        h.append(others[i % others.len()].clone(), HeaderValue::from(i));
-                    }
-                    if at == size {
-                        for k in 0..accepts {
-                            h.append(ACCEPT, HeaderValue::from(k));
-                        }
+                    for (i, name) in names.into_iter().enumerate() {
+                        h.append(name, HeaderValue::from(i));
                     }
                     let mut values = h.get_all(ACCEPT).iter();
                     let expected = (values.next(), values.next().is_some());
