@@ -57,9 +57,10 @@ FAULT_ROUNDS=${FAULT_ROUNDS:-1}
 RATE=${RATE:-10000}
 NGINX=${NGINX:-1}
 TOWER=${TOWER:-1}
-# THREADS=N runs both proxies with `--threads N`: N single-threaded
+# THREADS=N runs the proxies with `--threads N`: N single-threaded
 # runtimes, each with its own listener (SO_REUSEPORT) and connections, as
-# nginx's N workers; unset, one multi-thread runtime.
+# nginx's N workers, the full proxy's presets built once and shared by
+# them; unset, one multi-thread runtime.
 THREADS=${THREADS:-}
 
 source "$(dirname "$0")/harness.sh"

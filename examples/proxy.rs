@@ -56,9 +56,15 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tower::retry::budget::{Budget as _, TpsBudget};
 use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
+use tower::layer::util::Identity;
 use tower_steady::chaos::{ChaosLayer, Fault};
+use tower_steady::circuit_breaker::CircuitBreakerLayer;
 use tower_steady::deadline::DeadlineLayer;
-use tower_steady::retry::{Attempt, ReplayBody};
+use tower_steady::fallback::StaleIfErrorLayer;
+use tower_steady::http::ErrorResponseLayer;
+use tower_steady::load_shed::{AdaptiveLimitLayer, ThrottleLayer};
+use tower_steady::preset::{ClientLayer, ServerLayer};
+use tower_steady::retry::{Attempt, ReplayBody, RetryLayer};
 use tower_steady::timeout::TimeoutLayer;
 use tower_steady::upstream::{SetAuthority, Upstreams};
 use tower_steady::Resilience;
@@ -85,10 +91,13 @@ usage: proxy [--listen ADDR --upstream URL [--upstream URL ...] [--bare | --towe
                     (1024) and a 5 s Timeout around each attempt; 503 when
                     shed, 504 after a timeout, 502 when the upstream fails
   --threads N       with --listen: N threads, each a single-threaded runtime
-                    with its own listener on ADDR (SO_REUSEPORT), its own
-                    connections to the upstreams and its own stacks, as
-                    nginx's worker processes; without it, one multi-thread
-                    runtime shares everything
+                    with its own listener on ADDR (SO_REUSEPORT) and its own
+                    connections to the upstreams, as nginx's worker
+                    processes; the resilient proxy's presets are built once
+                    and shared (one breaker, retry budget, throttle and
+                    limit), each thread tracks the upstreams' health on its
+                    own; without it, one multi-thread runtime shares
+                    everything
   --report          with --listen, the resilient proxy only: print the
                     circuit breaker's and each endpoint's state changes to
                     stderr, as milliseconds since start, for the scenario
@@ -518,15 +527,59 @@ impl Kind {
     }
 }
 
-/// `Resilience::server()` around `Resilience::client()` over an
-/// `Upstreams` set of `upstreams`, each replica's service with its own
-/// attempt timeout (so a hang counts against that replica). `deadline` is
-/// the whole request's budget. The two stacks are one service, unboxed:
-/// the client stack's response body is wrapped by the server stack's and
-/// turned into axum's `Body` once, at the top.
+/// The client preset as the resilient proxy builds it: every part but
+/// the attempt timeout, which each replica's service has instead.
+type ClientPreset = ClientLayer<
+    ErrorResponseLayer,
+    DeadlineLayer,
+    StaleIfErrorLayer,
+    RetryLayer,
+    CircuitBreakerLayer,
+    ThrottleLayer,
+    Identity,
+>;
+
+/// The server preset as the resilient proxy builds it.
+type ServerPreset = ServerLayer<ErrorResponseLayer, DeadlineLayer, AdaptiveLimitLayer, Identity>;
+
+/// The two presets the resilient proxy lays over its upstreams, built
+/// once. Every service made from a built layer, and every clone of one,
+/// shares its state: the circuit breaker, the retry budget, the throttle
+/// and the adaptive limit. With `--threads N` each thread lays the same
+/// presets over its own `Upstreams` set and client, so the threads share
+/// one breaker, one budget and one limit, as the tasks of one
+/// multi-thread runtime do; each thread keeps its own connections and its
+/// own view of each upstream's health, as nginx's workers do.
+#[derive(Clone)]
+struct Presets {
+    client: ClientPreset,
+    server: ServerPreset,
+}
+
+impl Presets {
+    /// `deadline` is the whole request's budget.
+    fn new(deadline: Duration) -> Result<Self, BoxError> {
+        // The client's deadline reads no header: the server stack's has
+        // read the caller's budget already, and the `Deadline` it set
+        // bounds this one (a proxy with only the client stack reads it
+        // here, with `read_headers(true)`).
+        let client = Resilience::client()
+            .deadline(DeadlineLayer::client().timeout(deadline))
+            .build()?;
+        let server = Resilience::server().build()?;
+        Ok(Self { client, server })
+    }
+}
+
+/// `Resilience::server()` around `Resilience::client()` (the `presets`)
+/// over an `Upstreams` set of `upstreams`, each replica's service with its
+/// own attempt timeout (so a hang counts against that replica). The two
+/// stacks are one service, unboxed: the client stack's response body is
+/// wrapped by the server stack's and turned into axum's `Body` once, at the
+/// top.
 fn resilient_proxy(
+    presets: &Presets,
     upstreams: Vec<SocketAddr>,
-    deadline: Duration,
     attempt_timeout: Duration,
     attempts: Arc<AtomicUsize>,
     retries: Arc<AtomicUsize>,
@@ -545,14 +598,7 @@ fn resilient_proxy(
             .layer(TimeoutLayer::new(attempt_timeout))
             .service(SetAuthority::new(addr, client.clone()))
     })?;
-    // The client's deadline reads no header: the server stack's has read
-    // the caller's budget already, and the `Deadline` it set bounds this
-    // one (a proxy with only the client stack reads it here, with
-    // `read_headers(true)`).
-    let layer = Resilience::client()
-        .deadline(DeadlineLayer::client().timeout(deadline))
-        .build()?;
-    let server = Resilience::server().build()?;
+    let (layer, server) = (presets.client.clone(), presets.server.clone());
     let watch = Watch {
         client: layer.handles().clone(),
         limit: server.handles().limit.clone(),
@@ -731,9 +777,10 @@ async fn serve(
             serve_until_ctrl_c(listener, app).await
         }
         Kind::Resilient => {
+            let presets = Presets::new(Duration::from_secs(15))?;
             let (app, watch) = resilient_proxy(
+                &presets,
                 addrs.clone(),
-                Duration::from_secs(15),
                 Duration::from_secs(5),
                 attempts,
                 Arc::default(),
@@ -748,7 +795,11 @@ async fn serve(
 
 /// `--threads N`: N threads, each a current-thread runtime serving its own
 /// `SO_REUSEPORT` listener on `listen` with its own proxy (its own client
-/// and, for the resilient proxy, its own stacks), until Ctrl-C.
+/// and connections), until Ctrl-C. The resilient proxy's presets are built
+/// once, here, and laid over each thread's upstreams: the threads share
+/// their state (see [`Presets`]). The tower proxy's layers are built in
+/// each thread, as tower's `ConcurrencyLimit` makes its semaphore for each
+/// service it wraps.
 fn serve_per_thread(
     listen: SocketAddr,
     upstreams: Vec<SocketAddr>,
@@ -759,9 +810,15 @@ fn serve_per_thread(
         "{} proxy on http://{listen} in front of {upstreams:?}, {threads} threads; Ctrl-C to stop",
         kind.name(),
     );
+    let (deadline, attempt) = (Duration::from_secs(15), Duration::from_secs(5));
+    let presets = match kind {
+        Kind::Resilient => Some(Presets::new(deadline)?),
+        Kind::Bare | Kind::Tower => None,
+    };
     let workers: Vec<_> = (0..threads)
         .map(|_| {
             let upstreams = upstreams.clone();
+            let presets = presets.clone();
             std::thread::spawn(move || -> Result<(), String> {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -774,25 +831,27 @@ fn serve_per_thread(
                         socket.set_reuseaddr(true)?;
                         socket.bind(listen)?;
                         let listener = socket.listen(1024)?;
-                        let (deadline, attempt) = (Duration::from_secs(15), Duration::from_secs(5));
-                        match kind {
-                            Kind::Bare => {
-                                let app = bare_proxy(upstreams, deadline, Arc::default());
-                                serve_until_ctrl_c(listener, app).await?;
-                            }
-                            Kind::Tower => {
-                                let app = tower_proxy(upstreams, deadline, attempt, Arc::default());
-                                serve_until_ctrl_c(listener, app).await?;
-                            }
-                            Kind::Resilient => {
+                        match (kind, presets) {
+                            (Kind::Resilient, Some(presets)) => {
                                 let (app, _) = resilient_proxy(
+                                    &presets,
                                     upstreams,
-                                    deadline,
                                     attempt,
                                     Arc::default(),
                                     Arc::default(),
                                 )?;
                                 serve_until_ctrl_c(listener, app).await?;
+                            }
+                            (Kind::Tower, _) => {
+                                let app = tower_proxy(upstreams, deadline, attempt, Arc::default());
+                                serve_until_ctrl_c(listener, app).await?;
+                            }
+                            (Kind::Bare, _) => {
+                                let app = bare_proxy(upstreams, deadline, Arc::default());
+                                serve_until_ctrl_c(listener, app).await?;
+                            }
+                            (Kind::Resilient, None) => {
+                                unreachable!("the presets are built for the resilient proxy")
                             }
                         }
                         Ok::<_, BoxError>(())
@@ -1166,7 +1225,8 @@ async fn run(scenario: &Scenario, resilient: bool) -> Result<Row, BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let proxy = listener.local_addr()?;
     let server = if resilient {
-        let (app, _) = resilient_proxy(addrs, BUDGET, ATTEMPT_TIMEOUT, attempts, retries.clone())?;
+        let presets = Presets::new(BUDGET)?;
+        let (app, _) = resilient_proxy(&presets, addrs, ATTEMPT_TIMEOUT, attempts, retries.clone())?;
         spawn_proxy(listener, app)
     } else {
         spawn_proxy(listener, bare_proxy(addrs, BUDGET, attempts))

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
-use tower_steady::circuit_breaker::CircuitBreakerLayer;
+use tower_steady::circuit_breaker::{CircuitBreakerLayer, State};
 use tower_steady::classify::{Classify, FailureKind, HttpClassifier, Outcome, RetrySafety};
 use tower_steady::deadline::{Deadline, DeadlineLayer};
 use tower_steady::load_shed::AdaptiveLimitLayer;
@@ -122,6 +122,56 @@ async fn the_breaker_sits_below_retry_its_refusals_are_not_retried() {
     breaker.reset();
     let response = svc.oneshot(request()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Runs `work` on a thread of its own, in a current-thread runtime with
+/// paused time (as a proxy with a runtime per core runs each worker).
+fn on_a_runtime_of_its_own<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(work)
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn one_preset_laid_over_services_on_two_runtimes_shares_its_state() {
+    // A proxy with a runtime per core builds the presets once and lays
+    // clones over each runtime's client: the failures one runtime sees open
+    // the breaker for the other.
+    let layer = Resilience::client().build().unwrap();
+    let breaker = layer.handles().breaker.clone().unwrap();
+
+    let failing = layer.clone();
+    let (failed, answered) = on_a_runtime_of_its_own(async move {
+        let (calls, inner) = counting(|_| Ok(status(502)));
+        let svc = failing.layer(inner);
+        let mut answered = Vec::new();
+        for _ in 0..200 {
+            answered.push(svc.clone().oneshot(request()).await.unwrap().status());
+        }
+        (calls.load(Ordering::Relaxed), answered)
+    });
+    assert!(answered.iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(breaker.state(), State::Open);
+    assert!(failed < 200 * 3, "the breaker refused some attempts: {failed}");
+
+    let healthy = layer.clone();
+    let (calls, status_seen) = on_a_runtime_of_its_own(async move {
+        let (calls, inner) = counting(|_| Ok(status(200)));
+        let svc = healthy.layer(inner);
+        let response = svc.oneshot(request()).await.unwrap();
+        (calls.load(Ordering::Relaxed), response.status())
+    });
+    assert_eq!(status_seen, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(calls, 0, "the other runtime's breaker was open before it called");
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
