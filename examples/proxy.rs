@@ -54,9 +54,9 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
+use tower::layer::util::Identity;
 use tower::retry::budget::{Budget as _, TpsBudget};
 use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
-use tower::layer::util::Identity;
 use tower_steady::chaos::{ChaosLayer, Fault};
 use tower_steady::circuit_breaker::CircuitBreakerLayer;
 use tower_steady::deadline::DeadlineLayer;
@@ -1226,7 +1226,8 @@ async fn run(scenario: &Scenario, resilient: bool) -> Result<Row, BoxError> {
     let proxy = listener.local_addr()?;
     let server = if resilient {
         let presets = Presets::new(BUDGET)?;
-        let (app, _) = resilient_proxy(&presets, addrs, ATTEMPT_TIMEOUT, attempts, retries.clone())?;
+        let (app, _) =
+            resilient_proxy(&presets, addrs, ATTEMPT_TIMEOUT, attempts, retries.clone())?;
         spawn_proxy(listener, app)
     } else {
         spawn_proxy(listener, bare_proxy(addrs, BUDGET, attempts))

@@ -159,9 +159,14 @@ fn one_preset_laid_over_services_on_two_runtimes_shares_its_state() {
         }
         (calls.load(Ordering::Relaxed), answered)
     });
-    assert!(answered.iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE));
+    assert!(answered
+        .iter()
+        .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE));
     assert_eq!(breaker.state(), State::Open);
-    assert!(failed < 200 * 3, "the breaker refused some attempts: {failed}");
+    assert!(
+        failed < 200 * 3,
+        "the breaker refused some attempts: {failed}"
+    );
 
     let healthy = layer.clone();
     let (calls, status_seen) = on_a_runtime_of_its_own(async move {
@@ -171,7 +176,10 @@ fn one_preset_laid_over_services_on_two_runtimes_shares_its_state() {
         (calls.load(Ordering::Relaxed), response.status())
     });
     assert_eq!(status_seen, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(calls, 0, "the other runtime's breaker was open before it called");
+    assert_eq!(
+        calls, 0,
+        "the other runtime's breaker was open before it called"
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
