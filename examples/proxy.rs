@@ -831,8 +831,9 @@ fn serve_per_thread(
                         socket.set_reuseaddr(true)?;
                         socket.bind(listen)?;
                         let listener = socket.listen(1024)?;
-                        match (kind, presets) {
-                            (Kind::Resilient, Some(presets)) => {
+                        // The presets are there for the resilient proxy only.
+                        match presets {
+                            Some(presets) => {
                                 let (app, _) = resilient_proxy(
                                     &presets,
                                     upstreams,
@@ -842,16 +843,13 @@ fn serve_per_thread(
                                 )?;
                                 serve_until_ctrl_c(listener, app).await?;
                             }
-                            (Kind::Tower, _) => {
+                            None if kind == Kind::Tower => {
                                 let app = tower_proxy(upstreams, deadline, attempt, Arc::default());
                                 serve_until_ctrl_c(listener, app).await?;
                             }
-                            (Kind::Bare, _) => {
+                            None => {
                                 let app = bare_proxy(upstreams, deadline, Arc::default());
                                 serve_until_ctrl_c(listener, app).await?;
-                            }
-                            (Kind::Resilient, None) => {
-                                unreachable!("the presets are built for the resilient proxy")
                             }
                         }
                         Ok::<_, BoxError>(())
