@@ -6,8 +6,9 @@
 Starts `proxy --upstream-server` and, for each of the resilient proxy (on
 one multi-thread runtime, and on two current-thread runtimes sharing its
 presets: `--threads 2`), the bare one (`--bare`) and the one built from
-tower's own layers (`--tower`), a proxy in front of it; sends each proxy 20 requests and checks that every
-answer is the upstream's `200` and its body. Then stops the upstream and
+tower's own layers (`--tower`), a proxy in front of it; sends each proxy
+20 requests and checks that every answer is the upstream's `200` and its
+body. Then stops the upstream and
 checks what each proxy answers a request now: the bare proxy and tower's
 `502`, the resilient ones `503` with `Retry-After`. Loopback only; every
 process is stopped at the end, and every wait is bounded.

@@ -145,8 +145,18 @@ fn on_a_runtime_of_its_own<T: Send + 'static>(
 fn one_preset_laid_over_services_on_two_runtimes_shares_its_state() {
     // A proxy with a runtime per core builds the presets once and lays
     // clones over each runtime's client: the failures one runtime sees open
-    // the breaker for the other.
-    let layer = Resilience::client().build().unwrap();
+    // the breaker for the other. Each runtime's paused clock starts from
+    // the real time it was made, so the open period is an hour: however
+    // long the machine takes between the two runtimes, the breaker is
+    // still open for the second.
+    let hour = Duration::from_secs(3_600);
+    let breaker = CircuitBreakerLayer::builder()
+        .open_duration(hour)
+        .max_open_duration(hour);
+    let layer = Resilience::client()
+        .circuit_breaker(breaker)
+        .build()
+        .unwrap();
     let breaker = layer.handles().breaker.clone().unwrap();
 
     let failing = layer.clone();
