@@ -722,6 +722,13 @@ async fn serve_until_ctrl_c<A: App>(listener: TcpListener, app: A) -> Result<(),
     Ok(())
 }
 
+/// With `--listen`: the whole request's budget (the bare proxy's timeout,
+/// the tower proxy's and the presets' deadline).
+const LISTEN_DEADLINE: Duration = Duration::from_secs(15);
+/// With `--listen`: each attempt's timeout (tower's and the resilient
+/// proxy's).
+const LISTEN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// `--listen ADDR --upstream URL...`: a real proxy until Ctrl-C.
 async fn serve(
     listen: &str,
@@ -764,24 +771,24 @@ async fn serve(
     let attempts = Arc::default();
     match kind {
         Kind::Bare => {
-            let app = bare_proxy(addrs.clone(), Duration::from_secs(15), attempts);
+            let app = bare_proxy(addrs.clone(), LISTEN_DEADLINE, attempts);
             serve_until_ctrl_c(listener, app).await
         }
         Kind::Tower => {
             let app = tower_proxy(
                 addrs.clone(),
-                Duration::from_secs(15),
-                Duration::from_secs(5),
+                LISTEN_DEADLINE,
+                LISTEN_ATTEMPT_TIMEOUT,
                 attempts,
             );
             serve_until_ctrl_c(listener, app).await
         }
         Kind::Resilient => {
-            let presets = Presets::new(Duration::from_secs(15))?;
+            let presets = Presets::new(LISTEN_DEADLINE)?;
             let (app, watch) = resilient_proxy(
                 &presets,
                 addrs.clone(),
-                Duration::from_secs(5),
+                LISTEN_ATTEMPT_TIMEOUT,
                 attempts,
                 Arc::default(),
             )?;
@@ -810,9 +817,8 @@ fn serve_per_thread(
         "{} proxy on http://{listen} in front of {upstreams:?}, {threads} threads; Ctrl-C to stop",
         kind.name(),
     );
-    let (deadline, attempt) = (Duration::from_secs(15), Duration::from_secs(5));
     let presets = match kind {
-        Kind::Resilient => Some(Presets::new(deadline)?),
+        Kind::Resilient => Some(Presets::new(LISTEN_DEADLINE)?),
         Kind::Bare | Kind::Tower => None,
     };
     let workers: Vec<_> = (0..threads)
@@ -837,18 +843,23 @@ fn serve_per_thread(
                                 let (app, _) = resilient_proxy(
                                     &presets,
                                     upstreams,
-                                    attempt,
+                                    LISTEN_ATTEMPT_TIMEOUT,
                                     Arc::default(),
                                     Arc::default(),
                                 )?;
                                 serve_until_ctrl_c(listener, app).await?;
                             }
                             None if kind == Kind::Tower => {
-                                let app = tower_proxy(upstreams, deadline, attempt, Arc::default());
+                                let app = tower_proxy(
+                                    upstreams,
+                                    LISTEN_DEADLINE,
+                                    LISTEN_ATTEMPT_TIMEOUT,
+                                    Arc::default(),
+                                );
                                 serve_until_ctrl_c(listener, app).await?;
                             }
                             None => {
-                                let app = bare_proxy(upstreams, deadline, Arc::default());
+                                let app = bare_proxy(upstreams, LISTEN_DEADLINE, Arc::default());
                                 serve_until_ctrl_c(listener, app).await?;
                             }
                         }
